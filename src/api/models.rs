@@ -1,0 +1,63 @@
+//! `GET /v1/models` (one entry per profile, with its aliases, engine and description) and
+//! `GET /v1/models/{model}` (any model name that routes, answered with its profile's entry).
+//! With keys configured, a key only sees the profiles it may use.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::api::error::ApiError;
+use crate::api::{authenticate, may_use};
+use crate::config::Profile;
+use crate::snapshot::Snapshot;
+use crate::state::AppState;
+
+fn entry(snapshot: &Snapshot, profile: &Profile, id: &str) -> Value {
+    json!({
+        "id": id,
+        "object": "model",
+        "created": snapshot.created,
+        "owned_by": "codex-api-proxy",
+        "profile": profile.name,
+        "aliases": profile.aliases,
+        "engine": profile.engine.as_str(),
+        "description": profile.description,
+    })
+}
+
+pub async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let snapshot = state.snapshot();
+    let key = match authenticate(&snapshot, &headers) {
+        Ok(key) => key,
+        Err(error) => return error.into_response(),
+    };
+    let data: Vec<Value> = snapshot
+        .config
+        .profiles
+        .iter()
+        .filter(|profile| may_use(profile, key.as_deref()))
+        .map(|profile| entry(&snapshot, profile, &profile.name))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+pub async fn get_model(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let snapshot = state.snapshot();
+    let key = match authenticate(&snapshot, &headers) {
+        Ok(key) => key,
+        Err(error) => return error.into_response(),
+    };
+    match snapshot.route(&model) {
+        Some(route) if may_use(route.profile, key.as_deref()) => {
+            Json(entry(&snapshot, route.profile, &model)).into_response()
+        }
+        _ => ApiError::ModelNotFound(format!("The model `{model}` does not exist on this proxy."))
+            .into_response(),
+    }
+}

@@ -1,0 +1,963 @@
+//! The validated, immutable configuration: `[server]` settings and the named profiles.
+//!
+//! Entry points: [`load_file`] (read + [`parse`]) for `--config`, and [`Config::implicit`] for the single
+//! `codex-local` profile built from command-line flags. Validation reports *every* problem at once, each with
+//! the file line and profile name. This module does no I/O beyond reading the file and the environment; it
+//! never starts processes (that is the engines' job).
+
+pub mod raw;
+pub mod watch;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+use toml::Spanned;
+
+use raw::{RawFile, SpannedTable};
+
+/// Which Codex interface serves a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// One `codex exec --json` process per request.
+    Exec,
+    /// Long-lived `codex app-server` workers over JSON-RPC.
+    AppServer,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Exec => "exec",
+            EngineKind::AppServer => "app-server",
+        }
+    }
+}
+
+/// Server-wide settings (`[server]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Accepted bearer tokens; empty means no authentication.
+    pub api_keys: Vec<String>,
+    pub codex_bin: String,
+    /// Where model names that match no profile go; `None` means 404.
+    pub fallback_profile: Option<String>,
+    pub max_request_bytes: usize,
+    pub log_level: String,
+}
+
+/// One validated profile. Immutable; a reload builds new ones.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub engine: EngineKind,
+    /// Passed to Codex as `--model`; `None` lets Codex choose.
+    pub model: Option<String>,
+    /// Pass the request's `model` to Codex instead of [`Profile::model`].
+    pub pass_model: bool,
+    pub aliases: Vec<String>,
+    /// Model names this regex matches select the profile.
+    pub match_regex: Option<Regex>,
+    pub description: String,
+    pub fast: bool,
+    pub agent: bool,
+    pub tools: bool,
+    pub ephemeral: bool,
+    pub proxy: Option<String>,
+    pub default_cwd: PathBuf,
+    pub allowed_roots: Vec<PathBuf>,
+    pub codex_config: Vec<String>,
+    pub timeout: Duration,
+    pub max_concurrency: usize,
+    pub max_queue_size: usize,
+    pub queue_timeout: Duration,
+    pub workers: usize,
+    /// If non-empty, only these bearer tokens may use the profile.
+    pub api_keys: Vec<String>,
+    /// Private `CODEX_HOME` of app-server workers.
+    pub codex_home: PathBuf,
+}
+
+impl Profile {
+    /// The `-c` overrides Codex receives, with `fast` applied.
+    pub fn effective_codex_config(&self) -> Vec<String> {
+        let mut overrides = self.codex_config.clone();
+        let sets_effort = overrides
+            .iter()
+            .any(|item| item.trim_start().starts_with("model_reasoning_effort"));
+        if self.fast && !sets_effort {
+            overrides.push("model_reasoning_effort=\"low\"".to_string());
+        }
+        overrides
+    }
+
+    /// The settings that shape the Codex processes of this profile. Two profiles with equal runtime
+    /// keys can share one pool, so a reload keeps the pool (and its warm workers).
+    pub fn runtime_key(&self, codex_bin: &str) -> String {
+        format!(
+            "{:?}|{:?}|{}|{}|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{}|{:?}",
+            self.engine,
+            self.model,
+            self.pass_model,
+            self.fast,
+            self.agent,
+            self.tools,
+            self.ephemeral,
+            self.proxy,
+            self.default_cwd,
+            self.allowed_roots,
+            self.codex_config,
+            self.timeout,
+            self.max_concurrency,
+            self.max_queue_size,
+            self.workers,
+            self.queue_timeout,
+            codex_bin,
+            self.codex_home,
+        )
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// In file order (regex matching follows it).
+    pub profiles: Vec<Arc<Profile>>,
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn profile(&self, name: &str) -> Option<&Arc<Profile>> {
+        self.profiles.iter().find(|profile| profile.name == name)
+    }
+}
+
+/// One problem found while loading the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub profile: Option<String>,
+    pub message: String,
+}
+
+/// Everything wrong with a config file, reported together.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors {
+    pub path: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        write!(
+            f,
+            "{} has {} problem{}:",
+            self.path,
+            count,
+            if count == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            write!(f, "\n  {}", self.describe(problem))?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    /// One problem as `file:line: profile `name`: message`.
+    pub fn describe(&self, problem: &Problem) -> String {
+        let mut out = self.path.clone();
+        if let Some(line) = problem.line {
+            out.push_str(&format!(":{line}"));
+        }
+        out.push_str(": ");
+        if let Some(profile) = &problem.profile {
+            out.push_str(&format!("profile `{profile}`: "));
+        }
+        out.push_str(&problem.message);
+        out
+    }
+}
+
+/// Server settings given on the command line; they win over `[server]`.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOverrides {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub api_key: Option<String>,
+    pub codex_bin: Option<String>,
+    pub log_level: Option<String>,
+}
+
+impl ServerOverrides {
+    fn apply(&self, server: &mut ServerConfig) {
+        if let Some(host) = &self.host {
+            server.host = host.clone();
+        }
+        if let Some(port) = self.port {
+            server.port = port;
+        }
+        if let Some(key) = &self.api_key {
+            server.api_keys = vec![key.clone()];
+        }
+        if let Some(bin) = &self.codex_bin {
+            server.codex_bin = bin.clone();
+        }
+        if let Some(level) = &self.log_level {
+            server.log_level = level.clone();
+        }
+    }
+}
+
+/// Profile settings of the implicit `codex-local` profile (no `--config`), from flags and environment.
+#[derive(Debug, Clone)]
+pub struct ImplicitProfile {
+    pub model: Option<String>,
+    pub engine: EngineKind,
+    pub workers: usize,
+    pub max_queue_size: usize,
+    pub queue_timeout_seconds: u64,
+    pub codex_home: Option<PathBuf>,
+    pub codex_config: Vec<String>,
+    pub ephemeral: bool,
+    pub agent: bool,
+    pub fast: bool,
+    pub proxy: Option<String>,
+    pub default_cwd: Option<PathBuf>,
+    pub allowed_roots: Vec<PathBuf>,
+    pub timeout_seconds: u64,
+    pub max_concurrency: Option<usize>,
+}
+
+/// The name of the profile used when no config file is given.
+pub const IMPLICIT_PROFILE: &str = "codex-local";
+
+pub fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// `~/.codex-api-proxy`, where state, logs, the default workspace and private Codex homes live.
+pub fn state_dir() -> PathBuf {
+    home_dir().join(".codex-api-proxy")
+}
+
+/// Expands a leading `~` and makes relative paths relative to `base`.
+pub fn resolve_path(text: &str, base: Option<&Path>) -> PathBuf {
+    let path = if text == "~" {
+        home_dir()
+    } else if let Some(rest) = text.strip_prefix("~/") {
+        home_dir().join(rest)
+    } else {
+        PathBuf::from(text)
+    };
+    if path.is_relative() {
+        match base {
+            Some(base) => base.join(path),
+            None => std::env::current_dir()
+                .map(|dir| dir.join(&path))
+                .unwrap_or(path),
+        }
+    } else {
+        path
+    }
+}
+
+fn default_server() -> ServerConfig {
+    ServerConfig {
+        host: "127.0.0.1".into(),
+        port: 8765,
+        api_keys: Vec::new(),
+        codex_bin: "codex".into(),
+        fallback_profile: None,
+        max_request_bytes: 10 * 1024 * 1024,
+        log_level: "info".into(),
+    }
+}
+
+impl Config {
+    /// The configuration used without `--config`: one profile, `codex-local`, that every model routes to.
+    pub fn implicit(overrides: &ServerOverrides, settings: &ImplicitProfile) -> Config {
+        let mut server = default_server();
+        overrides.apply(&mut server);
+        server.fallback_profile = Some(IMPLICIT_PROFILE.to_string());
+        let default_cwd = settings
+            .default_cwd
+            .clone()
+            .unwrap_or_else(|| state_dir().join("workspace"));
+        let allowed_roots = if settings.allowed_roots.is_empty() {
+            vec![default_cwd.clone()]
+        } else {
+            settings.allowed_roots.clone()
+        };
+        let workers = settings.workers.max(1);
+        let profile = Profile {
+            name: IMPLICIT_PROFILE.to_string(),
+            engine: settings.engine,
+            model: settings.model.clone(),
+            pass_model: false,
+            aliases: Vec::new(),
+            match_regex: None,
+            description: "Implicit profile built from command-line flags".to_string(),
+            fast: settings.fast,
+            agent: settings.agent,
+            tools: true,
+            ephemeral: settings.ephemeral,
+            proxy: settings.proxy.clone(),
+            default_cwd,
+            allowed_roots,
+            codex_config: settings.codex_config.clone(),
+            timeout: Duration::from_secs(settings.timeout_seconds.max(1)),
+            max_concurrency: settings
+                .max_concurrency
+                .unwrap_or(match settings.engine {
+                    EngineKind::Exec => 1,
+                    EngineKind::AppServer => 4 * workers,
+                })
+                .max(1),
+            max_queue_size: settings.max_queue_size,
+            queue_timeout: Duration::from_secs(settings.queue_timeout_seconds),
+            workers,
+            api_keys: Vec::new(),
+            codex_home: settings
+                .codex_home
+                .clone()
+                .unwrap_or_else(|| state_dir().join("codex-home").join(IMPLICIT_PROFILE)),
+        };
+        Config {
+            server,
+            profiles: vec![Arc::new(profile)],
+            source: None,
+        }
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load_file(path: &Path, overrides: &ServerOverrides) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigErrors {
+        path: path.display().to_string(),
+        problems: vec![Problem {
+            line: None,
+            profile: None,
+            message: format!("cannot read the file: {err}"),
+        }],
+    })?;
+    let lookup = |name: &str| std::env::var(name).ok();
+    parse(&text, path, overrides, &lookup)
+}
+
+/// Validates the text of a config file. Pure apart from `lookup` (the environment for `${VAR}`).
+pub fn parse(
+    text: &str,
+    path: &Path,
+    overrides: &ServerOverrides,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut checker = Checker {
+        text,
+        problems: Vec::new(),
+        lookup,
+    };
+    let file: RawFile = match toml::from_str(text) {
+        Ok(file) => file,
+        Err(err) => {
+            let line = err.span().map(|span| checker.line_of(span.start));
+            return Err(ConfigErrors {
+                path: path.display().to_string(),
+                problems: vec![Problem {
+                    line,
+                    profile: None,
+                    message: err.message().trim().to_string(),
+                }],
+            });
+        }
+    };
+    let base = path.parent().map(Path::to_path_buf);
+    let config = checker.build(&file, base.as_deref(), overrides, path);
+    if checker.problems.is_empty() {
+        Ok(config)
+    } else {
+        checker.problems.sort_by_key(|problem| problem.line.unwrap_or(usize::MAX));
+        Err(ConfigErrors {
+            path: path.display().to_string(),
+            problems: checker.problems,
+        })
+    }
+}
+
+/// Accumulates problems while turning the raw file into a [`Config`].
+struct Checker<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+const SERVER_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "api_keys",
+    "codex_bin",
+    "fallback_profile",
+    "max_request_bytes",
+    "log_level",
+];
+
+const PROFILE_ONLY_KEYS: &[&str] = &["aliases", "match", "description"];
+
+const PROFILE_KEYS: &[&str] = &[
+    "engine",
+    "model",
+    "pass_model",
+    "aliases",
+    "match",
+    "description",
+    "fast",
+    "agent",
+    "tools",
+    "ephemeral",
+    "proxy",
+    "default_cwd",
+    "allowed_roots",
+    "codex_config",
+    "timeout_seconds",
+    "max_concurrency",
+    "max_queue_size",
+    "queue_timeout_seconds",
+    "workers",
+    "api_keys",
+    "codex_home",
+];
+
+/// A profile's entries after `[defaults]` were merged in: key → (value, line).
+struct Entries {
+    profile: Option<String>,
+    values: Vec<(String, toml::Value, usize)>,
+}
+
+impl Entries {
+    fn get(&self, key: &str) -> Option<&(String, toml::Value, usize)> {
+        // Later entries (the profile's own) win over earlier ones (the defaults).
+        self.values.iter().rev().find(|(name, _, _)| name == key)
+    }
+}
+
+impl<'a> Checker<'a> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|byte| *byte == b'\n')
+            .count()
+            + 1
+    }
+
+    fn problem(&mut self, line: Option<usize>, profile: Option<&str>, message: String) {
+        self.problems.push(Problem {
+            line,
+            profile: profile.map(str::to_string),
+            message,
+        });
+    }
+
+    /// Checks key names and expands `${VAR}`; returns the entries in file order.
+    fn entries(
+        &mut self,
+        table: &SpannedTable,
+        allowed: &[&str],
+        section: &str,
+        profile: Option<&str>,
+    ) -> Vec<(String, toml::Value, usize)> {
+        let mut out = Vec::new();
+        for (key, value) in raw::ordered(table) {
+            let line = self.line_of(key.span().start);
+            if !allowed.contains(&key.get_ref().as_str()) {
+                let mut known: Vec<&str> = allowed.to_vec();
+                known.sort_unstable();
+                self.problem(
+                    Some(line),
+                    profile,
+                    format!(
+                        "unknown key `{}` in {section} (known keys: {})",
+                        key.get_ref(),
+                        known.join(", ")
+                    ),
+                );
+                continue;
+            }
+            let mut value = value.get_ref().clone();
+            let missing = raw::expand_env(&mut value, self.lookup);
+            for name in missing {
+                self.problem(
+                    Some(line),
+                    profile,
+                    format!(
+                        "`{}` uses ${{{name}}}, but the environment variable {name} is not set",
+                        key.get_ref()
+                    ),
+                );
+            }
+            out.push((key.get_ref().clone(), value, line));
+        }
+        out
+    }
+
+    fn typed<T: serde::de::DeserializeOwned>(
+        &mut self,
+        entries: &Entries,
+        key: &str,
+        expected: &str,
+    ) -> Option<T> {
+        let (_, value, line) = entries.get(key)?;
+        match value.clone().try_into::<T>() {
+            Ok(typed) => Some(typed),
+            Err(_) => {
+                let line = *line;
+                let profile = entries.profile.clone();
+                self.problem(
+                    Some(line),
+                    profile.as_deref(),
+                    format!("`{key}` must be {expected}, found {}", value.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, entries: &Entries, key: &str, default: u64) -> u64 {
+        match self.typed::<i64>(entries, key, "a whole number") {
+            Some(number) if number > 0 => number as u64,
+            Some(number) => {
+                let line = entries.get(key).map(|(_, _, line)| *line);
+                let profile = entries.profile.clone();
+                self.problem(
+                    line,
+                    profile.as_deref(),
+                    format!("`{key}` must be greater than zero, found {number}"),
+                );
+                default
+            }
+            None => default,
+        }
+    }
+
+    fn build(
+        &mut self,
+        file: &RawFile,
+        base: Option<&Path>,
+        overrides: &ServerOverrides,
+        path: &Path,
+    ) -> Config {
+        let mut server = default_server();
+        if let Some(table) = &file.server {
+            let values = self.entries(table.get_ref(), SERVER_KEYS, "[server]", None);
+            let entries = Entries {
+                profile: None,
+                values,
+            };
+            if let Some(host) = self.typed::<String>(&entries, "host", "a string") {
+                server.host = host;
+            }
+            if let Some(port) = self.typed::<i64>(&entries, "port", "a port number") {
+                match u16::try_from(port) {
+                    Ok(port) => server.port = port,
+                    Err(_) => {
+                        let line = entries.get("port").map(|entry| entry.2);
+                        self.problem(line, None, format!("`port` {port} is not a valid port"));
+                    }
+                }
+            }
+            if let Some(keys) =
+                self.typed::<Vec<String>>(&entries, "api_keys", "an array of strings")
+            {
+                server.api_keys = keys.into_iter().filter(|key| !key.is_empty()).collect();
+            }
+            if let Some(bin) = self.typed::<String>(&entries, "codex_bin", "a string") {
+                server.codex_bin = bin;
+            }
+            server.fallback_profile = self.typed::<String>(&entries, "fallback_profile", "a string");
+            if entries.get("max_request_bytes").is_some() {
+                server.max_request_bytes =
+                    self.positive(&entries, "max_request_bytes", server.max_request_bytes as u64)
+                        as usize;
+            }
+            if let Some(level) = self.typed::<String>(&entries, "log_level", "a string") {
+                if !["trace", "debug", "info", "warning", "warn", "error"]
+                    .contains(&level.as_str())
+                {
+                    let line = entries.get("log_level").map(|entry| entry.2);
+                    self.problem(
+                        line,
+                        None,
+                        format!("`log_level` must be debug, info, warning or error, found `{level}`"),
+                    );
+                }
+                server.log_level = level;
+            }
+        }
+        overrides.apply(&mut server);
+
+        let allowed_defaults: Vec<&str> = PROFILE_KEYS
+            .iter()
+            .copied()
+            .filter(|key| !PROFILE_ONLY_KEYS.contains(key))
+            .collect();
+        let defaults = match &file.defaults {
+            Some(table) => self.entries(table.get_ref(), &allowed_defaults, "[defaults]", None),
+            None => Vec::new(),
+        };
+
+        let mut profiles: Vec<Arc<Profile>> = Vec::new();
+        // name or alias → (profile that claims it, line)
+        let mut claimed: Vec<(String, String, usize)> = Vec::new();
+        if let Some(raw_profiles) = &file.profiles {
+            for (name, table) in raw::ordered_profiles(raw_profiles) {
+                let line = self.line_of(name.span().start);
+                let profile_name = name.get_ref().clone();
+                if let Some(profile) =
+                    self.build_profile(&profile_name, table, &defaults, &server, base)
+                {
+                    for (label, label_line) in std::iter::once((profile.name.clone(), line))
+                        .chain(profile.aliases.iter().map(|alias| (alias.clone(), line)))
+                    {
+                        if let Some((_, owner, owner_line)) =
+                            claimed.iter().find(|(claimed_name, _, _)| *claimed_name == label)
+                        {
+                            let message = if owner == &profile.name {
+                                format!("the model name `{label}` is listed twice")
+                            } else {
+                                format!(
+                                    "the model name `{label}` is already used by profile `{owner}` (line {owner_line})"
+                                )
+                            };
+                            self.problem(Some(label_line), Some(&profile.name), message);
+                        } else {
+                            claimed.push((label, profile.name.clone(), label_line));
+                        }
+                    }
+                    profiles.push(Arc::new(profile));
+                }
+            }
+        }
+        if profiles.is_empty() && file.profiles.as_ref().is_none_or(|p| p.is_empty()) {
+            self.problem(
+                None,
+                None,
+                "no profiles: add at least one `[profiles.NAME]` table".to_string(),
+            );
+        }
+        if let Some(fallback) = &server.fallback_profile {
+            let exists = file
+                .profiles
+                .as_ref()
+                .is_some_and(|profiles| profiles.keys().any(|name| name.get_ref() == fallback));
+            if !exists {
+                let line = file.server.as_ref().and_then(|table| {
+                    table
+                        .get_ref()
+                        .iter()
+                        .find(|(key, _)| key.get_ref() == "fallback_profile")
+                        .map(|(key, _)| key.span().start)
+                });
+                let line = line.map(|offset| self.line_of(offset));
+                self.problem(
+                    line,
+                    None,
+                    format!("`fallback_profile` names `{fallback}`, which is not a profile"),
+                );
+            }
+        }
+        Config {
+            server,
+            profiles,
+            source: Some(path.to_path_buf()),
+        }
+    }
+
+    fn build_profile(
+        &mut self,
+        name: &str,
+        table: &Spanned<SpannedTable>,
+        defaults: &[(String, toml::Value, usize)],
+        server: &ServerConfig,
+        base: Option<&Path>,
+    ) -> Option<Profile> {
+        let before = self.problems.len();
+        let table_line = self.line_of(table.span().start);
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.problem(
+                Some(table_line),
+                Some(name),
+                "a profile name must be non-empty and contain no spaces".to_string(),
+            );
+        }
+        let own = self.entries(table.get_ref(), PROFILE_KEYS, "a profile", Some(name));
+        let mut values = defaults.to_vec();
+        values.extend(own);
+        let entries = Entries {
+            profile: Some(name.to_string()),
+            values,
+        };
+
+        let engine = match self.typed::<String>(&entries, "engine", "a string").as_deref() {
+            None | Some("exec") => EngineKind::Exec,
+            Some("app-server") => EngineKind::AppServer,
+            Some(other) => {
+                let line = entries.get("engine").map(|entry| entry.2);
+                self.problem(
+                    line,
+                    Some(name),
+                    format!("unknown engine `{other}` (use \"exec\" or \"app-server\")"),
+                );
+                EngineKind::Exec
+            }
+        };
+        let model = self
+            .typed::<String>(&entries, "model", "a string")
+            .filter(|model| !model.is_empty());
+        let pass_model = self
+            .typed::<bool>(&entries, "pass_model", "true or false")
+            .unwrap_or(false);
+        let aliases = self
+            .typed::<Vec<String>>(&entries, "aliases", "an array of strings")
+            .unwrap_or_default();
+        let match_regex = match self.typed::<String>(&entries, "match", "a regular expression string")
+        {
+            Some(pattern) => match Regex::new(&pattern) {
+                Ok(regex) => Some(regex),
+                Err(err) => {
+                    let line = entries.get("match").map(|entry| entry.2);
+                    let first_line = err.to_string();
+                    let summary = first_line.lines().last().unwrap_or("invalid").trim();
+                    self.problem(
+                        line,
+                        Some(name),
+                        format!("`match` is not a valid regular expression ({pattern:?}): {summary}"),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let description = self
+            .typed::<String>(&entries, "description", "a string")
+            .unwrap_or_default();
+        let fast = self
+            .typed::<bool>(&entries, "fast", "true or false")
+            .unwrap_or(false);
+        let agent = self
+            .typed::<bool>(&entries, "agent", "true or false")
+            .unwrap_or(false);
+        let tools = self
+            .typed::<bool>(&entries, "tools", "true or false")
+            .unwrap_or(true);
+        if agent && !tools {
+            let line = entries.get("tools").map(|entry| entry.2);
+            self.problem(
+                line,
+                Some(name),
+                "`agent = true` needs Codex's tools; it cannot be combined with `tools = false`"
+                    .to_string(),
+            );
+        }
+        let ephemeral = self
+            .typed::<bool>(&entries, "ephemeral", "true or false")
+            .unwrap_or(true);
+        let proxy = self
+            .typed::<String>(&entries, "proxy", "a URL string")
+            .filter(|proxy| !proxy.is_empty());
+        let default_cwd = self
+            .typed::<String>(&entries, "default_cwd", "a path string")
+            .map(|text| resolve_path(&text, base))
+            .unwrap_or_else(|| state_dir().join("workspace"));
+        let allowed_roots = self
+            .typed::<Vec<String>>(&entries, "allowed_roots", "an array of path strings")
+            .map(|roots| {
+                roots
+                    .iter()
+                    .map(|root| resolve_path(root, base))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|roots| !roots.is_empty())
+            .unwrap_or_else(|| vec![default_cwd.clone()]);
+        let codex_config = self
+            .typed::<Vec<String>>(&entries, "codex_config", "an array of `key=value` strings")
+            .unwrap_or_default();
+        for item in &codex_config {
+            if !item.contains('=') {
+                let line = entries.get("codex_config").map(|entry| entry.2);
+                self.problem(
+                    line,
+                    Some(name),
+                    format!("`codex_config` entry {item:?} is not of the form key=value"),
+                );
+            }
+        }
+        let timeout = Duration::from_secs(self.positive(&entries, "timeout_seconds", 300));
+        let workers = self.positive(&entries, "workers", 1) as usize;
+        let default_concurrency = match engine {
+            EngineKind::Exec => 1,
+            EngineKind::AppServer => 4 * workers as u64,
+        };
+        let max_concurrency = self.positive(&entries, "max_concurrency", default_concurrency) as usize;
+        let max_queue_size = match self.typed::<i64>(&entries, "max_queue_size", "a whole number") {
+            Some(size) if size >= 0 => size as usize,
+            Some(size) => {
+                let line = entries.get("max_queue_size").map(|entry| entry.2);
+                self.problem(
+                    line,
+                    Some(name),
+                    format!("`max_queue_size` must be zero or more, found {size}"),
+                );
+                64
+            }
+            None => 64,
+        };
+        let queue_timeout = Duration::from_secs(self.positive(&entries, "queue_timeout_seconds", 30));
+        let api_keys: Vec<String> = self
+            .typed::<Vec<String>>(&entries, "api_keys", "an array of strings")
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|key| !key.is_empty())
+            .collect();
+        let codex_home = self
+            .typed::<String>(&entries, "codex_home", "a path string")
+            .map(|text| resolve_path(&text, base))
+            .unwrap_or_else(|| state_dir().join("codex-home").join(name));
+        let _ = server;
+
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Profile {
+            name: name.to_string(),
+            engine,
+            model,
+            pass_model,
+            aliases,
+            match_regex,
+            description,
+            fast,
+            agent,
+            tools,
+            ephemeral,
+            proxy,
+            default_cwd,
+            allowed_roots,
+            codex_config,
+            timeout,
+            max_concurrency,
+            max_queue_size,
+            queue_timeout,
+            workers,
+            api_keys,
+            codex_home,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<Config, ConfigErrors> {
+        let lookup = |name: &str| (name == "SET").then(|| "value".to_string());
+        parse(
+            text,
+            Path::new("/etc/proxy/config.toml"),
+            &ServerOverrides::default(),
+            &lookup,
+        )
+    }
+
+    #[test]
+    fn minimal_profile_gets_defaults() {
+        let config = parse_text("[profiles.default]\n").unwrap();
+        let profile = &config.profiles[0];
+        assert_eq!(profile.engine, EngineKind::Exec);
+        assert_eq!(profile.max_concurrency, 1);
+        assert_eq!(profile.max_queue_size, 64);
+        assert_eq!(profile.timeout, Duration::from_secs(300));
+        assert!(profile.tools && profile.ephemeral && !profile.agent);
+        assert_eq!(config.server.port, 8765);
+    }
+
+    #[test]
+    fn defaults_are_inherited_and_overridden() {
+        let config = parse_text(
+            "[defaults]\ntimeout_seconds = 10\nfast = true\n[profiles.a]\n[profiles.b]\ntimeout_seconds = 20\n",
+        )
+        .unwrap();
+        assert_eq!(config.profiles[0].timeout, Duration::from_secs(10));
+        assert_eq!(config.profiles[1].timeout, Duration::from_secs(20));
+        assert!(config.profiles[1].fast);
+    }
+
+    #[test]
+    fn reports_every_problem_with_line_and_profile() {
+        let err = parse_text(
+            "[server]\nfallback_profile = \"missing\"\n\n[profiles.a]\nbogus = 1\nmatch = \"(\"\nengine = \"warp\"\n\n[profiles.b]\naliases = [\"a\"]\nmax_concurrency = 0\nproxy = \"${UNSET}\"\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 6, "{text}");
+        assert!(text.contains(":5: profile `a`: unknown key `bogus`"), "{text}");
+        assert!(text.contains(":6: profile `a`: `match` is not a valid regular expression"), "{text}");
+        assert!(text.contains(":7: profile `a`: unknown engine `warp`"), "{text}");
+        assert!(text.contains(":11: profile `b`: `max_concurrency` must be greater than zero"), "{text}");
+        assert!(text.contains("environment variable UNSET is not set"), "{text}");
+        assert!(text.contains(":2: `fallback_profile` names `missing`"), "{text}");
+        // `a` failed validation, so the alias clash is not reported; a clean duplicate is:
+        let err = parse_text("[profiles.a]\n[profiles.b]\naliases = [\"a\"]\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(":2: profile `b`: the model name `a` is already used by profile `a`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let err = parse_text("[profiles.a]\nmodel = \n").unwrap_err();
+        assert_eq!(err.problems[0].line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn env_expansion_and_paths() {
+        let config = parse_text(
+            "[server]\napi_keys = [\"${SET}\"]\n[profiles.a]\ndefault_cwd = \"work\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.api_keys, vec!["value"]);
+        assert_eq!(config.profiles[0].default_cwd, PathBuf::from("/etc/proxy/work"));
+        assert_eq!(config.profiles[0].allowed_roots, vec![PathBuf::from("/etc/proxy/work")]);
+    }
+
+    #[test]
+    fn agent_without_tools_is_an_error() {
+        let err = parse_text("[profiles.a]\nagent = true\ntools = false\n").unwrap_err();
+        assert!(err.to_string().contains("cannot be combined"), "{err}");
+    }
+
+    #[test]
+    fn fast_adds_low_effort_unless_set() {
+        let config = parse_text(
+            "[profiles.a]\nfast = true\n[profiles.b]\nfast = true\ncodex_config = ['model_reasoning_effort=\"high\"']\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.profiles[0].effective_codex_config(),
+            vec!["model_reasoning_effort=\"low\""]
+        );
+        assert_eq!(
+            config.profiles[1].effective_codex_config(),
+            vec!["model_reasoning_effort=\"high\""]
+        );
+    }
+}

@@ -1,0 +1,346 @@
+//! The exec engine: one `codex exec --json` process per request.
+//!
+//! Entry point: [`start`]. The run's task owns the process group: it writes the prompt to stdin, drains
+//! stderr (keeping a tail for error messages), reads the JSONL events, and reports `Done` the moment
+//! `turn.completed` arrives (Codex needs ~50 ms more to exit; the client does not wait for that). The group
+//! is killed on cancellation (the [`RunHandle`] was dropped: client gone), on `timeout_seconds`, and in any
+//! case when the task ends. The admission permit is held until the process is gone.
+
+use std::ffi::OsString;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::codex::events::{classify_failure, parse_exec_line, summarize, ExecEvent};
+use crate::codex::launch::{spawn_in_group, ResolvedCodex, StderrTail};
+use crate::codex::prompt::toml_string;
+use crate::config::Profile;
+use crate::engine::{EngineError, EngineEvent, FailureKind, Job, Phases, RunHandle};
+use crate::pool::Permit;
+
+/// `-c`/`--disable` arguments that remove Codex's own tools and its environment, permissions and skills
+/// blocks (protocol notes §6.3): a plain model call.
+pub const NO_TOOLS_ARGS: &[&str] = &[
+    "--disable",
+    "shell_tool",
+    "--disable",
+    "view_image",
+    "--disable",
+    "multi_agent",
+    "--disable",
+    "goals",
+    "-c",
+    "web_search=\"disabled\"",
+    "-c",
+    "tools.experimental_request_user_input.enabled=false",
+    "-c",
+    "skills.include_instructions=false",
+    "-c",
+    "include_permissions_instructions=false",
+    "-c",
+    "include_environment_context=false",
+];
+
+/// The full argument list of one `codex exec` run (after the program name).
+pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        "--ignore-user-config",
+        "--ignore-rules",
+        "--disable",
+        "unbounded_connection_retries",
+        "--sandbox",
+        if profile.agent {
+            "workspace-write"
+        } else {
+            "read-only"
+        },
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    args.push("--cd".into());
+    args.push(job.cwd.clone().into_os_string());
+    if let Some(model) = &job.model {
+        args.push("--model".into());
+        args.push(model.into());
+    }
+    if let Some(instructions) = &job.conversation.developer_instructions {
+        args.push("-c".into());
+        args.push(format!("developer_instructions={}", toml_string(instructions)).into());
+    }
+    if !profile.tools {
+        args.extend(NO_TOOLS_ARGS.iter().map(OsString::from));
+    }
+    for item in profile.effective_codex_config() {
+        args.push("-c".into());
+        args.push(item.into());
+    }
+    if profile.ephemeral {
+        args.push("--ephemeral".into());
+    }
+    // End of options: the prompt comes from stdin.
+    args.push("-".into());
+    args
+}
+
+/// Starts one exec run in its own task.
+pub fn start(
+    profile: Arc<Profile>,
+    codex: Result<ResolvedCodex, String>,
+    job: Job,
+    permit: Permit,
+) -> RunHandle {
+    let (events, receiver) = mpsc::channel(8);
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    tokio::spawn(async move {
+        let outcome = run(&profile, codex, &job, &events, &token).await;
+        if let Err(error) = outcome {
+            let _ = events.send(EngineEvent::Failed(error)).await;
+        }
+        drop(permit);
+    });
+    RunHandle {
+        events: receiver,
+        cancel: cancel.drop_guard(),
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+}
+
+/// Runs Codex to completion. `Ok` means `Done` was already sent.
+async fn run(
+    profile: &Profile,
+    codex: Result<ResolvedCodex, String>,
+    job: &Job,
+    events: &mpsc::Sender<EngineEvent>,
+    cancel: &CancellationToken,
+) -> Result<(), EngineError> {
+    let codex = codex.map_err(|message| EngineError::new(FailureKind::CodexUnavailable, message))?;
+    let mut phases = Phases::new();
+
+    let build_started = Instant::now();
+    let mut command = Command::new(&codex.program);
+    command
+        .args(exec_args(profile, job))
+        .current_dir(&job.cwd)
+        .envs(codex.env.iter().map(|(k, v)| (k, v)))
+        .env_remove("RUST_BACKTRACE");
+    if let Some(proxy) = &profile.proxy {
+        for key in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+            command.env(key, proxy);
+        }
+    }
+    phases.insert("codex_command_build", ms(build_started));
+
+    let spawn_started = Instant::now();
+    let (mut child, mut group) = spawn_in_group(&mut command).map_err(|err| {
+        let kind = match err.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                FailureKind::CodexUnavailable
+            }
+            _ => FailureKind::CodexFailed,
+        };
+        EngineError::new(
+            kind,
+            format!("cannot start Codex ({}): {err}", codex.program.display()),
+        )
+    })?;
+    phases.insert("codex_process_spawn", ms(spawn_started));
+    let io_started = Instant::now();
+
+    // stderr: drained for the whole life of the process, tail kept for error messages.
+    let tail = Arc::new(Mutex::new(StderrTail::default()));
+    if let Some(stderr) = child.stderr.take() {
+        let tail = tail.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tail.lock().unwrap_or_else(|e| e.into_inner()).push(&line);
+            }
+        });
+    }
+    // stdin: the transcript, then EOF. Written in its own task so a huge prompt cannot block reading.
+    let stdin_started = Instant::now();
+    let prompt = job.conversation.transcript();
+    let stdin_write_ms: Arc<Mutex<Option<f64>>> = Arc::default();
+    if let Some(mut stdin) = child.stdin.take() {
+        let stdin_write_ms = stdin_write_ms.clone();
+        tokio::spawn(async move {
+            if stdin.write_all(prompt.as_bytes()).await.is_ok() {
+                drop(stdin);
+                *stdin_write_ms.lock().unwrap_or_else(|e| e.into_inner()) = Some(ms(stdin_started));
+            }
+        });
+    }
+
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| EngineError::new(FailureKind::CodexFailed, "Codex stdout was not captured"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = tokio::time::Instant::from_std(job.received_at) + profile.timeout;
+
+    let mut last_message: Option<String> = None;
+    let mut failure: Option<String> = None;
+    let mut last_error_event: Option<String> = None;
+    let mut non_json_lines = 0usize;
+    let mut first_event = true;
+    let mut first_assistant = true;
+    let mut parse_time = Duration::ZERO;
+    let mut completed = false;
+
+    loop {
+        let line = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                group.kill();
+                return Ok(());
+            }
+            _ = tokio::time::sleep_until(deadline), if !completed => {
+                group.kill();
+                return Err(EngineError::new(
+                    FailureKind::Timeout,
+                    format!(
+                        "Codex did not finish within the profile's timeout of {} s; the run was stopped",
+                        profile.timeout.as_secs()
+                    ),
+                ));
+            }
+            line = lines.next_line() => line,
+        };
+        let line = match line {
+            Ok(Some(line)) => line,
+            Ok(None) | Err(_) => break,
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        if first_event {
+            first_event = false;
+            phases.insert("codex_first_stdout_event", ms(io_started));
+        }
+        let parse_started = Instant::now();
+        let event = parse_exec_line(&line);
+        parse_time += parse_started.elapsed();
+        match event {
+            ExecEvent::AgentMessage(text) => {
+                if first_assistant {
+                    first_assistant = false;
+                    phases.insert("codex_first_assistant_event", ms(io_started));
+                }
+                last_message = Some(text);
+            }
+            ExecEvent::TurnCompleted(usage) if !completed => {
+                completed = true;
+                if let Some(written) = *stdin_write_ms.lock().unwrap_or_else(|e| e.into_inner()) {
+                    phases.insert("codex_stdin_write", written);
+                }
+                phases.insert("codex_stdout_read", ms(io_started));
+                phases.insert("codex_output_parse", parse_time.as_secs_f64() * 1000.0);
+                phases.insert("codex_communicate", ms(io_started));
+                let Some(text) = last_message.take() else {
+                    failure = Some("Codex completed the turn without a final message".to_string());
+                    break;
+                };
+                let _ = events
+                    .send(EngineEvent::Done {
+                        text,
+                        usage,
+                        phases: phases.clone(),
+                    })
+                    .await;
+                // Keep draining until Codex exits on its own (bounded below), holding the slot.
+            }
+            ExecEvent::TurnFailed(message) => failure = Some(message),
+            ExecEvent::Error(message) => last_error_event = Some(message),
+            ExecEvent::NotJson => non_json_lines += 1,
+            _ => {}
+        }
+    }
+
+    // stdout is closed: wait briefly for the exit status; the guard kills the group either way.
+    let status = tokio::select! {
+        status = child.wait() => status.ok(),
+        _ = tokio::time::sleep(Duration::from_secs(2)) => None,
+        _ = cancel.cancelled() => None,
+    };
+    group.kill();
+    if completed && failure.is_none() {
+        return Ok(());
+    }
+    let stderr_tail = tail.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let message = match failure.or(last_error_event) {
+        Some(message) => message,
+        None => {
+            let code = status
+                .map(|status| status.to_string())
+                .unwrap_or_else(|| "did not exit".to_string());
+            let detail = stderr_tail
+                .last_meaningful()
+                .unwrap_or_else(|| "no error output".to_string());
+            if non_json_lines > 0 {
+                format!(
+                    "Codex printed {non_json_lines} unexpected non-JSON line(s) and ended without a result ({code}): {detail}"
+                )
+            } else {
+                format!("Codex ended without a result ({code}): {detail}")
+            }
+        }
+    };
+    Err(EngineError::new(
+        classify_failure(&message),
+        summarize(&message),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codex::prompt::Conversation;
+    use crate::config::{parse, ServerOverrides};
+    use serde_json::json;
+    use std::path::Path;
+
+    #[test]
+    fn builds_the_reference_command_line() {
+        let config = parse(
+            "[profiles.a]\nmodel = \"gpt-x\"\ntools = false\nfast = true\ncodex_config = ['model_verbosity=\"low\"']\n",
+            Path::new("c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap();
+        let job = Job {
+            request_id: "r".into(),
+            conversation: Conversation::from_messages(&[
+                json!({"role": "system", "content": "Say \"hi\"\nplease"}),
+                json!({"role": "user", "content": "x"}),
+            ]),
+            cwd: "/work/dir".into(),
+            model: Some("gpt-x".into()),
+            received_at: Instant::now(),
+        };
+        let args: Vec<String> = exec_args(&config.profiles[0], &job)
+            .into_iter()
+            .map(|arg| arg.into_string().unwrap())
+            .collect();
+        let joined = args.join(" ");
+        assert!(joined.starts_with(
+            "exec --json --skip-git-repo-check --ignore-user-config --ignore-rules --disable unbounded_connection_retries --sandbox read-only --cd /work/dir --model gpt-x"
+        ), "{joined}");
+        assert!(args.contains(&"developer_instructions=\"Say \\\"hi\\\"\\nplease\"".to_string()), "{joined}");
+        assert!(joined.contains("--disable shell_tool"), "{joined}");
+        assert!(joined.contains("model_verbosity=\"low\" -c model_reasoning_effort=\"low\""), "{joined}");
+        assert!(joined.ends_with("--ephemeral -"), "{joined}");
+    }
+}

@@ -1,0 +1,24 @@
+//! codex-api-proxy: an OpenAI-compatible HTTP proxy that answers chat completions by driving the local
+//! Codex CLI, routed by named profiles from a live-reloaded TOML file.
+//!
+//! Layout (see ARCHITECTURE.md for the life of a request and the invariants):
+//! - `cli`, `daemon`, `server`: the command line, the background process, serving.
+//! - `config`, `routing`, `snapshot`, `reload`, `state`: what the file says, model → profile, the published
+//!   snapshot and how it is replaced.
+//! - `pool`, `engine`, `codex`, `cwd`: admission, the Codex engines, launching Codex and shaping its input.
+//! - `api`, `metrics`: the HTTP surface and its counters.
+
+pub mod api;
+pub mod cli;
+pub mod codex;
+pub mod config;
+pub mod daemon;
+pub mod cwd;
+pub mod engine;
+pub mod metrics;
+pub mod pool;
+pub mod reload;
+pub mod routing;
+pub mod server;
+pub mod snapshot;
+pub mod state;

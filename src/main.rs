@@ -1,0 +1,34 @@
+//! The `codex-api-proxy` binary: parse the command line, set up logging, run the command, print any
+//! error once as `codex-api-proxy: {err:#}`, and exit with the command's code.
+
+use clap::Parser;
+
+use codex_api_proxy::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("codex-api-proxy: cannot start the async runtime: {err}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Start(args) if args.foreground => {
+                codex_api_proxy::server::serve_foreground(&args).await.map(|_| 0)
+            }
+            command => codex_api_proxy::daemon::run_command(command).await,
+        }
+    });
+    // Dropping the runtime ends every task; their guards kill the Codex process groups they own.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match code {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("codex-api-proxy: {err:#}");
+            std::process::exit(1);
+        }
+    }
+}

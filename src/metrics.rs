@@ -1,0 +1,166 @@
+//! Counters for `/metrics`: the original tool's global counters plus one block per profile.
+//!
+//! Per-profile stats are keyed by profile *name* and outlive config snapshots, so a reload does not
+//! reset them. Hot counters are atomics; the by-status maps are small and behind a `std` mutex that is
+//! never held across an `.await`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::engine::Usage;
+
+/// Counters of one profile.
+#[derive(Debug, Default)]
+pub struct ProfileStats {
+    pub requests: AtomicU64,
+    pub ok: AtomicU64,
+    pub in_flight: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub completion_tokens: AtomicU64,
+    pub total_tokens: AtomicU64,
+    errors_by_status: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl ProfileStats {
+    fn errors(&self) -> BTreeMap<u16, u64> {
+        self.errors_by_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Process-wide counters.
+#[derive(Debug)]
+pub struct Metrics {
+    pub started_at: Instant,
+    requests_total: AtomicU64,
+    requests_ok: AtomicU64,
+    requests_error: AtomicU64,
+    errors_by_status: Mutex<BTreeMap<u16, u64>>,
+    /// Profile name → its stats; entries are created on first use and never removed.
+    profiles: Mutex<HashMap<String, Arc<ProfileStats>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            started_at: Instant::now(),
+            requests_total: AtomicU64::new(0),
+            requests_ok: AtomicU64::new(0),
+            requests_error: AtomicU64::new(0),
+            errors_by_status: Mutex::new(BTreeMap::new()),
+            profiles: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    /// The stats block of `profile`, created if new.
+    pub fn profile(&self, profile: &str) -> Arc<ProfileStats> {
+        let mut profiles = self.profiles.lock().unwrap_or_else(|e| e.into_inner());
+        profiles
+            .entry(profile.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Counts a chat request that reached a profile (or `None` when routing failed).
+    pub fn request_started(&self, profile: Option<&ProfileStats>) {
+        self.requests_total.fetch_add(1, Ordering::Relaxed);
+        if let Some(stats) = profile {
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn request_ok(&self, profile: &ProfileStats, usage: &Usage) {
+        self.requests_ok.fetch_add(1, Ordering::Relaxed);
+        profile.ok.fetch_add(1, Ordering::Relaxed);
+        profile
+            .prompt_tokens
+            .fetch_add(usage.prompt_tokens, Ordering::Relaxed);
+        profile
+            .completion_tokens
+            .fetch_add(usage.completion_tokens, Ordering::Relaxed);
+        profile
+            .total_tokens
+            .fetch_add(usage.total_tokens, Ordering::Relaxed);
+    }
+
+    pub fn request_error(&self, profile: Option<&ProfileStats>, status: u16) {
+        self.requests_error.fetch_add(1, Ordering::Relaxed);
+        *self
+            .errors_by_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(status)
+            .or_default() += 1;
+        if let Some(stats) = profile {
+            *stats
+                .errors_by_status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(status)
+                .or_default() += 1;
+        }
+    }
+
+    /// The global counters as JSON (the per-profile blocks are added by `api::ops`, which knows pools).
+    pub fn global_json(&self) -> Value {
+        let errors: BTreeMap<String, u64> = self
+            .errors_by_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(status, count)| (status.to_string(), *count))
+            .collect();
+        json!({
+            "requests_total": self.requests_total.load(Ordering::Relaxed),
+            "requests_ok": self.requests_ok.load(Ordering::Relaxed),
+            "requests_error": self.requests_error.load(Ordering::Relaxed),
+            "errors_by_status": errors,
+            "uptime_seconds": self.started_at.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// One profile's counters as JSON.
+    pub fn profile_json(&self, profile: &str) -> Value {
+        let stats = self.profile(profile);
+        let errors: BTreeMap<String, u64> = stats
+            .errors()
+            .iter()
+            .map(|(status, count)| (status.to_string(), *count))
+            .collect();
+        json!({
+            "requests": stats.requests.load(Ordering::Relaxed),
+            "ok": stats.ok.load(Ordering::Relaxed),
+            "errors_by_status": errors,
+            "in_flight": stats.in_flight.load(Ordering::Relaxed),
+            "tokens": {
+                "prompt": stats.prompt_tokens.load(Ordering::Relaxed),
+                "completion": stats.completion_tokens.load(Ordering::Relaxed),
+                "total": stats.total_tokens.load(Ordering::Relaxed),
+            },
+        })
+    }
+}
+
+/// Counts one in-flight request of a profile while alive.
+pub struct InFlight(Arc<ProfileStats>);
+
+impl InFlight {
+    pub fn new(stats: Arc<ProfileStats>) -> InFlight {
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(stats)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,162 @@
+//! Serving: build the first snapshot, bind, print the `listening on` line, serve until shutdown.
+//!
+//! Entry points: [`serve_foreground`] (what `start --foreground` runs) and [`run`], which takes an already
+//! bound listener and a shutdown token so tests and the daemon share one code path. Shutdown stops
+//! accepting, lets in-flight requests finish for the grace period, then ends what is left; every Codex
+//! process group dies with its owner.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::StartArgs;
+use crate::config::Config;
+use crate::snapshot::{CodexStatus, Snapshot};
+use crate::state::AppState;
+
+/// Builds generation 1 from a validated config.
+pub async fn first_snapshot(config: Config) -> Snapshot {
+    let codex = CodexStatus::probe(&config.server.codex_bin).await;
+    for profile in &config.profiles {
+        if let Err(err) = crate::cwd::ensure_default_cwd(profile) {
+            tracing::warn!(profile = %profile.name, "cannot create default_cwd {}: {err}", profile.default_cwd.display());
+        }
+    }
+    let source_table = config
+        .source
+        .as_ref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| toml::from_str::<toml::Table>(&text).ok());
+    let (mut snapshot, _) = Snapshot::build(config, 1, codex, None);
+    snapshot.source_table = source_table;
+    snapshot
+}
+
+/// Logs to stderr at `level` (debug, info, warning, error); `CODEX_PROXY_LOG` overrides with a filter.
+pub fn init_tracing(level: &str) {
+    let level = match level {
+        "warning" => "warn",
+        other => other,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CODEX_PROXY_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,notify=warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// `start --foreground`: serve in this process until SIGINT/SIGTERM.
+pub async fn serve_foreground(args: &StartArgs) -> anyhow::Result<()> {
+    let config = args.load_config()?;
+    init_tracing(&config.server.log_level);
+    let host = config.server.host.clone();
+    let port = config.server.port;
+    if !is_loopback(&host) && config.server.api_keys.is_empty() {
+        eprintln!(
+            "WARNING: binding to non-loopback host {host} without an API key. Anyone who can reach this port \
+             can spend your Codex quota and read files in the allowed roots. Set --api-key or [server] api_keys."
+        );
+    }
+    let listener = TcpListener::bind((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot listen on {host}:{port} (is another server using the port? pick another with --port)"))?;
+    let config_path = config.source.clone();
+    let overrides = args.server_overrides().map_err(anyhow::Error::msg)?;
+    let snapshot = first_snapshot(config).await;
+    let shutdown = CancellationToken::new();
+    let state = AppState::new(snapshot, config_path, overrides, shutdown.clone());
+    let grace = Duration::from_secs(args.grace_seconds.unwrap_or(10));
+    spawn_signal_handlers(state.clone(), shutdown.clone());
+    run(listener, state, shutdown, grace).await
+}
+
+fn spawn_signal_handlers(state: AppState, shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT received: shutting down"),
+        }
+        stop.cancel();
+    });
+    tokio::spawn(async move {
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            if state.config_path().is_none() {
+                tracing::warn!("SIGHUP ignored: the server was started without --config");
+                continue;
+            }
+            let _ = crate::reload::reload(&state, "sighup").await;
+        }
+    });
+}
+
+/// Serves `listener` until `shutdown` is cancelled, then drains for at most `grace`.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let address: SocketAddr = listener.local_addr()?;
+    let snapshot = state.snapshot();
+    let watcher = crate::config::watch::spawn(state.clone());
+    println!("listening on http://{address}");
+    tracing::info!(
+        address = %address,
+        profiles = ?snapshot.config.profiles.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        codex = ?snapshot.codex.resolved.as_ref().map(|r| r.program.display().to_string()),
+        "codex-api-proxy {} listening", crate::api::ops::VERSION
+    );
+    drop(snapshot);
+    let app = crate::api::router(state.clone());
+    let stopping = shutdown.clone();
+    let server = axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(async move { stopping.cancelled().await });
+    let server = tokio::spawn(async move { server.await });
+    shutdown.cancelled().await;
+    drop(watcher);
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => {
+            result.context("server task failed")??;
+            tracing::info!("all requests finished; stopped");
+        }
+        Err(_) => {
+            state.abort_streams();
+            // Give streams a moment to send their in-band error before the runtime ends.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tracing::warn!("grace period of {} s over: ending the remaining requests", grace.as_secs());
+        }
+    }
+    let snapshot = state.snapshot();
+    shutdown_pools(&snapshot);
+    Ok(())
+}
+
+/// Ends every pool's Codex processes (app-server workers; exec runs die with their tasks).
+fn shutdown_pools(snapshot: &Arc<Snapshot>) {
+    for pool in &snapshot.pools {
+        pool.retire();
+    }
+}

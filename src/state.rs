@@ -1,0 +1,128 @@
+//! The shared handle every handler gets: the current [`Snapshot`] behind one `ArcSwap`, the metrics,
+//! the reload status and the shutdown signal. Cheap to clone (`Arc<Inner>`).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerOverrides;
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+/// Outcome bookkeeping of config reloads, shown by `/ready` and `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    pub last_reload_at: Option<SystemTime>,
+    pub last_error: Option<String>,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    /// `[server]` settings that changed in the file but need a restart (host, port).
+    pub restart_required: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The published configuration. Requests `load_full()` it once and keep that `Arc` to their end;
+    /// a reload replaces it with one `store`.
+    snapshot: ArcSwap<Snapshot>,
+    /// Counters; they live as long as the server, across reloads.
+    metrics: Metrics,
+    /// Written by the reload task, read by `/ready` and `/metrics`; never held across `.await`.
+    reload: Mutex<ReloadStatus>,
+    /// The config file, when serving from one (reloads re-read it).
+    config_path: Option<PathBuf>,
+    /// Command-line overrides of `[server]`, re-applied on every reload.
+    overrides: ServerOverrides,
+    /// Cancelled when the server begins shutting down (stop accepting new work).
+    shutdown: CancellationToken,
+    /// Cancelled when the shutdown grace period is over: requests still running end with an error.
+    abort: CancellationToken,
+    /// How often streams send an SSE comment while Codex works.
+    keep_alive: Duration,
+}
+
+impl AppState {
+    pub fn new(
+        snapshot: Snapshot,
+        config_path: Option<PathBuf>,
+        overrides: ServerOverrides,
+        shutdown: CancellationToken,
+    ) -> AppState {
+        let keep_alive = std::env::var("CODEX_PROXY_SSE_KEEPALIVE_MS")
+            .ok()
+            .and_then(|value| value.parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_secs(10));
+        AppState {
+            inner: Arc::new(Inner {
+                snapshot: ArcSwap::from_pointee(snapshot),
+                metrics: Metrics::default(),
+                reload: Mutex::new(ReloadStatus::default()),
+                config_path,
+                overrides,
+                shutdown,
+                abort: CancellationToken::new(),
+                keep_alive,
+            }),
+        }
+    }
+
+    /// The current snapshot; call once per request and keep it.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.snapshot.load_full()
+    }
+
+    /// Publishes a new snapshot (one atomic store).
+    pub fn publish(&self, snapshot: Arc<Snapshot>) {
+        self.inner.snapshot.store(snapshot);
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.inner
+            .reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn update_reload_status(&self, update: impl FnOnce(&mut ReloadStatus)) {
+        let mut status = self.inner.reload.lock().unwrap_or_else(|e| e.into_inner());
+        update(&mut status);
+    }
+
+    pub fn config_path(&self) -> Option<&PathBuf> {
+        self.inner.config_path.as_ref()
+    }
+
+    pub fn overrides(&self) -> &ServerOverrides {
+        &self.inner.overrides
+    }
+
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Cancelled when remaining requests must end (grace period over).
+    pub fn abort(&self) -> &CancellationToken {
+        &self.inner.abort
+    }
+
+    pub fn abort_streams(&self) {
+        self.inner.abort.cancel();
+    }
+
+    pub fn keep_alive(&self) -> Duration {
+        self.inner.keep_alive
+    }
+}

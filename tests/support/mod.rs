@@ -1,0 +1,126 @@
+//! Shared support code for the integration tests: the mock Responses API
+//! server (`mock_model`) and lookup of the real Codex CLI binaries installed by
+//! `npm ci` in the repository root.
+//!
+//! Include it from an integration test with `mod support;`.
+#![allow(dead_code)]
+
+pub mod mock_model;
+
+use std::path::{Path, PathBuf};
+
+const NPM_HINT: &str = "run `npm ci` in the repository root (it installs the pinned @openai/codex \
+     package into node_modules/), or set CODEX_BIN to a codex executable";
+
+/// The Codex CLI launcher: `$CODEX_BIN` if set, else
+/// `<CARGO_MANIFEST_DIR>/node_modules/.bin/codex` (the npm Node wrapper).
+///
+/// Panics with a hint to run `npm ci` if neither exists.
+pub fn codex_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("CODEX_BIN").filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return path;
+        }
+        panic!("CODEX_BIN={} does not exist; {NPM_HINT}", path.display());
+    }
+    let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("node_modules/.bin/codex");
+    if launcher.exists() {
+        return launcher;
+    }
+    panic!(
+        "the Codex CLI was not found at {}; {NPM_HINT}",
+        launcher.display()
+    );
+}
+
+/// The native (Rust) Codex binary that the npm launcher would spawn.
+///
+/// If `$CODEX_BIN` points at a native executable (not a Node script) it is
+/// used as is. Otherwise the binary is resolved from the npm package layout
+/// next to the launcher: `node_modules/@openai/codex-<platform>/vendor/<target
+/// triple>/bin/codex` (also looked up nested under `@openai/codex/` and in the
+/// older `@openai/codex/vendor/` layout). Calling it directly saves the ~100 ms
+/// Node start-up per spawn.
+pub fn native_codex_bin() -> PathBuf {
+    let launcher = codex_bin();
+    if !is_node_script(&launcher) {
+        return launcher;
+    }
+    let (package, triple, exe) = platform_package();
+    // node_modules/.bin/codex -> ../@openai/codex/bin/codex.js
+    let script = std::fs::canonicalize(&launcher).unwrap_or_else(|_| launcher.clone());
+    let codex_pkg = script
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let node_modules = codex_pkg
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let candidates = [
+        node_modules.join(package).join("vendor"),
+        codex_pkg.join("node_modules").join(package).join("vendor"),
+        codex_pkg.join("vendor"),
+    ];
+    for vendor in &candidates {
+        let bin = vendor.join(triple).join("bin").join(exe);
+        if bin.is_file() {
+            return bin;
+        }
+        let legacy = vendor.join(triple).join("codex").join(exe);
+        if legacy.is_file() {
+            return legacy;
+        }
+    }
+    panic!(
+        "the native Codex binary ({package}, {triple}) was not found under {}; {NPM_HINT}",
+        node_modules.display()
+    );
+}
+
+fn is_node_script(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 128];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    let head = &head[..n];
+    head.starts_with(b"#!") && head.windows(4).any(|w| w == b"node")
+}
+
+/// (npm platform package, Rust target triple, executable name), mirroring
+/// `@openai/codex/bin/codex.js`.
+fn platform_package() -> (&'static str, &'static str, &'static str) {
+    match (std::env::consts::OS, std::env::consts::ARCH) {
+        ("linux", "x86_64") => (
+            "@openai/codex-linux-x64",
+            "x86_64-unknown-linux-musl",
+            "codex",
+        ),
+        ("linux", "aarch64") => (
+            "@openai/codex-linux-arm64",
+            "aarch64-unknown-linux-musl",
+            "codex",
+        ),
+        ("macos", "x86_64") => ("@openai/codex-darwin-x64", "x86_64-apple-darwin", "codex"),
+        ("macos", "aarch64") => (
+            "@openai/codex-darwin-arm64",
+            "aarch64-apple-darwin",
+            "codex",
+        ),
+        ("windows", "x86_64") => (
+            "@openai/codex-win32-x64",
+            "x86_64-pc-windows-msvc",
+            "codex.exe",
+        ),
+        ("windows", "aarch64") => (
+            "@openai/codex-win32-arm64",
+            "aarch64-pc-windows-msvc",
+            "codex.exe",
+        ),
+        (os, arch) => panic!("no Codex npm package for {os}/{arch}"),
+    }
+}
