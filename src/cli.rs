@@ -7,9 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{
-    self, Config, EngineKind, ImplicitProfile, ServerOverrides,
-};
+use crate::config::{self, Config, EngineKind, ImplicitProfile, ServerOverrides};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -204,7 +202,12 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn env_bool(name: &str) -> Option<bool> {
-    env(name).map(|value| matches!(value.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+    env(name).map(|value| {
+        matches!(
+            value.to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
 }
 
 fn env_number<T: std::str::FromStr>(name: &str) -> Result<Option<T>, String> {
@@ -231,8 +234,14 @@ impl StartArgs {
                 .clone()
                 .filter(|key| !key.is_empty())
                 .or_else(|| env("CODEX_PROXY_API_KEY")),
-            codex_bin: self.codex_bin.clone().or_else(|| env("CODEX_PROXY_CODEX_BIN")),
-            log_level: self.log_level.clone().or_else(|| env("CODEX_PROXY_LOG_LEVEL")),
+            codex_bin: self
+                .codex_bin
+                .clone()
+                .or_else(|| env("CODEX_PROXY_CODEX_BIN")),
+            log_level: self
+                .log_level
+                .clone()
+                .or_else(|| env("CODEX_PROXY_LOG_LEVEL")),
         })
     }
 
@@ -245,8 +254,14 @@ impl StartArgs {
             ("--engine", self.engine.is_some()),
             ("--workers", self.workers.is_some()),
             ("--max-queue-size", self.max_queue_size.is_some()),
-            ("--queue-timeout-seconds", self.queue_timeout_seconds.is_some()),
-            ("--app-server-codex-home", self.app_server_codex_home.is_some()),
+            (
+                "--queue-timeout-seconds",
+                self.queue_timeout_seconds.is_some(),
+            ),
+            (
+                "--app-server-codex-home",
+                self.app_server_codex_home.is_some(),
+            ),
             ("--codex-config", !self.codex_config.is_empty()),
             ("--ephemeral", self.ephemeral),
             ("--no-ephemeral", self.no_ephemeral),
@@ -294,7 +309,9 @@ impl StartArgs {
         };
         for item in &codex_config {
             if !item.contains('=') {
-                return Err(format!("--codex-config {item:?} is not of the form key=value"));
+                return Err(format!(
+                    "--codex-config {item:?} is not of the form key=value"
+                ));
             }
         }
         let ephemeral = if self.no_ephemeral {

@@ -76,7 +76,13 @@ mod tests {
             root.display().to_string(),
             root.display().to_string()
         );
-        let config = parse(&text, Path::new("/c.toml"), &ServerOverrides::default(), &|_| None).unwrap();
+        let config = parse(
+            &text,
+            Path::new("/c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap();
         (*config.profiles[0]).clone()
     }
 

@@ -15,7 +15,11 @@ fn check(args: &CheckArgs) -> anyhow::Result<i32> {
     let overrides = crate::config::ServerOverrides::default();
     match crate::config::load_file(&args.config, &overrides) {
         Ok(config) => {
-            println!("{}: OK, {} profile(s)", args.config.display(), config.profiles.len());
+            println!(
+                "{}: OK, {} profile(s)",
+                args.config.display(),
+                config.profiles.len()
+            );
             Ok(0)
         }
         Err(errors) => {

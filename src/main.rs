@@ -7,7 +7,10 @@ use codex_api_proxy::cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("codex-api-proxy: cannot start the async runtime: {err}");
@@ -17,7 +20,9 @@ fn main() {
     let code = runtime.block_on(async {
         match cli.command {
             Command::Start(args) if args.foreground => {
-                codex_api_proxy::server::serve_foreground(&args).await.map(|_| 0)
+                codex_api_proxy::server::serve_foreground(&args)
+                    .await
+                    .map(|_| 0)
             }
             command => codex_api_proxy::daemon::run_command(command).await,
         }

@@ -63,10 +63,7 @@ impl Metrics {
     /// The stats block of `profile`, created if new.
     pub fn profile(&self, profile: &str) -> Arc<ProfileStats> {
         let mut profiles = self.profiles.lock().unwrap_or_else(|e| e.into_inner());
-        profiles
-            .entry(profile.to_string())
-            .or_default()
-            .clone()
+        profiles.entry(profile.to_string()).or_default().clone()
     }
 
     /// Counts a chat request that reached a profile (or `None` when routing failed).

@@ -23,7 +23,9 @@ static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 pub enum AdmitError {
     #[error("the `{profile}` profile's queue is full ({size} requests waiting); retry later")]
     QueueFull { profile: String, size: usize },
-    #[error("no Codex slot of the `{profile}` profile became free within {seconds} s; retry later")]
+    #[error(
+        "no Codex slot of the `{profile}` profile became free within {seconds} s; retry later"
+    )]
     QueueTimeout { profile: String, seconds: u64 },
     #[error("the `{profile}` profile was removed or replaced while the request waited; retry")]
     Retired { profile: String },
@@ -116,8 +118,11 @@ impl Pool {
                         size: profile.max_queue_size,
                     });
                 }
-                match tokio::time::timeout(profile.queue_timeout, self.slots.clone().acquire_owned())
-                    .await
+                match tokio::time::timeout(
+                    profile.queue_timeout,
+                    self.slots.clone().acquire_owned(),
+                )
+                .await
                 {
                     Ok(Ok(slot)) => slot,
                     Ok(Err(_)) | Err(_) => {
@@ -154,13 +159,21 @@ mod tests {
     use std::path::Path;
 
     fn pool(text: &str) -> Arc<Pool> {
-        let config = parse(text, Path::new("c.toml"), &ServerOverrides::default(), &|_| None).unwrap();
+        let config = parse(
+            text,
+            Path::new("c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap();
         Pool::new(config.profiles[0].clone(), Err("unused".into()))
     }
 
     #[tokio::test(start_paused = true)]
     async fn queue_is_bounded_and_times_out() {
-        let pool = pool("[profiles.a]\nmax_concurrency = 1\nmax_queue_size = 1\nqueue_timeout_seconds = 5\n");
+        let pool = pool(
+            "[profiles.a]\nmax_concurrency = 1\nmax_queue_size = 1\nqueue_timeout_seconds = 5\n",
+        );
         let first = pool.admit().await.unwrap();
         assert_eq!(pool.running(), 1);
 
@@ -171,10 +184,16 @@ mod tests {
         tokio::task::yield_now().await;
         assert_eq!(pool.queued(), 1);
         // The queue holds one: the next request is refused at once.
-        assert!(matches!(pool.admit().await, Err(AdmitError::QueueFull { .. })));
+        assert!(matches!(
+            pool.admit().await,
+            Err(AdmitError::QueueFull { .. })
+        ));
         // The waiter gives up after the queue timeout.
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert!(matches!(waiter.await.unwrap(), Err(AdmitError::QueueTimeout { .. })));
+        assert!(matches!(
+            waiter.await.unwrap(),
+            Err(AdmitError::QueueTimeout { .. })
+        ));
         assert_eq!(pool.queued(), 0);
         drop(first);
         assert_eq!(pool.running(), 0);
@@ -198,6 +217,9 @@ mod tests {
     async fn a_retired_pool_admits_nothing() {
         let pool = pool("[profiles.a]\n");
         pool.retire();
-        assert!(matches!(pool.admit().await, Err(AdmitError::Retired { .. })));
+        assert!(matches!(
+            pool.admit().await,
+            Err(AdmitError::Retired { .. })
+        ));
     }
 }

@@ -70,7 +70,11 @@ pub async fn reload(state: &AppState, trigger: &str) -> Result<ReloadOutcome, Re
                 status.last_error = Some(message.clone());
             });
             if !repeated {
-                tracing::error!(trigger, "config reload rejected; still serving generation {}: {message}", current.generation);
+                tracing::error!(
+                    trigger,
+                    "config reload rejected; still serving generation {}: {message}",
+                    current.generation
+                );
             }
             return Err(ReloadError::Invalid(errors));
         }
@@ -92,7 +96,12 @@ pub async fn reload(state: &AppState, trigger: &str) -> Result<ReloadOutcome, Re
             generation: current.generation,
             applied: false,
             changes: ChangeSummary {
-                unchanged: current.config.profiles.iter().map(|p| p.name.clone()).collect(),
+                unchanged: current
+                    .config
+                    .profiles
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect(),
                 ..ChangeSummary::default()
             },
             restart_required,

@@ -51,7 +51,10 @@ impl Router {
             .iter()
             .enumerate()
             .filter_map(|(index, profile)| {
-                profile.match_regex.as_ref().map(|regex| (regex.clone(), index))
+                profile
+                    .match_regex
+                    .as_ref()
+                    .map(|regex| (regex.clone(), index))
             })
             .collect();
         let fallback = config
@@ -76,7 +79,11 @@ impl Router {
             };
             return Some((index, kind));
         }
-        if let Some((_, index)) = self.patterns.iter().find(|(regex, _)| regex.is_match(model)) {
+        if let Some((_, index)) = self
+            .patterns
+            .iter()
+            .find(|(regex, _)| regex.is_match(model))
+        {
             return Some((*index, RouteKind::Match));
         }
         self.fallback.map(|index| (index, RouteKind::Fallback))
@@ -90,7 +97,13 @@ mod tests {
     use std::path::Path;
 
     fn config(text: &str) -> Config {
-        parse(text, Path::new("c.toml"), &ServerOverrides::default(), &|_| None).unwrap()
+        parse(
+            text,
+            Path::new("c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap()
     }
 
     fn route(config: &Config, model: &str) -> Option<(String, RouteKind)> {
@@ -109,15 +122,24 @@ mod tests {
              [profiles.gpt-5-exact]\n",
         );
         assert_eq!(route(&config, "b"), Some(("b".into(), RouteKind::Name)));
-        assert_eq!(route(&config, "gpt-alias"), Some(("b".into(), RouteKind::Alias)));
+        assert_eq!(
+            route(&config, "gpt-alias"),
+            Some(("b".into(), RouteKind::Alias))
+        );
         // The first matching regex in file order wins.
-        assert_eq!(route(&config, "gpt-5.1"), Some(("a".into(), RouteKind::Match)));
+        assert_eq!(
+            route(&config, "gpt-5.1"),
+            Some(("a".into(), RouteKind::Match))
+        );
         // An exact name beats any regex.
         assert_eq!(
             route(&config, "gpt-5-exact"),
             Some(("gpt-5-exact".into(), RouteKind::Name))
         );
-        assert_eq!(route(&config, "llama"), Some(("c".into(), RouteKind::Fallback)));
+        assert_eq!(
+            route(&config, "llama"),
+            Some(("c".into(), RouteKind::Fallback))
+        );
     }
 
     #[test]

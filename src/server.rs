@@ -42,9 +42,10 @@ pub fn init_tracing(level: &str) {
         "warning" => "warn",
         other => other,
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CODEX_PROXY_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,notify=warn"))
-    });
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("CODEX_PROXY_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{level},hyper=warn,notify=warn"))
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -89,7 +90,10 @@ fn spawn_signal_handlers(state: AppState, shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             return;
         };
         tokio::select! {
@@ -146,7 +150,10 @@ pub async fn run(
             state.abort_streams();
             // Give streams a moment to send their in-band error before the runtime ends.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            tracing::warn!("grace period of {} s over: ending the remaining requests", grace.as_secs());
+            tracing::warn!(
+                "grace period of {} s over: ending the remaining requests",
+                grace.as_secs()
+            );
         }
     }
     let snapshot = state.snapshot();

@@ -284,7 +284,8 @@ async fn handle(
 
 fn shutting_down() -> ApiError {
     ApiError::ShuttingDown(
-        "The proxy is shutting down and the grace period for this request is over; retry.".to_string(),
+        "The proxy is shutting down and the grace period for this request is over; retry."
+            .to_string(),
     )
 }
 
@@ -370,8 +371,11 @@ impl SseState {
             .push_back(Event::default().data(error.sse_data()));
         self.finished = true;
         let status = error.status().as_u16();
-        self.state.metrics().request_error(Some(&self.stats), status);
-        self.log.write(status, json!({"error": error.to_string(), "in_band": true}));
+        self.state
+            .metrics()
+            .request_error(Some(&self.stats), status);
+        self.log
+            .write(status, json!({"error": error.to_string(), "in_band": true}));
     }
 
     fn run_engine(&self) -> crate::config::EngineKind {

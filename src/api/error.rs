@@ -92,10 +92,14 @@ impl ApiError {
                 ("invalid_request_error", *code, param.as_deref())
             }
             ApiError::Unauthorized(_) => ("authentication_error", Some("invalid_api_key"), None),
-            ApiError::Forbidden(_) => ("permission_error", Some("model_not_allowed"), Some("model")),
-            ApiError::ModelNotFound(_) => {
-                ("invalid_request_error", Some("model_not_found"), Some("model"))
+            ApiError::Forbidden(_) => {
+                ("permission_error", Some("model_not_allowed"), Some("model"))
             }
+            ApiError::ModelNotFound(_) => (
+                "invalid_request_error",
+                Some("model_not_found"),
+                Some("model"),
+            ),
             ApiError::RouteNotFound(_) => ("invalid_request_error", Some("not_found"), None),
             ApiError::MethodNotAllowed(_) => {
                 ("invalid_request_error", Some("method_not_allowed"), None)
@@ -157,9 +161,9 @@ impl From<EngineError> for ApiError {
                 message,
                 code: "model_overloaded",
             },
-            FailureKind::UpstreamTimeout => ApiError::Timeout(format!(
-                "The model service stopped responding: {message}"
-            )),
+            FailureKind::UpstreamTimeout => {
+                ApiError::Timeout(format!("The model service stopped responding: {message}"))
+            }
             FailureKind::CodexFailed => ApiError::CodexFailed {
                 message: format!("Codex failed: {message}"),
                 code: "codex_failed",

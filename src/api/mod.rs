@@ -70,7 +70,10 @@ async fn request_id_layer(mut request: Request, next: Next) -> Response {
 
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -114,7 +117,9 @@ pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Option<S
             .config
             .profiles
             .iter()
-            .fold(false, |found, profile| key_in(&profile.api_keys, &token) | found);
+            .fold(false, |found, profile| {
+                key_in(&profile.api_keys, &token) | found
+            });
     if known {
         Ok(Some(token))
     } else {
@@ -136,7 +141,8 @@ pub fn authenticate_admin(snapshot: &Snapshot, headers: &HeaderMap) -> Result<()
             "Incorrect API key provided: admin endpoints need a server-level key.".to_string(),
         )),
         None => Err(ApiError::Unauthorized(
-            "Missing API key: send a server-level key as 'Authorization: Bearer <key>'.".to_string(),
+            "Missing API key: send a server-level key as 'Authorization: Bearer <key>'."
+                .to_string(),
         )),
     }
 }
@@ -147,7 +153,11 @@ pub fn may_use(profile: &Profile, key: Option<&str>) -> bool {
 }
 
 /// Per-profile authorisation: 401 without a key, 403 with a key the profile does not list.
-pub fn authorize_profile(profile: &Profile, model: &str, key: Option<&str>) -> Result<(), ApiError> {
+pub fn authorize_profile(
+    profile: &Profile,
+    model: &str,
+    key: Option<&str>,
+) -> Result<(), ApiError> {
     if may_use(profile, key) {
         return Ok(());
     }

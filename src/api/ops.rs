@@ -146,5 +146,6 @@ pub async fn not_found(uri: axum::http::Uri) -> Response {
 }
 
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}.", uri.path())).into_response()
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}.", uri.path()))
+        .into_response()
 }

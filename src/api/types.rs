@@ -22,7 +22,14 @@ pub struct ChatRequest {
     pub cwd: Option<String>,
 }
 
-const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 fn type_name(value: &Value) -> &'static str {
     match value {
@@ -121,7 +128,12 @@ impl ChatRequest {
             Some(other) => return Err(wrong_type("stream_options", "an object", other)),
         };
 
-        for param in ["temperature", "top_p", "presence_penalty", "frequency_penalty"] {
+        for param in [
+            "temperature",
+            "top_p",
+            "presence_penalty",
+            "frequency_penalty",
+        ] {
             match object.get(param) {
                 None | Some(Value::Null) | Some(Value::Number(_)) => {}
                 Some(other) => return Err(wrong_type(param, "a number", other)),
@@ -144,7 +156,9 @@ impl ChatRequest {
             Some(Value::Number(number)) if number.as_u64() == Some(1) => {}
             Some(Value::Number(number)) if number.is_u64() || number.is_i64() => {
                 return Err(ApiError::invalid(
-                    format!("n={number} is not supported: this proxy returns exactly one choice (n=1)."),
+                    format!(
+                        "n={number} is not supported: this proxy returns exactly one choice (n=1)."
+                    ),
                     Some("n"),
                 ))
             }
@@ -164,12 +178,10 @@ impl ChatRequest {
         match object.get("tool_choice") {
             None | Some(Value::Null) => {}
             Some(Value::String(choice)) if choice == "none" || choice == "auto" => {}
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "'tool_choice' is not supported by this proxy yet (only \"none\" and \"auto\").",
-                    Some("tool_choice"),
-                ))
-            }
+            Some(_) => return Err(ApiError::invalid(
+                "'tool_choice' is not supported by this proxy yet (only \"none\" and \"auto\").",
+                Some("tool_choice"),
+            )),
         }
         match object.get("response_format") {
             None | Some(Value::Null) => {}
@@ -304,7 +316,11 @@ fn validate_message(index: usize, message: &Value) -> Result<(), ApiError> {
             }
             Ok(())
         }
-        Some(other) => Err(wrong_type(&content_param, "a string or an array of parts", other)),
+        Some(other) => Err(wrong_type(
+            &content_param,
+            "a string or an array of parts",
+            other,
+        )),
     }
 }
 
@@ -390,22 +406,58 @@ mod tests {
         let cases = [
             ("{", None),
             ("[]", None),
-            (r#"{"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}]}"#,
+                Some("model"),
+            ),
             (r#"{"model":5,"messages":[]}"#, Some("model")),
             (r#"{"model":"m"}"#, Some("messages")),
             (r#"{"model":"m","messages":[]}"#, Some("messages")),
             (r#"{"model":"m","messages":"hi"}"#, Some("messages")),
-            (r#"{"model":"m","messages":[{"content":"x"}]}"#, Some("messages[0].role")),
-            (r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#, Some("messages[0].role")),
-            (r#"{"model":"m","messages":[{"role":"user","content":5}]}"#, Some("messages[0].content")),
-            (r#"{"model":"m","messages":[{"role":"user"}]}"#, Some("messages[0].content")),
-            (r#"{"model":"m","messages":[{"role":"system","content":"x"}]}"#, Some("messages")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, Some("stream")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#, Some("n")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#, Some("tools")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#, Some("response_format")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, Some("temperature")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"metadata":{"cwd":3}}"#, Some("metadata.cwd")),
+            (
+                r#"{"model":"m","messages":[{"content":"x"}]}"#,
+                Some("messages[0].role"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#,
+                Some("messages[0].role"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":5}]}"#,
+                Some("messages[0].content"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user"}]}"#,
+                Some("messages[0].content"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"system","content":"x"}]}"#,
+                Some("messages"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+                Some("stream"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#,
+                Some("n"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#,
+                Some("tools"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#,
+                Some("response_format"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+                Some("temperature"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"metadata":{"cwd":3}}"#,
+                Some("metadata.cwd"),
+            ),
         ];
         for (body, param) in cases {
             let (message, found) = error_of(body);

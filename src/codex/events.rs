@@ -45,9 +45,9 @@ pub fn parse_exec_line(line: &str) -> ExecEvent {
                 ExecEvent::Other
             }
         }
-        "turn.completed" => ExecEvent::TurnCompleted(exec_usage(
-            value.get("usage").unwrap_or(&Value::Null),
-        )),
+        "turn.completed" => {
+            ExecEvent::TurnCompleted(exec_usage(value.get("usage").unwrap_or(&Value::Null)))
+        }
         "turn.failed" => ExecEvent::TurnFailed(
             value
                 .pointer("/error/message")
@@ -162,11 +162,26 @@ mod tests {
     fn classifies_failure_messages() {
         use FailureKind::*;
         let cases = [
-            ("Quota exceeded. Check your plan and billing details.", QuotaExceeded),
-            ("exceeded retry limit, last status: 429 Too Many Requests", UpstreamRateLimited),
-            ("Codex ran out of room in the model's context window. Start a new thread", ContextLengthExceeded),
-            ("Selected model is at capacity. Please try a different model.", UpstreamOverloaded),
-            ("stream disconnected before completion: idle timeout waiting for SSE", UpstreamTimeout),
+            (
+                "Quota exceeded. Check your plan and billing details.",
+                QuotaExceeded,
+            ),
+            (
+                "exceeded retry limit, last status: 429 Too Many Requests",
+                UpstreamRateLimited,
+            ),
+            (
+                "Codex ran out of room in the model's context window. Start a new thread",
+                ContextLengthExceeded,
+            ),
+            (
+                "Selected model is at capacity. Please try a different model.",
+                UpstreamOverloaded,
+            ),
+            (
+                "stream disconnected before completion: idle timeout waiting for SSE",
+                UpstreamTimeout,
+            ),
             ("We’re currently experiencing high demand", CodexFailed),
             ("unexpected status 401 Unauthorized: bad key", CodexFailed),
         ];

@@ -150,10 +150,7 @@ pub async fn probe_version(resolved: &ResolvedCodex) -> Result<String, CodexUnav
             ))
         })?
         .map_err(|err| {
-            CodexUnavailable(format!(
-                "cannot run {}: {err}",
-                resolved.program.display()
-            ))
+            CodexUnavailable(format!("cannot run {}: {err}", resolved.program.display()))
         })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -293,7 +290,10 @@ mod tests {
 
     #[test]
     fn strips_colour_codes() {
-        assert_eq!(strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m x"), "2026 ERROR x");
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m x"),
+            "2026 ERROR x"
+        );
     }
 
     #[test]

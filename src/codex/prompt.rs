@@ -75,7 +75,10 @@ pub fn content_text(content: &Value) -> String {
         Value::Array(parts) => parts
             .iter()
             .map(|part| {
-                let kind = part.get("type").and_then(Value::as_str).unwrap_or("unknown");
+                let kind = part
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown");
                 match (kind, part.get("text").and_then(Value::as_str)) {
                     ("text" | "input_text", Some(text)) => text.to_string(),
                     _ => format!("[{kind} content omitted: not supported by this proxy]"),
@@ -139,7 +142,12 @@ mod tests {
 
     #[test]
     fn toml_strings_round_trip() {
-        for text in ["plain", "quote \" and \\ back", "line\nbreak\ttab\u{1}", "ünïcödé ✓"] {
+        for text in [
+            "plain",
+            "quote \" and \\ back",
+            "line\nbreak\ttab\u{1}",
+            "ünïcödé ✓",
+        ] {
             let quoted = toml_string(text);
             let parsed: toml::Table = toml::from_str(&format!("v = {quoted}")).unwrap();
             assert_eq!(parsed["v"].as_str(), Some(text));

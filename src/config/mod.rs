@@ -385,7 +385,9 @@ pub fn parse(
     if checker.problems.is_empty() {
         Ok(config)
     } else {
-        checker.problems.sort_by_key(|problem| problem.line.unwrap_or(usize::MAX));
+        checker
+            .problems
+            .sort_by_key(|problem| problem.line.unwrap_or(usize::MAX));
         Err(ConfigErrors {
             path: path.display().to_string(),
             problems: checker.problems,
@@ -581,21 +583,25 @@ impl<'a> Checker<'a> {
             if let Some(bin) = self.typed::<String>(&entries, "codex_bin", "a string") {
                 server.codex_bin = bin;
             }
-            server.fallback_profile = self.typed::<String>(&entries, "fallback_profile", "a string");
+            server.fallback_profile =
+                self.typed::<String>(&entries, "fallback_profile", "a string");
             if entries.get("max_request_bytes").is_some() {
-                server.max_request_bytes =
-                    self.positive(&entries, "max_request_bytes", server.max_request_bytes as u64)
-                        as usize;
+                server.max_request_bytes = self.positive(
+                    &entries,
+                    "max_request_bytes",
+                    server.max_request_bytes as u64,
+                ) as usize;
             }
             if let Some(level) = self.typed::<String>(&entries, "log_level", "a string") {
-                if !["trace", "debug", "info", "warning", "warn", "error"]
-                    .contains(&level.as_str())
+                if !["trace", "debug", "info", "warning", "warn", "error"].contains(&level.as_str())
                 {
                     let line = entries.get("log_level").map(|entry| entry.2);
                     self.problem(
                         line,
                         None,
-                        format!("`log_level` must be debug, info, warning or error, found `{level}`"),
+                        format!(
+                            "`log_level` must be debug, info, warning or error, found `{level}`"
+                        ),
                     );
                 }
                 server.log_level = level;
@@ -626,8 +632,9 @@ impl<'a> Checker<'a> {
                     for (label, label_line) in std::iter::once((profile.name.clone(), line))
                         .chain(profile.aliases.iter().map(|alias| (alias.clone(), line)))
                     {
-                        if let Some((_, owner, owner_line)) =
-                            claimed.iter().find(|(claimed_name, _, _)| *claimed_name == label)
+                        if let Some((_, owner, owner_line)) = claimed
+                            .iter()
+                            .find(|(claimed_name, _, _)| *claimed_name == label)
                         {
                             let message = if owner == &profile.name {
                                 format!("the model name `{label}` is listed twice")
@@ -705,7 +712,10 @@ impl<'a> Checker<'a> {
             values,
         };
 
-        let engine = match self.typed::<String>(&entries, "engine", "a string").as_deref() {
+        let engine = match self
+            .typed::<String>(&entries, "engine", "a string")
+            .as_deref()
+        {
             None | Some("exec") => EngineKind::Exec,
             Some("app-server") => EngineKind::AppServer,
             Some(other) => {
@@ -727,22 +737,27 @@ impl<'a> Checker<'a> {
         let aliases = self
             .typed::<Vec<String>>(&entries, "aliases", "an array of strings")
             .unwrap_or_default();
-        let match_regex = match self.typed::<String>(&entries, "match", "a regular expression string")
-        {
-            Some(pattern) => match Regex::new(&pattern) {
-                Ok(regex) => Some(regex),
-                Err(err) => {
-                    let line = entries.get("match").map(|entry| entry.2);
-                    let first_line = err.to_string();
-                    let summary = first_line.lines().last().unwrap_or("invalid").trim();
-                    self.problem(
+        let match_regex = match self.typed::<String>(
+            &entries,
+            "match",
+            "a regular expression string",
+        ) {
+            Some(pattern) => {
+                match Regex::new(&pattern) {
+                    Ok(regex) => Some(regex),
+                    Err(err) => {
+                        let line = entries.get("match").map(|entry| entry.2);
+                        let first_line = err.to_string();
+                        let summary = first_line.lines().last().unwrap_or("invalid").trim();
+                        self.problem(
                         line,
                         Some(name),
                         format!("`match` is not a valid regular expression ({pattern:?}): {summary}"),
                     );
-                    None
+                        None
+                    }
                 }
-            },
+            }
             None => None,
         };
         let description = self
@@ -805,7 +820,8 @@ impl<'a> Checker<'a> {
             EngineKind::Exec => 1,
             EngineKind::AppServer => 4 * workers as u64,
         };
-        let max_concurrency = self.positive(&entries, "max_concurrency", default_concurrency) as usize;
+        let max_concurrency =
+            self.positive(&entries, "max_concurrency", default_concurrency) as usize;
         let max_queue_size = match self.typed::<i64>(&entries, "max_queue_size", "a whole number") {
             Some(size) if size >= 0 => size as usize,
             Some(size) => {
@@ -819,7 +835,8 @@ impl<'a> Checker<'a> {
             }
             None => 64,
         };
-        let queue_timeout = Duration::from_secs(self.positive(&entries, "queue_timeout_seconds", 30));
+        let queue_timeout =
+            Duration::from_secs(self.positive(&entries, "queue_timeout_seconds", 30));
         let api_keys: Vec<String> = self
             .typed::<Vec<String>>(&entries, "api_keys", "an array of strings")
             .unwrap_or_default()
@@ -907,12 +924,30 @@ mod tests {
         .unwrap_err();
         let text = err.to_string();
         assert_eq!(err.problems.len(), 6, "{text}");
-        assert!(text.contains(":5: profile `a`: unknown key `bogus`"), "{text}");
-        assert!(text.contains(":6: profile `a`: `match` is not a valid regular expression"), "{text}");
-        assert!(text.contains(":7: profile `a`: unknown engine `warp`"), "{text}");
-        assert!(text.contains(":11: profile `b`: `max_concurrency` must be greater than zero"), "{text}");
-        assert!(text.contains("environment variable UNSET is not set"), "{text}");
-        assert!(text.contains(":2: `fallback_profile` names `missing`"), "{text}");
+        assert!(
+            text.contains(":5: profile `a`: unknown key `bogus`"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":6: profile `a`: `match` is not a valid regular expression"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":7: profile `a`: unknown engine `warp`"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":11: profile `b`: `max_concurrency` must be greater than zero"),
+            "{text}"
+        );
+        assert!(
+            text.contains("environment variable UNSET is not set"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":2: `fallback_profile` names `missing`"),
+            "{text}"
+        );
         // `a` failed validation, so the alias clash is not reported; a clean duplicate is:
         let err = parse_text("[profiles.a]\n[profiles.b]\naliases = [\"a\"]\n").unwrap_err();
         assert!(
@@ -930,13 +965,18 @@ mod tests {
 
     #[test]
     fn env_expansion_and_paths() {
-        let config = parse_text(
-            "[server]\napi_keys = [\"${SET}\"]\n[profiles.a]\ndefault_cwd = \"work\"\n",
-        )
-        .unwrap();
+        let config =
+            parse_text("[server]\napi_keys = [\"${SET}\"]\n[profiles.a]\ndefault_cwd = \"work\"\n")
+                .unwrap();
         assert_eq!(config.server.api_keys, vec!["value"]);
-        assert_eq!(config.profiles[0].default_cwd, PathBuf::from("/etc/proxy/work"));
-        assert_eq!(config.profiles[0].allowed_roots, vec![PathBuf::from("/etc/proxy/work")]);
+        assert_eq!(
+            config.profiles[0].default_cwd,
+            PathBuf::from("/etc/proxy/work")
+        );
+        assert_eq!(
+            config.profiles[0].allowed_roots,
+            vec![PathBuf::from("/etc/proxy/work")]
+        );
     }
 
     #[test]

@@ -46,7 +46,10 @@ fn poll_interval() -> Duration {
 /// Starts watching the config file of `state`, if it has one.
 pub fn spawn(state: AppState) -> Option<WatchGuard> {
     let path: PathBuf = state.config_path()?.clone();
-    let directory = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let directory = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let (events, mut receiver) = mpsc::unbounded_channel::<()>();
     let watcher = notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
         if result.is_ok() {
@@ -60,7 +63,11 @@ pub fn spawn(state: AppState) -> Option<WatchGuard> {
     let watcher = match watcher {
         Ok(watcher) => Some(watcher),
         Err(err) => {
-            tracing::warn!("cannot watch {}: {err}; polling every {:?} instead", directory.display(), poll_interval());
+            tracing::warn!(
+                "cannot watch {}: {err}; polling every {:?} instead",
+                directory.display(),
+                poll_interval()
+            );
             None
         }
     };

@@ -125,7 +125,8 @@ async fn run(
     events: &mpsc::Sender<EngineEvent>,
     cancel: &CancellationToken,
 ) -> Result<(), EngineError> {
-    let codex = codex.map_err(|message| EngineError::new(FailureKind::CodexUnavailable, message))?;
+    let codex =
+        codex.map_err(|message| EngineError::new(FailureKind::CodexUnavailable, message))?;
     let mut phases = Phases::new();
 
     let build_started = Instant::now();
@@ -183,10 +184,9 @@ async fn run(
         });
     }
 
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| EngineError::new(FailureKind::CodexFailed, "Codex stdout was not captured"))?;
+    let stdout = child.stdout.take().ok_or_else(|| {
+        EngineError::new(FailureKind::CodexFailed, "Codex stdout was not captured")
+    })?;
     let mut lines = BufReader::new(stdout).lines();
     let deadline = tokio::time::Instant::from_std(job.received_at) + profile.timeout;
 
@@ -338,9 +338,15 @@ mod tests {
         assert!(joined.starts_with(
             "exec --json --skip-git-repo-check --ignore-user-config --ignore-rules --disable unbounded_connection_retries --sandbox read-only --cd /work/dir --model gpt-x"
         ), "{joined}");
-        assert!(args.contains(&"developer_instructions=\"Say \\\"hi\\\"\\nplease\"".to_string()), "{joined}");
+        assert!(
+            args.contains(&"developer_instructions=\"Say \\\"hi\\\"\\nplease\"".to_string()),
+            "{joined}"
+        );
         assert!(joined.contains("--disable shell_tool"), "{joined}");
-        assert!(joined.contains("model_verbosity=\"low\" -c model_reasoning_effort=\"low\""), "{joined}");
+        assert!(
+            joined.contains("model_verbosity=\"low\" -c model_reasoning_effort=\"low\""),
+            "{joined}"
+        );
         assert!(joined.ends_with("--ephemeral -"), "{joined}");
     }
 }

@@ -118,4 +118,3 @@ pub struct RunHandle {
     /// Cancels the run's task when dropped (client gone, response finished).
     pub cancel: DropGuard,
 }
-

@@ -26,9 +26,14 @@ pub struct TestEnv {
 impl TestEnv {
     pub async fn new() -> TestEnv {
         // Not under /tmp: Codex warns on stderr when CODEX_HOME is there.
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("test-envs");
+        let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("test-envs");
         std::fs::create_dir_all(&base).unwrap();
-        let dir = tempfile::Builder::new().prefix("env-").tempdir_in(&base).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("env-")
+            .tempdir_in(&base)
+            .unwrap();
         let home = dir.path().join("home");
         let codex_home = dir.path().join("codex-home");
         let workspace = dir.path().join("workspace");
@@ -150,10 +155,7 @@ impl App {
     /// Starts `start --foreground --port 0 --config <config>` with the given config text.
     pub async fn start(env: &TestEnv, config: &str) -> App {
         let path = env.write_config(config);
-        let args = vec![
-            "--config".to_string(),
-            path.display().to_string(),
-        ];
+        let args = vec!["--config".to_string(), path.display().to_string()];
         let mut app = App::start_args(env, &args).await;
         app.config_path = Some(path);
         app
@@ -210,9 +212,10 @@ impl App {
                 }
             });
         }
-        let url = tokio::task::spawn_blocking(move || receiver.recv_timeout(Duration::from_secs(20)))
-            .await
-            .unwrap();
+        let url =
+            tokio::task::spawn_blocking(move || receiver.recv_timeout(Duration::from_secs(20)))
+                .await
+                .unwrap();
         let base_url = match url {
             Ok(url) => url,
             Err(_) => {
@@ -244,6 +247,23 @@ impl App {
         self.output.lock().unwrap().clone()
     }
 
+    /// Waits up to 5 s for the server to print a line containing `needle`, and returns that line.
+    pub async fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self.output().lines().find(|line| line.contains(needle)) {
+                return line.to_string();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the proxy never printed {needle:?}; output:\n{}",
+                    self.output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
@@ -267,7 +287,9 @@ impl App {
 
     /// POSTs a chat request (with an optional bearer key) and returns the raw response.
     pub async fn chat_with_key(&self, body: &Value, key: Option<&str>) -> reqwest::Response {
-        let mut request = App::client().post(self.url("/v1/chat/completions")).json(body);
+        let mut request = App::client()
+            .post(self.url("/v1/chat/completions"))
+            .json(body);
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
@@ -283,8 +305,8 @@ impl App {
         let response = self.chat(body).await;
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        let value = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        let value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
         (status, value)
     }
 
@@ -362,7 +384,12 @@ impl SseTranscript {
     pub fn content(&self) -> String {
         self.chunks()
             .iter()
-            .filter_map(|chunk| chunk.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_string))
+            .filter_map(|chunk| {
+                chunk
+                    .pointer("/choices/0/delta/content")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
             .collect()
     }
 

@@ -5,6 +5,7 @@
 //! Include it from an integration test with `mod support;`.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod mock_model;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the pinned Codex CLI and OpenAI SDK (package-lock.json), then runs every
+# Rust test (unit, end-to-end against the real Codex CLI and the mock model, the SDK client test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v npm >/dev/null 2>&1; then
+  echo "npm is required to install the pinned Codex CLI (install Node.js 20+ and npm first)" >&2
+  exit 1
+fi
+npm ci --no-audit --no-fund --loglevel=error
+node_modules/.bin/codex --version
+
+cargo test --all-targets --locked "$@"
