@@ -12,7 +12,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::codex::launch::ResolvedCodex;
-use crate::config::Profile;
+use crate::config::{EngineKind, Profile};
+use crate::engine::app_server::AppServerPool;
 use crate::engine::exec;
 use crate::engine::{Job, RunHandle};
 
@@ -45,6 +46,8 @@ pub struct Pool {
     running: Arc<AtomicUsize>,
     /// Set when a reload replaced or removed this pool: it takes no new requests.
     retired: AtomicBool,
+    /// The long-lived workers of an app-server profile (`None` for exec).
+    app_server: Option<Arc<AppServerPool>>,
 }
 
 /// A slot of a pool; releases it when dropped.
@@ -69,8 +72,12 @@ impl Drop for QueuedGuard<'_> {
 }
 
 impl Pool {
+    /// Creates the pool; an app-server pool starts its workers now (not on the first request).
     pub fn new(profile: Arc<Profile>, codex: Result<ResolvedCodex, String>) -> Arc<Pool> {
+        let app_server = (profile.engine == EngineKind::AppServer)
+            .then(|| AppServerPool::start(&profile, codex.clone()));
         Arc::new(Pool {
+            app_server,
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             slots: Arc::new(Semaphore::new(profile.max_concurrency)),
             profile,
@@ -93,9 +100,44 @@ impl Pool {
         self.retired.load(Ordering::Relaxed)
     }
 
-    /// Stops taking new requests; runs already admitted finish on this pool.
+    /// Stops taking new requests; runs already admitted finish on this pool. An app-server pool stops
+    /// its workers once the last run is done (or after `timeout_seconds`).
     pub fn retire(&self) {
+        if self.retired.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(app_server) = self.app_server.clone() {
+            let running = self.running.clone();
+            let limit = self.profile.timeout + Duration::from_secs(1);
+            tokio::spawn(async move {
+                let started = tokio::time::Instant::now();
+                while running.load(Ordering::Relaxed) > 0 && started.elapsed() < limit {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                app_server.shutdown();
+            });
+        }
+    }
+
+    /// Stops the pool's processes now (server shutdown).
+    pub fn shutdown(&self) {
         self.retired.store(true, Ordering::Relaxed);
+        if let Some(app_server) = &self.app_server {
+            app_server.shutdown();
+        }
+    }
+
+    /// `Ok` when the pool can serve, else why not (for `/ready` and 503s).
+    pub fn readiness(&self) -> Result<(), String> {
+        self.codex.as_ref().map_err(Clone::clone)?;
+        match &self.app_server {
+            Some(app_server) => app_server.readiness(),
+            None => Ok(()),
+        }
+    }
+
+    pub fn app_server(&self) -> Option<&Arc<AppServerPool>> {
+        self.app_server.as_ref()
     }
 
     /// Waits for a slot: immediately if one is free, else in the bounded queue for at most
@@ -143,7 +185,10 @@ impl Pool {
 
     /// Starts the engine on an admitted job.
     pub fn start(&self, job: Job, permit: Permit) -> RunHandle {
-        exec::start(self.profile.clone(), self.codex.clone(), job, permit)
+        match &self.app_server {
+            Some(app_server) => app_server.run(self.profile.clone(), job, permit),
+            None => exec::start(self.profile.clone(), self.codex.clone(), job, permit),
+        }
     }
 
     /// Seconds a client should wait before retrying after a 429.

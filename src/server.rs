@@ -157,13 +157,23 @@ pub async fn run(
         }
     }
     let snapshot = state.snapshot();
-    shutdown_pools(&snapshot);
+    shutdown_pools(&snapshot).await;
     Ok(())
 }
 
-/// Ends every pool's Codex processes (app-server workers; exec runs die with their tasks).
-fn shutdown_pools(snapshot: &Arc<Snapshot>) {
+/// Ends every pool's Codex processes: app-server workers get stdin closed, then SIGTERM, then SIGKILL
+/// (waited for here, at most a few seconds); exec runs die with their tasks.
+async fn shutdown_pools(snapshot: &Arc<Snapshot>) {
     for pool in &snapshot.pools {
-        pool.retire();
+        pool.shutdown();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    while tokio::time::Instant::now() < deadline
+        && snapshot.pools.iter().any(|pool| {
+            pool.app_server()
+                .is_some_and(|app_server| !app_server.worker_pids().is_empty())
+        })
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

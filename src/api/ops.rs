@@ -43,6 +43,7 @@ fn config_json(state: &AppState, snapshot: &Snapshot) -> Value {
         "reloads_ok": status.reloads_ok,
         "reloads_failed": status.reloads_failed,
         "restart_required": status.restart_required,
+        "watch": status.watch,
     })
 }
 
@@ -52,7 +53,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     let mut all_ready = true;
     let mut profiles = serde_json::Map::new();
     for (profile, pool) in snapshot.config.profiles.iter().zip(&snapshot.pools) {
-        let reason = pool.codex.as_ref().err().cloned();
+        let reason = pool.readiness().err();
         all_ready &= reason.is_none();
         profiles.insert(
             profile.name.clone(),
@@ -96,6 +97,9 @@ pub async fn metrics(State(state): State<AppState>) -> Json<Value> {
         block["running"] = json!(pool.running());
         block["max_concurrency"] = json!(profile.max_concurrency);
         block["pool"] = json!({"id": pool.id});
+        if let Some(app_server) = pool.app_server() {
+            block["workers"] = app_server.workers_json();
+        }
         profiles.insert(profile.name.clone(), block);
     }
     body["profiles"] = Value::Object(profiles);

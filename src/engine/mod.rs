@@ -5,6 +5,7 @@
 //! dropping the handle cancels the run at once (the process group is killed, or the turn interrupted).
 //! Engines never touch HTTP; `api::chat` turns [`EngineEvent`]s into responses.
 
+pub mod app_server;
 pub mod exec;
 
 use std::collections::BTreeMap;

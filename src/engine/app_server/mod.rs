@@ -1,0 +1,553 @@
+//! The app-server engine: `workers` long-lived `codex app-server` processes per pool, each running many
+//! turns at once (one ephemeral thread per request, demultiplexed by `threadId`).
+//!
+//! Entry points: [`AppServerPool::start`] (when the pool comes into service: server start or reload) and
+//! [`AppServerPool::run`] (one request). A run picks the least-loaded ready worker, starts a thread
+//! (`developerInstructions` = system text), replays earlier messages with `thread/inject_items`, starts
+//! the turn with the last user message, forwards final-answer deltas as they arrive, and unsubscribes the
+//! thread at the end. Dropping the [`RunHandle`] or hitting `timeout_seconds` sends `turn/interrupt`; the
+//! worker stays up. Submodules: `worker` (process supervision), `rpc` (JSON-RPC), `protocol` (messages).
+
+pub mod protocol;
+pub mod rpc;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::codex::events::summarize;
+use crate::codex::launch::ResolvedCodex;
+use crate::config::Profile;
+use crate::engine::{EngineError, EngineEvent, FailureKind, Job, Phases, RunHandle, Usage};
+use crate::pool::Permit;
+use rpc::{Connection, RpcError, OVERLOADED};
+use worker::{supervise, Worker, WorkerSpec, WorkerState};
+
+/// Longest wait for a JSON-RPC answer that should come at once (thread/start, turn/start, …).
+const RPC_TIMEOUT: Duration = Duration::from_secs(15);
+/// Retries of a request the app-server refused as overloaded (-32001), with doubling delays.
+const OVERLOAD_RETRIES: u32 = 3;
+
+/// The workers of one profile's pool.
+pub struct AppServerPool {
+    workers: Vec<Arc<Worker>>,
+    /// Cancelled when the pool is shut down: supervisors stop their processes.
+    stop: CancellationToken,
+    /// Why no worker can run at all (binary missing), if so.
+    unavailable: Option<String>,
+}
+
+impl AppServerPool {
+    /// Starts the supervisors of `profile.workers` processes.
+    pub fn start(profile: &Profile, codex: Result<ResolvedCodex, String>) -> Arc<AppServerPool> {
+        let workers: Vec<Arc<Worker>> = (0..profile.workers).map(Worker::new).collect();
+        let stop = CancellationToken::new();
+        let unavailable = match codex {
+            Ok(codex) => {
+                let mut args = worker::base_args();
+                if !profile.tools {
+                    args.extend(
+                        crate::engine::exec::NO_TOOLS_ARGS
+                            .iter()
+                            .map(|arg| arg.to_string()),
+                    );
+                }
+                for item in profile.effective_codex_config() {
+                    args.push("-c".to_string());
+                    args.push(item);
+                }
+                let mut env = Vec::new();
+                if let Some(proxy) = &profile.proxy {
+                    for key in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+                        env.push((key.to_string(), proxy.clone()));
+                    }
+                }
+                let spec = Arc::new(WorkerSpec {
+                    codex,
+                    args,
+                    env,
+                    codex_home: profile.codex_home.clone(),
+                    working_dir: profile.default_cwd.clone(),
+                });
+                for worker in &workers {
+                    tokio::spawn(supervise(worker.clone(), spec.clone(), stop.clone()));
+                }
+                None
+            }
+            Err(reason) => {
+                for worker in &workers {
+                    worker.set_state(WorkerState::Down(reason.clone()));
+                }
+                Some(reason)
+            }
+        };
+        Arc::new(AppServerPool {
+            workers,
+            stop,
+            unavailable,
+        })
+    }
+
+    /// Stops every worker (close stdin → SIGTERM → SIGKILL).
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// `Ok` when at least one worker is ready, else the reason.
+    pub fn readiness(&self) -> Result<(), String> {
+        if let Some(reason) = &self.unavailable {
+            return Err(reason.clone());
+        }
+        let mut reason = None;
+        for worker in &self.workers {
+            match worker.state() {
+                WorkerState::Ready(_) => return Ok(()),
+                WorkerState::Down(why) => reason = Some(why),
+                WorkerState::Starting => {
+                    reason.get_or_insert_with(|| "app-server workers are starting".to_string());
+                }
+                WorkerState::Stopped => {
+                    reason.get_or_insert_with(|| "app-server workers are stopped".to_string());
+                }
+            }
+        }
+        Err(reason.unwrap_or_else(|| "no app-server workers".to_string()))
+    }
+
+    pub fn workers_json(&self) -> Value {
+        Value::Array(self.workers.iter().map(|worker| worker.to_json()).collect())
+    }
+
+    /// Process ids of the live workers.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.workers
+            .iter()
+            .map(|worker| worker.pid.load(Ordering::Relaxed))
+            .filter(|pid| *pid > 0)
+            .collect()
+    }
+
+    /// Starts one request's turn in its own task.
+    pub fn run(self: &Arc<Self>, profile: Arc<Profile>, job: Job, permit: Permit) -> RunHandle {
+        let (events, receiver) = mpsc::channel(64);
+        let cancel = CancellationToken::new();
+        let token = cancel.clone();
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let result = pool.turn(&profile, &job, &events, &token).await;
+            if let Err(error) = result {
+                let _ = events.send(EngineEvent::Failed(error)).await;
+            }
+            drop(permit);
+        });
+        RunHandle {
+            events: receiver,
+            cancel: cancel.drop_guard(),
+        }
+    }
+
+    /// The least-loaded ready worker; waits (until `deadline`) while workers are starting.
+    async fn pick_worker(
+        &self,
+        deadline: tokio::time::Instant,
+        cancel: &CancellationToken,
+    ) -> Result<(Arc<Worker>, Arc<Connection>), EngineError> {
+        if let Some(reason) = &self.unavailable {
+            return Err(EngineError::new(
+                FailureKind::CodexUnavailable,
+                reason.clone(),
+            ));
+        }
+        let mut changes: Vec<_> = self.workers.iter().map(|w| w.subscribe()).collect();
+        loop {
+            let mut best: Option<(Arc<Worker>, Arc<Connection>)> = None;
+            let mut reasons = Vec::new();
+            let mut any_starting = false;
+            for worker in &self.workers {
+                match worker.state() {
+                    WorkerState::Ready(connection) if !connection.closed().is_cancelled() => {
+                        let load = worker.in_flight.load(Ordering::Relaxed);
+                        if best.as_ref().is_none_or(|(chosen, _)| {
+                            load < chosen.in_flight.load(Ordering::Relaxed)
+                        }) {
+                            best = Some((worker.clone(), connection));
+                        }
+                    }
+                    WorkerState::Down(reason) => reasons.push(reason),
+                    WorkerState::Stopped => {
+                        return Err(EngineError::new(
+                            FailureKind::CodexFailed,
+                            "the profile's app-server workers were stopped",
+                        ))
+                    }
+                    _ => any_starting = true,
+                }
+            }
+            if let Some(found) = best {
+                return Ok(found);
+            }
+            // Every worker is down and none ever started: the profile cannot serve (503).
+            if !any_starting
+                && !reasons.is_empty()
+                && self
+                    .workers
+                    .iter()
+                    .all(|w| w.served.load(Ordering::Relaxed) == 0)
+                && self
+                    .workers
+                    .iter()
+                    .all(|w| w.restarts.load(Ordering::Relaxed) >= 1)
+            {
+                return Err(EngineError::new(
+                    FailureKind::CodexUnavailable,
+                    format!(
+                        "the app-server workers cannot start: {}",
+                        reasons.join("; ")
+                    ),
+                ));
+            }
+            let wait_any = futures_util::future::select_all(
+                changes.iter_mut().map(|change| Box::pin(change.changed())),
+            );
+            tokio::select! {
+                _ = wait_any => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(EngineError::new(
+                        FailureKind::Timeout,
+                        format!("no app-server worker became ready in time: {}", reasons.join("; ")),
+                    ));
+                }
+                _ = cancel.cancelled() => {
+                    return Err(EngineError::new(FailureKind::CodexFailed, "cancelled"));
+                }
+            }
+        }
+    }
+
+    async fn turn(
+        &self,
+        profile: &Profile,
+        job: &Job,
+        events: &mpsc::Sender<EngineEvent>,
+        cancel: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        let deadline = tokio::time::Instant::from_std(job.received_at) + profile.timeout;
+        let mut phases = Phases::new();
+        let started = Instant::now();
+        let (worker, connection) = self.pick_worker(deadline, cancel).await?;
+        phases.insert("app_server_worker_wait", ms(started));
+        worker.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = InFlightTurn(worker.clone());
+
+        let started = Instant::now();
+        let cwd = job.cwd.display().to_string();
+        let params = protocol::thread_start_params(
+            profile,
+            &cwd,
+            job.model.as_deref(),
+            job.conversation.developer_instructions.as_deref(),
+        );
+        let thread = call(&worker, &connection, "thread/start", params).await?;
+        let thread_id = thread
+            .pointer("/thread/id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                EngineError::new(
+                    FailureKind::CodexFailed,
+                    "thread/start returned no thread id",
+                )
+            })?
+            .to_string();
+        phases.insert("app_server_thread_start", ms(started));
+        let mut notifications = connection.subscribe_thread(&thread_id);
+        let _thread = ThreadGuard {
+            connection: connection.clone(),
+            thread_id: thread_id.clone(),
+        };
+
+        let (history, input) = protocol::split_conversation(&job.conversation);
+        if !history.is_empty() {
+            call(
+                &worker,
+                &connection,
+                "thread/inject_items",
+                json!({"threadId": thread_id, "items": history}),
+            )
+            .await?;
+        }
+        let input = match input {
+            Some(text) => json!([{"type": "text", "text": text, "text_elements": []}]),
+            None => json!([]),
+        };
+        let started = Instant::now();
+        let turn = call(
+            &worker,
+            &connection,
+            "turn/start",
+            json!({"threadId": thread_id, "input": input}),
+        )
+        .await?;
+        let mut turn_id = turn
+            .pointer("/turn/id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        phases.insert("app_server_turn_start", ms(started));
+
+        let turn_started = Instant::now();
+        let mut phase_of_item: HashMap<String, Option<String>> = HashMap::new();
+        let mut streamed = String::new();
+        let mut last_message: Option<String> = None;
+        let mut usage = Usage::default();
+        let mut first_delta = true;
+        loop {
+            let (method, params) = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    interrupt(&connection, &thread_id, turn_id.as_deref()).await;
+                    return Ok(());
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    interrupt(&connection, &thread_id, turn_id.as_deref()).await;
+                    return Err(EngineError::new(
+                        FailureKind::Timeout,
+                        format!(
+                            "Codex did not finish within the profile's timeout of {} s; the turn was interrupted",
+                            profile.timeout.as_secs()
+                        ),
+                    ));
+                }
+                next = notifications.recv() => match next {
+                    Some(next) => next,
+                    None => {
+                        return Err(EngineError::new(
+                            FailureKind::CodexFailed,
+                            "the app-server worker exited during the turn",
+                        ))
+                    }
+                },
+            };
+            match method.as_str() {
+                "turn/started" => {
+                    if turn_id.is_none() {
+                        turn_id = params
+                            .pointer("/turn/id")
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
+                    }
+                }
+                "item/started" | "item/completed" => {
+                    let item = params.get("item").unwrap_or(&Value::Null);
+                    if item.get("type").and_then(Value::as_str) == Some("agentMessage") {
+                        let id = item
+                            .get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string();
+                        let phase = item
+                            .get("phase")
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
+                        if method == "item/completed" && phase.as_deref() != Some("commentary") {
+                            if let Some(text) = item.get("text").and_then(Value::as_str) {
+                                last_message = Some(text.to_string());
+                            }
+                        }
+                        phase_of_item.insert(id, phase);
+                    }
+                }
+                "item/agentMessage/delta" => {
+                    let item = params.get("itemId").and_then(Value::as_str).unwrap_or("");
+                    let commentary = phase_of_item
+                        .get(item)
+                        .is_some_and(|phase| phase.as_deref() == Some("commentary"));
+                    if let (false, Some(delta)) =
+                        (commentary, params.get("delta").and_then(Value::as_str))
+                    {
+                        if first_delta {
+                            first_delta = false;
+                            phases.insert("app_server_first_delta", ms(turn_started));
+                        }
+                        streamed.push_str(delta);
+                        if events
+                            .send(EngineEvent::Delta(delta.to_string()))
+                            .await
+                            .is_err()
+                        {
+                            interrupt(&connection, &thread_id, turn_id.as_deref()).await;
+                            return Ok(());
+                        }
+                    }
+                }
+                "thread/tokenUsage/updated" => {
+                    if let Some(update) = protocol::token_usage(&params) {
+                        usage = update;
+                    }
+                }
+                "turn/completed" => {
+                    let turn = params.get("turn").unwrap_or(&Value::Null);
+                    let status = turn.get("status").and_then(Value::as_str).unwrap_or("");
+                    phases.insert("app_server_turn", ms(turn_started));
+                    match status {
+                        "completed" => {
+                            worker.served.fetch_add(1, Ordering::Relaxed);
+                            let final_text = turn
+                                .get("items")
+                                .and_then(Value::as_array)
+                                .and_then(|items| {
+                                    items.iter().rev().find(|item| {
+                                        item.get("type").and_then(Value::as_str)
+                                            == Some("agentMessage")
+                                    })
+                                })
+                                .and_then(|item| item.get("text").and_then(Value::as_str))
+                                .map(str::to_string)
+                                .or(last_message)
+                                .unwrap_or(streamed);
+                            let _ = events
+                                .send(EngineEvent::Done {
+                                    text: final_text,
+                                    usage,
+                                    phases,
+                                })
+                                .await;
+                            return Ok(());
+                        }
+                        _ => {
+                            let error = turn.get("error").cloned().unwrap_or(Value::Null);
+                            let message = error
+                                .get("message")
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                                .unwrap_or_else(|| {
+                                    format!("the turn ended with status `{status}`")
+                                });
+                            return Err(EngineError::new(
+                                protocol::failure_kind(&error),
+                                summarize(&message),
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for AppServerPool {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 100_000.0).round() / 100.0
+}
+
+/// Counts a turn on its worker while alive.
+struct InFlightTurn(Arc<Worker>);
+
+impl Drop for InFlightTurn {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Stops routing a thread's events and unsubscribes it (so the app-server unloads it) when dropped.
+struct ThreadGuard {
+    connection: Arc<Connection>,
+    thread_id: String,
+}
+
+impl Drop for ThreadGuard {
+    fn drop(&mut self) {
+        self.connection.forget_thread(&self.thread_id);
+        let connection = self.connection.clone();
+        let thread_id = self.thread_id.clone();
+        tokio::spawn(async move {
+            let _ = connection
+                .request(
+                    "thread/unsubscribe",
+                    json!({"threadId": thread_id}),
+                    Duration::from_secs(5),
+                )
+                .await;
+        });
+    }
+}
+
+/// A request that should be answered at once: retried briefly when the server is overloaded; a worker
+/// that does not answer is killed (its supervisor restarts it).
+async fn call(
+    worker: &Worker,
+    connection: &Connection,
+    method: &str,
+    params: Value,
+) -> Result<Value, EngineError> {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 0..=OVERLOAD_RETRIES {
+        match connection
+            .request(method, params.clone(), RPC_TIMEOUT)
+            .await
+        {
+            Ok(result) => return Ok(result),
+            Err(RpcError::Remote { code, .. })
+                if code == OVERLOADED && attempt < OVERLOAD_RETRIES =>
+            {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(RpcError::Remote { code, message }) if code == OVERLOADED => {
+                return Err(EngineError::new(
+                    FailureKind::Overloaded,
+                    format!("the app-server is overloaded ({message}); retry later"),
+                ))
+            }
+            Err(RpcError::Remote { message, .. }) => {
+                return Err(EngineError::new(
+                    FailureKind::CodexFailed,
+                    format!("{method} failed: {}", summarize(&message)),
+                ))
+            }
+            Err(RpcError::Timeout { .. }) => {
+                worker.request_kill();
+                return Err(EngineError::new(
+                    FailureKind::CodexFailed,
+                    format!(
+                        "the app-server worker stopped answering ({method}); it is being restarted"
+                    ),
+                ));
+            }
+            Err(RpcError::Closed) => {
+                return Err(EngineError::new(
+                    FailureKind::CodexFailed,
+                    "the app-server worker exited during the request",
+                ))
+            }
+        }
+    }
+    Err(EngineError::new(
+        FailureKind::Overloaded,
+        "the app-server is overloaded",
+    ))
+}
+
+/// Interrupts a running turn (best effort, bounded).
+async fn interrupt(connection: &Connection, thread_id: &str, turn_id: Option<&str>) {
+    let Some(turn_id) = turn_id else {
+        return;
+    };
+    let _ = connection
+        .request(
+            "turn/interrupt",
+            json!({"threadId": thread_id, "turnId": turn_id}),
+            Duration::from_secs(2),
+        )
+        .await;
+}

@@ -1,0 +1,232 @@
+//! The app-server messages the proxy sends and the few facts it reads back (protocol notes §3–§5).
+//! Builders return `serde_json::Value`; readers are lenient (unknown fields, missing `jsonrpc`).
+
+use serde_json::{json, Value};
+
+use crate::codex::events::classify_failure;
+use crate::codex::prompt::{Conversation, Turn};
+use crate::config::Profile;
+use crate::engine::{FailureKind, Usage};
+
+/// The `config` of `thread/start` that removes Codex's own tools and its environment, permissions and
+/// skills blocks (protocol notes §6.3).
+pub fn no_tools_config() -> Value {
+    json!({
+        "features": {"shell_tool": false, "view_image": false, "multi_agent": false, "goals": false},
+        "web_search": "disabled",
+        "tools": {"experimental_request_user_input": {"enabled": false}},
+        "skills": {"include_instructions": false},
+        "include_permissions_instructions": false,
+        "include_environment_context": false,
+    })
+}
+
+/// `initialize` params.
+pub fn initialize_params() -> Value {
+    json!({
+        "clientInfo": {"name": "codex-api-proxy", "title": null, "version": env!("CARGO_PKG_VERSION")},
+        "capabilities": {
+            "experimentalApi": true,
+            "optOutNotificationMethods": ["account/rateLimits/updated", "thread/started"],
+        },
+    })
+}
+
+/// `thread/start` params for one request: an ephemeral thread that never asks for approval.
+pub fn thread_start_params(
+    profile: &Profile,
+    cwd: &str,
+    model: Option<&str>,
+    developer_instructions: Option<&str>,
+) -> Value {
+    let mut params = json!({
+        "cwd": cwd,
+        "approvalPolicy": "never",
+        "sandbox": if profile.agent { "workspace-write" } else { "read-only" },
+        "ephemeral": true,
+    });
+    if let Some(model) = model {
+        params["model"] = json!(model);
+    }
+    if let Some(instructions) = developer_instructions {
+        params["developerInstructions"] = json!(instructions);
+    }
+    if !profile.tools {
+        params["config"] = no_tools_config();
+        params["dynamicTools"] = json!([]);
+    }
+    params
+}
+
+/// A Responses API message item for `thread/inject_items`.
+pub fn history_item(turn: &Turn) -> Value {
+    match turn.role.as_str() {
+        "assistant" => json!({
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": turn.text}],
+        }),
+        "user" => json!({
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": turn.text}],
+        }),
+        other => json!({
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": format!("[{other}]\n{}", turn.text)}],
+        }),
+    }
+}
+
+/// Splits a conversation into replayed history and the turn's input text: the last message is the input
+/// when it is the user's; otherwise everything is history and the turn continues from it.
+pub fn split_conversation(conversation: &Conversation) -> (Vec<Value>, Option<String>) {
+    match conversation.turns.split_last() {
+        Some((last, earlier)) if last.role == "user" => (
+            earlier.iter().map(history_item).collect(),
+            Some(last.text.clone()),
+        ),
+        _ => (conversation.turns.iter().map(history_item).collect(), None),
+    }
+}
+
+/// `thread/tokenUsage/updated` → usage (`total` is per thread; one thread per request).
+pub fn token_usage(params: &Value) -> Option<Usage> {
+    let total = params.pointer("/tokenUsage/total")?;
+    let number = |key: &str| total.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let prompt_tokens = number("inputTokens");
+    let completion_tokens = number("outputTokens");
+    Some(Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: total
+            .get("totalTokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(prompt_tokens + completion_tokens),
+        cached_tokens: number("cachedInputTokens"),
+        reasoning_tokens: number("reasoningOutputTokens"),
+    })
+}
+
+/// `turn.error` of a failed `turn/completed` → failure kind (from `codexErrorInfo`, else the message).
+pub fn failure_kind(error: &Value) -> FailureKind {
+    let message = error.get("message").and_then(Value::as_str).unwrap_or("");
+    let info = error.get("codexErrorInfo").unwrap_or(&Value::Null);
+    let tag = match info {
+        Value::String(tag) => tag.as_str(),
+        Value::Object(map) => map.keys().next().map(String::as_str).unwrap_or(""),
+        _ => "",
+    };
+    let status = info
+        .as_object()
+        .and_then(|map| map.values().next())
+        .and_then(|inner| inner.get("httpStatusCode"))
+        .and_then(Value::as_u64);
+    match tag {
+        "usageLimitExceeded" => FailureKind::QuotaExceeded,
+        "contextWindowExceeded" => FailureKind::ContextLengthExceeded,
+        "serverOverloaded" => FailureKind::UpstreamOverloaded,
+        "responseTooManyFailedAttempts" if status == Some(429) => FailureKind::UpstreamRateLimited,
+        "modelNotFound" => FailureKind::UpstreamBadRequest,
+        "internalServerError" | "httpConnectionFailed" => FailureKind::CodexFailed,
+        _ => classify_failure(message),
+    }
+}
+
+/// The immediate answer to a server-initiated request: always a safe refusal, so nothing ever waits.
+pub fn refusal(method: &str) -> Result<Value, (i64, String)> {
+    match method {
+        "item/commandExecution/requestApproval" | "item/fileChange/requestApproval" => {
+            Ok(json!({"decision": "decline"}))
+        }
+        "item/permissions/requestApproval" => Ok(json!({"permissions": {}, "scope": "turn"})),
+        "item/tool/requestUserInput" => Ok(json!({"answers": {}})),
+        "mcpServer/elicitation/request" => {
+            Ok(json!({"action": "decline", "content": null, "_meta": null}))
+        }
+        "applyPatchApproval" | "execCommandApproval" => Ok(json!({"decision": "denied"})),
+        "item/tool/call" => Ok(json!({
+            "contentItems": [{"type": "inputText", "text": "Tool calls are not available through this proxy."}],
+            "success": false,
+        })),
+        other => Err((
+            -32601,
+            format!("{other} is not supported by codex-api-proxy"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_codex_error_info() {
+        let cases = [
+            (
+                json!({"message": "x", "codexErrorInfo": "usageLimitExceeded"}),
+                FailureKind::QuotaExceeded,
+            ),
+            (
+                json!({"message": "x", "codexErrorInfo": "contextWindowExceeded"}),
+                FailureKind::ContextLengthExceeded,
+            ),
+            (
+                json!({"message": "x", "codexErrorInfo": "serverOverloaded"}),
+                FailureKind::UpstreamOverloaded,
+            ),
+            (
+                json!({"message": "x", "codexErrorInfo": {"responseTooManyFailedAttempts": {"httpStatusCode": 429}}}),
+                FailureKind::UpstreamRateLimited,
+            ),
+            (
+                json!({"message": "x", "codexErrorInfo": {"httpConnectionFailed": {"httpStatusCode": 401}}}),
+                FailureKind::CodexFailed,
+            ),
+            (
+                json!({"message": "x", "codexErrorInfo": "internalServerError"}),
+                FailureKind::CodexFailed,
+            ),
+            (
+                json!({"message": "stream disconnected before completion: idle timeout waiting for SSE", "codexErrorInfo": "other"}),
+                FailureKind::UpstreamTimeout,
+            ),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(failure_kind(&error), kind, "{error}");
+        }
+    }
+
+    #[test]
+    fn the_last_user_message_is_the_input() {
+        let conversation = Conversation {
+            developer_instructions: None,
+            turns: vec![
+                Turn {
+                    role: "user".into(),
+                    text: "a".into(),
+                },
+                Turn {
+                    role: "assistant".into(),
+                    text: "b".into(),
+                },
+                Turn {
+                    role: "user".into(),
+                    text: "c".into(),
+                },
+            ],
+        };
+        let (history, input) = split_conversation(&conversation);
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[1]["content"][0]["type"], "output_text");
+        assert_eq!(input.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn every_request_kind_gets_an_answer() {
+        assert!(refusal("item/commandExecution/requestApproval").is_ok());
+        assert!(refusal("item/tool/call").is_ok());
+        assert_eq!(refusal("currentTime/read").unwrap_err().0, -32601);
+    }
+}

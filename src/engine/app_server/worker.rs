@@ -1,0 +1,349 @@
+//! One supervised `codex app-server` process: spawn it (native binary, own process group, private
+//! `CODEX_HOME`), run the `initialize` handshake, publish the live [`Connection`], and respawn it with
+//! capped exponential backoff whenever it exits. Stopping closes stdin, then SIGTERM, then SIGKILL.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::initialize_params;
+use super::rpc::Connection;
+use crate::codex::launch::{signal_group, spawn_in_group, GroupKiller, ResolvedCodex, StderrTail};
+
+/// How long finished threads stay loaded in the app-server (its default is 30 min: memory grows).
+const THREAD_UNLOAD_DELAY_SECS: u32 = 5;
+/// Longest wait for `initialize`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Grace between closing stdin, SIGTERM and SIGKILL when stopping.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Everything needed to (re)start the processes of one pool.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub codex: ResolvedCodex,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub codex_home: PathBuf,
+    pub working_dir: PathBuf,
+}
+
+/// What a worker is doing.
+#[derive(Clone)]
+pub enum WorkerState {
+    Starting,
+    Ready(Arc<Connection>),
+    /// Not running; why (with the stderr tail). A restart follows after the backoff.
+    Down(String),
+    Stopped,
+}
+
+impl WorkerState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Ready(_) => "ready",
+            WorkerState::Down(_) => "down",
+            WorkerState::Stopped => "stopped",
+        }
+    }
+}
+
+/// One worker slot of a pool.
+pub struct Worker {
+    pub index: usize,
+    state: Mutex<WorkerState>,
+    /// Bumped on every state change, so requests can wait for a worker to come up.
+    changed: watch::Sender<u64>,
+    pub pid: AtomicU32,
+    pub in_flight: AtomicUsize,
+    pub served: AtomicU64,
+    pub restarts: AtomicU64,
+    /// Cancelled by a request that saw the current process stop answering; the supervisor kills it.
+    /// Replaced by a fresh token for every new process.
+    kill_slot: Mutex<CancellationToken>,
+}
+
+impl Worker {
+    pub fn new(index: usize) -> Arc<Worker> {
+        Arc::new(Worker {
+            index,
+            state: Mutex::new(WorkerState::Starting),
+            changed: watch::channel(0).0,
+            pid: AtomicU32::new(0),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            kill_slot: Mutex::new(CancellationToken::new()),
+        })
+    }
+
+    pub fn state(&self) -> WorkerState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_state(&self, state: WorkerState) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        self.changed.send_modify(|generation| *generation += 1);
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Asks the supervisor to kill the current process (it stopped answering).
+    pub fn request_kill(&self) {
+        self.kill_slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cancel();
+    }
+
+    fn fresh_kill_token(&self) -> CancellationToken {
+        let token = CancellationToken::new();
+        *self.kill_slot.lock().unwrap_or_else(|e| e.into_inner()) = token.clone();
+        token
+    }
+
+    pub fn to_json(&self) -> Value {
+        let state = self.state();
+        let mut value = json!({
+            "index": self.index,
+            "pid": match self.pid.load(Ordering::Relaxed) { 0 => Value::Null, pid => json!(pid) },
+            "state": state.name(),
+            "turns_in_flight": self.in_flight.load(Ordering::Relaxed),
+            "turns_served": self.served.load(Ordering::Relaxed),
+            "restarts": self.restarts.load(Ordering::Relaxed),
+        });
+        if let WorkerState::Down(reason) = state {
+            value["error"] = json!(reason);
+        }
+        value
+    }
+}
+
+/// The user's own `CODEX_HOME` (their login lives there).
+fn user_codex_home() -> PathBuf {
+    std::env::var_os("CODEX_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::config::home_dir().join(".codex"))
+}
+
+/// Prepares the private `CODEX_HOME`: the directory, and a symlink to the user's `auth.json`.
+pub fn prepare_codex_home(home: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(home)?;
+    let source = user_codex_home().join("auth.json");
+    let link = home.join("auth.json");
+    if source.exists() && std::fs::canonicalize(&source).ok() != std::fs::canonicalize(&link).ok() {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&source, &link)?;
+    }
+    Ok(())
+}
+
+/// The fixed arguments of every app-server process, before the profile's `-c` overrides.
+pub fn base_args() -> Vec<String> {
+    [
+        "app-server",
+        "--disable",
+        "unbounded_connection_retries",
+        "--disable",
+        "apps",
+        "--disable",
+        "plugins",
+        "--disable",
+        "skill_mcp_dependency_install",
+        "-c",
+        "skills.include_instructions=false",
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .chain([
+        "-c".to_string(),
+        format!("thread_unload_delay_secs={THREAD_UNLOAD_DELAY_SECS}"),
+    ])
+    .collect()
+}
+
+struct Running {
+    child: Child,
+    group: GroupKiller,
+    connection: Arc<Connection>,
+    tail: Arc<Mutex<StderrTail>>,
+}
+
+async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
+    prepare_codex_home(&spec.codex_home).map_err(|err| {
+        format!(
+            "cannot prepare the private CODEX_HOME {}: {err}",
+            spec.codex_home.display()
+        )
+    })?;
+    let mut command = Command::new(&spec.codex.program);
+    command
+        .args(&spec.args)
+        .envs(spec.codex.env.iter().map(|(k, v)| (k, v)))
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env("CODEX_HOME", &spec.codex_home)
+        .env_remove("RUST_BACKTRACE")
+        .current_dir(&spec.working_dir);
+    let (mut child, group) = spawn_in_group(&mut command).map_err(|err| {
+        format!(
+            "cannot start {} app-server: {err}",
+            spec.codex.program.display()
+        )
+    })?;
+    let tail = Arc::new(Mutex::new(StderrTail::default()));
+    if let Some(stderr) = child.stderr.take() {
+        let tail = tail.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tail.lock().unwrap_or_else(|e| e.into_inner()).push(&line);
+            }
+        });
+    }
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err("the app-server's stdio was not captured".to_string());
+    };
+    let connection = Connection::start(stdin, stdout);
+    let handshake = connection
+        .request("initialize", initialize_params(), HANDSHAKE_TIMEOUT)
+        .await;
+    if let Err(err) = handshake {
+        // Let stderr drain so the reason is in the tail.
+        let _ = tokio::time::timeout(Duration::from_millis(500), child.wait()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let detail = tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_meaningful()
+            .unwrap_or_else(|| "no error output".to_string());
+        drop(group);
+        return Err(format!("the app-server did not start ({err}): {detail}"));
+    }
+    connection
+        .notify("initialized", None)
+        .await
+        .map_err(|err| format!("the app-server closed during the handshake: {err}"))?;
+    Ok(Running {
+        child,
+        group,
+        connection,
+        tail,
+    })
+}
+
+/// Stops a running process: close stdin, wait, SIGTERM, wait, SIGKILL.
+async fn stop_process(mut running: Running) {
+    running.connection.close_stdin().await;
+    if tokio::time::timeout(STOP_GRACE, running.child.wait())
+        .await
+        .is_err()
+    {
+        running.group.signal(libc::SIGTERM);
+        if tokio::time::timeout(STOP_GRACE, running.child.wait())
+            .await
+            .is_err()
+        {
+            running.group.kill();
+        }
+    }
+    // Kill anything left in the group (grandchildren), then reap.
+    running.group.kill();
+    let _ = tokio::time::timeout(STOP_GRACE, running.child.wait()).await;
+}
+
+/// Keeps one worker alive until `stop` is cancelled.
+pub async fn supervise(worker: Arc<Worker>, spec: Arc<WorkerSpec>, stop: CancellationToken) {
+    let mut failures: u32 = 0;
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        worker.set_state(WorkerState::Starting);
+        let kill = worker.fresh_kill_token();
+        let started = tokio::select! {
+            started = start_process(&spec) => started,
+            _ = stop.cancelled() => break,
+        };
+        match started {
+            Ok(mut running) => {
+                let pid = running.child.id().unwrap_or(0);
+                worker.pid.store(pid, Ordering::Relaxed);
+                worker.set_state(WorkerState::Ready(running.connection.clone()));
+                tracing::info!(worker = worker.index, pid, "app-server worker ready");
+                let up_since = Instant::now();
+                let connection = running.connection.clone();
+                tokio::select! {
+                    _ = connection.closed().cancelled() => {}
+                    _ = kill.cancelled() => {
+                        tracing::warn!(worker = worker.index, pid, "app-server worker stopped answering: killing it");
+                        running.group.kill();
+                    }
+                    _ = stop.cancelled() => {
+                        worker.set_state(WorkerState::Stopped);
+                        stop_process(running).await;
+                        worker.pid.store(0, Ordering::Relaxed);
+                        worker.set_state(WorkerState::Stopped);
+                        return;
+                    }
+                }
+                running.group.kill();
+                let status = tokio::time::timeout(Duration::from_secs(2), running.child.wait())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|status| status.to_string())
+                    .unwrap_or_else(|| "unknown status".to_string());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let detail = running
+                    .tail
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .last_meaningful()
+                    .unwrap_or_default();
+                let reason = format!("the app-server worker exited ({status}) {detail}")
+                    .trim()
+                    .to_string();
+                tracing::warn!(worker = worker.index, pid, "{reason}");
+                worker.pid.store(0, Ordering::Relaxed);
+                worker.set_state(WorkerState::Down(reason));
+                if up_since.elapsed() > Duration::from_secs(30) {
+                    failures = 0;
+                }
+                failures += 1;
+            }
+            Err(reason) => {
+                tracing::error!(worker = worker.index, "{reason}");
+                worker.set_state(WorkerState::Down(reason));
+                failures += 1;
+            }
+        }
+        worker.restarts.fetch_add(1, Ordering::Relaxed);
+        let backoff = BACKOFF_START
+            .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
+            .min(BACKOFF_MAX);
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+    worker.set_state(WorkerState::Stopped);
+}
+
+/// Sends `signal` to a worker's process group (used by shutdown paths that cannot await).
+pub fn signal_worker(worker: &Worker, signal: i32) {
+    let pid = worker.pid.load(Ordering::Relaxed);
+    if pid > 0 {
+        signal_group(pid as i32, signal);
+    }
+}

@@ -1,0 +1,430 @@
+//! End-to-end: the app-server engine with real `codex app-server` workers and the mock model. Streaming
+//! deltas as they are generated, multiplexed turns on one worker, history replay, interrupts on
+//! disconnect and timeout, worker crashes, failure mapping, and bounded resources over many requests.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use support::app::{chat_body, send_signal, App, SseTranscript, TestEnv};
+use support::mock_model::*;
+
+fn app_server_config(env: &TestEnv, extra: &str) -> String {
+    format!(
+        "{}{}",
+        env.server(""),
+        env.profile(
+            "fast",
+            &format!("engine = \"app-server\"\nworkers = 1\n{extra}")
+        )
+    )
+}
+
+/// The worker pids of profile `fast` from /metrics.
+async fn worker_pids(app: &App) -> Vec<u64> {
+    let metrics = app.get_json("/metrics").await.1;
+    metrics["profiles"]["fast"]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|worker| worker["pid"].as_u64())
+        .collect()
+}
+
+async fn wait_ready(app: &App) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = app.get_json("/ready").await;
+        if status == 200 {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn plain_and_streaming_answers_with_usage() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env, &app_server_config(&env, "")).await;
+    let ready = wait_ready(&app).await;
+    assert_eq!(ready["profiles"]["fast"]["engine"], "app-server");
+    // Workers start with the server, before any request.
+    assert_eq!(worker_pids(&app).await.len(), 1);
+
+    let (status, body) = app.chat_json(&chat_body("fast", "hello")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], DEFAULT_REPLY);
+    assert_eq!(body["usage"]["prompt_tokens"], USAGE_INPUT_TOKENS);
+    assert_eq!(body["usage"]["completion_tokens"], USAGE_OUTPUT_TOKENS);
+    assert_eq!(body["usage"]["total_tokens"], USAGE_TOTAL_TOKENS);
+    assert_eq!(
+        body["usage"]["prompt_tokens_details"]["cached_tokens"],
+        USAGE_CACHED_TOKENS
+    );
+    assert_eq!(
+        body["usage"]["completion_tokens_details"]["reasoning_tokens"],
+        USAGE_REASONING_TOKENS
+    );
+
+    let mut request = chat_body("fast", "hello");
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    let transcript = App::sse(app.chat(&request).await).await;
+    assert!(transcript.done());
+    assert_eq!(transcript.content(), DEFAULT_REPLY);
+    // One content chunk per model delta.
+    let content_chunks = transcript
+        .chunks()
+        .iter()
+        .filter(|c| {
+            c.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+                .is_some_and(|t| !t.is_empty())
+        })
+        .count();
+    assert_eq!(content_chunks, DEFAULT_DELTAS);
+    assert_eq!(
+        transcript.chunks().last().unwrap()["usage"]["total_tokens"],
+        USAGE_TOTAL_TOKENS
+    );
+    let metrics = app.get_json("/metrics").await.1;
+    assert_eq!(metrics["profiles"]["fast"]["workers"][0]["turns_served"], 2);
+    assert_eq!(metrics["profiles"]["fast"]["workers"][0]["state"], "ready");
+}
+
+#[tokio::test]
+async fn deltas_reach_the_client_before_the_turn_ends() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env, &app_server_config(&env, "")).await;
+    wait_ready(&app).await;
+    let mut request = chat_body("fast", "mock:deltas=5 mock:delay_ms=400");
+    request["stream"] = json!(true);
+    let response = app.chat(&request).await;
+    let started = Instant::now();
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut content_times = Vec::new();
+    while let Some(piece) = stream.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&piece.unwrap()));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let transcript = SseTranscript::parse(&event);
+            if !transcript.content().is_empty() {
+                content_times.push(started.elapsed());
+            }
+        }
+    }
+    assert_eq!(content_times.len(), 5, "{content_times:?}");
+    // The first delta arrived while the model was still producing the others: the gap between first
+    // and last content chunk spans the model's own pacing (4 × 400 ms).
+    let spread = content_times[4] - content_times[0];
+    assert!(
+        spread >= Duration::from_millis(1000),
+        "deltas were buffered: {content_times:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_worker_runs_concurrent_turns_at_once() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env, &app_server_config(&env, "max_concurrency = 4")).await;
+    wait_ready(&app).await;
+    let body = chat_body("fast", "mock:deltas=4 mock:delay_ms=500");
+    let mut requests = Vec::new();
+    for _ in 0..4 {
+        let client = App::client();
+        let url = app.url("/v1/chat/completions");
+        let body = body.clone();
+        requests.push(tokio::spawn(async move {
+            let response = client.post(url).json(&body).send().await.unwrap();
+            response.status().as_u16()
+        }));
+    }
+    // All four model streams are open at the same time on the single worker.
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while requests.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
+        most = most.max(env.mock.open_streams());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert_eq!(most, 4, "turns did not overlap");
+    assert_eq!(worker_pids(&app).await.len(), 1);
+}
+
+#[tokio::test]
+async fn history_is_replayed_as_real_message_items() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env, &app_server_config(&env, "")).await;
+    wait_ready(&app).await;
+    let body = json!({
+        "model": "fast",
+        "messages": [
+            {"role": "system", "content": "Answer like a pirate."},
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "first answer"},
+            {"role": "user", "content": "second question"},
+            {"role": "assistant", "content": "second answer"},
+            {"role": "user", "content": "third question"},
+        ],
+    });
+    assert_eq!(app.chat_json(&body).await.0, 200);
+    let texts = env.mock.requests()[0].input_texts();
+    let developer = texts
+        .iter()
+        .position(|(role, text)| role == "developer" && text.contains("Answer like a pirate."));
+    assert!(developer.is_some(), "{texts:?}");
+    let conversation: Vec<(String, String)> = texts
+        .iter()
+        .filter(|(role, text)| {
+            (role == "user" || role == "assistant")
+                && (text.contains("question") || text.contains("answer"))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(
+        conversation,
+        vec![
+            ("user".to_string(), "first question".to_string()),
+            ("assistant".to_string(), "first answer".to_string()),
+            ("user".to_string(), "second question".to_string()),
+            ("assistant".to_string(), "second answer".to_string()),
+            ("user".to_string(), "third question".to_string()),
+        ]
+    );
+    assert!(
+        developer.unwrap()
+            < texts
+                .iter()
+                .position(|(_, t)| t == "first question")
+                .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn disconnect_and_timeout_interrupt_the_turn_and_the_worker_keeps_serving() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env, &app_server_config(&env, "timeout_seconds = 2")).await;
+    wait_ready(&app).await;
+    let pids = worker_pids(&app).await;
+
+    // Disconnect mid-stream.
+    let mut request = chat_body("fast", "mock:deltas=10 mock:delay_ms=500");
+    request["stream"] = json!(true);
+    let response = app.chat(&request).await;
+    let mut stream = response.bytes_stream();
+    let mut seen = String::new();
+    // Read until the first real content delta has arrived: the model is mid-answer.
+    while SseTranscript::parse(&seen).content().is_empty() {
+        seen.push_str(&String::from_utf8_lossy(
+            &stream.next().await.unwrap().unwrap(),
+        ));
+    }
+    assert_eq!(env.mock.open_streams(), 1);
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while env.mock.open_streams() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(env.mock.open_streams(), 0, "the turn was not interrupted");
+    assert_eq!(env.mock.streams_cancelled(), 1);
+    assert_eq!(app.chat_json(&chat_body("fast", "next")).await.0, 200);
+
+    // Timeout: 504, then the same worker serves the next request.
+    let (status, body) = app
+        .chat_json(&chat_body("fast", "mock:first_delay_ms=10000"))
+        .await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["code"], "timeout");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while env.mock.open_streams() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(env.mock.open_streams(), 0);
+    assert_eq!(
+        app.chat_json(&chat_body("fast", "after timeout")).await.0,
+        200
+    );
+    assert_eq!(worker_pids(&app).await, pids, "the worker was replaced");
+}
+
+#[tokio::test]
+async fn a_killed_worker_fails_its_turn_cleanly_and_comes_back() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env, &app_server_config(&env, "")).await;
+    wait_ready(&app).await;
+    let pid = worker_pids(&app).await[0];
+
+    let slow = {
+        let client = App::client();
+        let url = app.url("/v1/chat/completions");
+        let body = chat_body("fast", "mock:deltas=4 mock:delay_ms=1000");
+        tokio::spawn(async move {
+            let response = client.post(url).json(&body).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        })
+    };
+    assert!(env.mock.wait_for_requests(1, Duration::from_secs(10)).await);
+    send_signal(pid as u32, libc::SIGKILL);
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["type"], "server_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("worker exited"),
+        "{body}"
+    );
+
+    // The worker is respawned and serves again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let pids = worker_pids(&app).await;
+        if pids.len() == 1 && pids[0] != pid {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.chat_json(&chat_body("fast", "again")).await.0, 200);
+    let metrics = app.get_json("/metrics").await.1;
+    assert_eq!(metrics["profiles"]["fast"]["workers"][0]["restarts"], 1);
+}
+
+#[tokio::test]
+async fn upstream_failures_map_to_statuses() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env, &app_server_config(&env, "max_concurrency = 8")).await;
+    wait_ready(&app).await;
+    let cases = [
+        ("mock:status=500", 502, "codex_failed"),
+        ("mock:status=401", 502, "codex_failed"),
+        ("mock:status=429", 429, "rate_limit_exceeded"),
+        ("mock:status=429 mock:quota", 429, "insufficient_quota"),
+        (
+            "mock:status=400 mock:context",
+            400,
+            "context_length_exceeded",
+        ),
+        ("mock:status=503", 503, "model_overloaded"),
+        ("mock:failed", 502, "codex_failed"),
+        ("mock:cut", 502, "codex_failed"),
+    ];
+    for (directive, status, code) in cases {
+        let (got, body) = app.chat_json(&chat_body("fast", directive)).await;
+        assert_eq!(got, status, "{directive}: {body}");
+        assert_eq!(body["error"]["code"], code, "{directive}: {body}");
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // In-band after the stream started.
+    let mut request = chat_body("fast", "mock:status=500");
+    request["stream"] = json!(true);
+    let transcript = App::sse(app.chat(&request).await).await;
+    let last = transcript.chunks().pop().unwrap();
+    assert_eq!(last["error"]["code"], "codex_failed", "{last}");
+    assert!(!transcript.done());
+    // The worker is still fine.
+    assert_eq!(app.chat_json(&chat_body("fast", "ok now")).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_profile_whose_workers_cannot_start_is_not_ready_and_others_serve() {
+    let env = TestEnv::new().await;
+    // The private CODEX_HOME cannot be created (a file is in the way): the workers cannot start.
+    let blocker = env.path().join("not-a-directory");
+    std::fs::write(&blocker, "x").unwrap();
+    let config = format!(
+        "{}{}{}",
+        env.server(""),
+        env.profile(
+            "broken",
+            &format!(
+                "engine = \"app-server\"\ncodex_home = {:?}",
+                blocker.join("home").display().to_string()
+            )
+        ),
+        env.profile("fine", "")
+    );
+    let app = App::start(&env, &config).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let (status, body) = app.get_json("/ready").await;
+        let reason = body["profiles"]["broken"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if status == 503 && !reason.contains("starting") && !reason.is_empty() {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(ready["profiles"]["fine"]["ready"], true);
+    let (status, body) = app.chat_json(&chat_body("broken", "hi")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "codex_unavailable");
+    assert_eq!(app.chat_json(&chat_body("fine", "hi")).await.0, 200);
+}
+
+fn rss_kib(pid: u64) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn many_requests_leave_threads_and_memory_bounded() {
+    let env = TestEnv::new().await;
+    let app = App::start(
+        &env,
+        &app_server_config(&env, "tools = false\nmax_concurrency = 4"),
+    )
+    .await;
+    wait_ready(&app).await;
+    let pid = worker_pids(&app).await[0];
+    let run_batch = |count: usize| {
+        let url = app.url("/v1/chat/completions");
+        async move {
+            let mut clients = Vec::new();
+            for client_index in 0..4 {
+                let url = url.clone();
+                clients.push(tokio::spawn(async move {
+                    let client = App::client();
+                    for i in 0..count / 4 {
+                        let body = chat_body("fast", &format!("request {client_index}-{i}"));
+                        let response = client.post(&url).json(&body).send().await.unwrap();
+                        assert_eq!(response.status(), 200);
+                    }
+                }));
+            }
+            for client in clients {
+                client.await.unwrap();
+            }
+        }
+    };
+    run_batch(200).await;
+    let rss_after_warmup = rss_kib(pid);
+    run_batch(800).await;
+    let rss_after = rss_kib(pid);
+    println!("worker RSS: {rss_after_warmup} KiB after 200 requests, {rss_after} KiB after 1000");
+    assert!(
+        rss_after < rss_after_warmup + 120 * 1024,
+        "RSS grew from {rss_after_warmup} to {rss_after} KiB"
+    );
+    let metrics = app.get_json("/metrics").await.1;
+    let worker = &metrics["profiles"]["fast"]["workers"][0];
+    assert_eq!(worker["turns_served"], 1000);
+    assert_eq!(worker["turns_in_flight"], 0);
+    assert_eq!(worker["pid"], pid);
+}
