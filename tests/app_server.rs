@@ -427,4 +427,20 @@ async fn many_requests_leave_threads_and_memory_bounded() {
     assert_eq!(worker["turns_served"], 1000);
     assert_eq!(worker["turns_in_flight"], 0);
     assert_eq!(worker["pid"], pid);
+    // Finished threads are unsubscribed and unloaded a few seconds later: far fewer than 1000 stay.
+    let loaded = worker["threads_loaded"].as_u64().unwrap();
+    println!("threads still loaded right after the run: {loaded}");
+    assert!(loaded < 400, "{loaded} threads still loaded");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = app.get_json("/metrics").await.1;
+        let loaded = metrics["profiles"]["fast"]["workers"][0]["threads_loaded"]
+            .as_u64()
+            .unwrap();
+        if loaded == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{loaded} threads never unloaded");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

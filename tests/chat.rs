@@ -401,3 +401,39 @@ async fn fast_profiles_ask_for_low_reasoning_effort() {
     );
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn the_example_config_loads_and_serves_its_profiles() {
+    let env = TestEnv::new().await;
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    let mut command = env.command();
+    command
+        .args(["start", "--foreground", "--port", "0", "--codex-bin"])
+        .arg(support::codex_bin())
+        .arg("--config")
+        .arg(&example)
+        .env("CODEX_PROXY_API_KEY", "example-key")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let app = App::spawn(command).await;
+    // The key from ${CODEX_PROXY_API_KEY} is required.
+    assert_eq!(app.get("/v1/models").await.status(), 401);
+    let models: Value = App::client()
+        .get(app.url("/v1/models"))
+        .bearer_auth("example-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|model| model["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["default", "quick"]);
+    assert_eq!(models["data"][1]["engine"], "app-server");
+    assert_eq!(models["data"][0]["aliases"], json!(["codex-local"]));
+}

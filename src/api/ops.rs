@@ -98,7 +98,7 @@ pub async fn metrics(State(state): State<AppState>) -> Json<Value> {
         block["max_concurrency"] = json!(profile.max_concurrency);
         block["pool"] = json!({"id": pool.id});
         if let Some(app_server) = pool.app_server() {
-            block["workers"] = app_server.workers_json();
+            block["workers"] = app_server.workers_json().await;
         }
         profiles.insert(profile.name.clone(), block);
     }

@@ -120,8 +120,23 @@ impl AppServerPool {
         Err(reason.unwrap_or_else(|| "no app-server workers".to_string()))
     }
 
-    pub fn workers_json(&self) -> Value {
-        Value::Array(self.workers.iter().map(|worker| worker.to_json()).collect())
+    /// Per-worker metrics, including the threads each process still has loaded (asked live with
+    /// `thread/loaded/list`, so a leak of loaded threads is visible).
+    pub async fn workers_json(&self) -> Value {
+        let mut workers = Vec::with_capacity(self.workers.len());
+        for worker in &self.workers {
+            let mut value = worker.to_json();
+            if let WorkerState::Ready(connection) = worker.state() {
+                let loaded = connection
+                    .request("thread/loaded/list", json!({}), Duration::from_secs(1))
+                    .await
+                    .ok()
+                    .and_then(|result| result.get("data").and_then(Value::as_array).map(Vec::len));
+                value["threads_loaded"] = json!(loaded);
+            }
+            workers.push(value);
+        }
+        Value::Array(workers)
     }
 
     /// Process ids of the live workers.
