@@ -1,8 +1,12 @@
 //! The command line: clap types for `start`, `stop`, `status`, `restart`, `check` and `reload`, and the
 //! step that turns `start` flags into a validated [`Config`] (from `--config`, or the implicit
-//! `codex-local` profile built from flags and `CODEX_PROXY_*` variables). No I/O beyond reading the
+//! `codex-local` profile built from flags and `CODEX_PROXY_*` variables). Also the pieces `daemon` needs
+//! to carry a start's settings over to the background server and to `restart`: making them
+//! self-contained ([`StartArgs::resolve_for_daemon`]), writing them back as flags
+//! ([`StartArgs::to_flags`]) and merging them ([`StartArgs::merged_over`]). No I/O beyond reading the
 //! config file and the environment.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -27,17 +31,44 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start the proxy (in the background unless --foreground) and wait until it answers /health.
+    /// Start the proxy (in the background unless --foreground) and wait until it answers /health
+    ///
+    /// In the background: validates the settings (an invalid config fails here, listing every problem),
+    /// starts the server detached from the terminal with its output appended to the log file, writes
+    /// the pid file and waits up to 15 s for /health. Then prints the url, the settings (the api key as
+    /// <redacted>), the profiles and the endpoints, and saves the settings in the state file for
+    /// `restart`. If the server exits or never answers, prints why and the end of the log, and leaves
+    /// nothing running. If it already runs, says so and exits 0.
     Start(StartArgs),
-    /// Stop the background proxy: finish in-flight requests within the grace period, then exit.
+    /// Stop the background proxy: finish in-flight requests within the grace period, then exit
+    ///
+    /// Sends SIGTERM: the server stops accepting connections, lets in-flight requests finish for its
+    /// grace period (`start --grace-seconds`), then ends the rest with an error and exits. Only if it is
+    /// still alive after the grace period plus 5 s is its whole session (the server and its Codex
+    /// processes) killed. A stale pid file (dead pid, or a pid reused by another program) is removed and
+    /// the process it names is left alone.
     Stop(StopArgs),
-    /// Show whether the proxy runs, where, with which config and profiles. Exit 0 running, 1 stopped.
+    /// Show whether the proxy runs, where, with which config and profiles. Exit 0 running, 1 stopped
+    ///
+    /// Running means the pid file names a live codex-api-proxy process *and* /health at the saved
+    /// address answers with that pid. Also reported: stale pid files, a server that does not answer,
+    /// the config generation and last reload error, and each profile's engine, readiness and in-flight
+    /// requests.
     Status(StatusArgs),
-    /// Stop, then start again with the last successful start's settings plus any overrides given.
+    /// Stop, then start again with the last successful start's settings plus any flags given now
+    ///
+    /// The settings come from the state file; a flag given now wins over the saved one (e.g.
+    /// `restart --port 9000`, `restart --api-key NEW`). If the result is invalid the running server is
+    /// left alone. Without a state file, starts with the flags given.
     Restart(StartArgs),
-    /// Validate a config file without starting anything; show the profiles and how model names route.
+    /// Validate a config file without starting anything; show the profiles and how model names route
+    ///
+    /// Exit 0 when valid, 64 with every problem (file, line, profile) when not.
     Check(CheckArgs),
-    /// Ask the running proxy to reload its config file now, and print what changed.
+    /// Ask the running proxy to reload its config file now, and print what changed
+    ///
+    /// Prints the new generation and the profiles added, changed and removed. Exits 1 if the server
+    /// rejects the file (it keeps serving the previous config) or was started without --config.
     Reload(ReloadArgs),
 }
 
@@ -73,7 +104,10 @@ impl FileArgs {
     }
 }
 
+/// The settings of one `start`. Also the `restart` flags, and (serialised, with the api key) what the
+/// state file keeps for the next `restart`.
 #[derive(Debug, Clone, Args, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct StartArgs {
     /// TOML file declaring [server] settings and named [profiles.NAME]; saving it reloads the server live
     #[arg(long, value_name = "FILE")]
@@ -89,9 +123,15 @@ pub struct StartArgs {
     /// Bind port; 0 picks a free port (printed as `listening on http://HOST:PORT`) [env: CODEX_PROXY_PORT] [default: 8765]
     #[arg(long)]
     pub port: Option<u16>,
-    /// Require `Authorization: Bearer <key>` on API requests [env: CODEX_PROXY_API_KEY]
+    /// Require `Authorization: Bearer <key>` on API requests; kept in the state file for `restart`,
+    /// printed only as <redacted> [env: CODEX_PROXY_API_KEY]
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
+    /// Internal (the background server): read the api key from the first line of stdin, so it shows
+    /// in neither a process listing nor the environment Codex inherits
+    #[arg(long, hide = true, requires = "foreground")]
+    #[serde(skip)]
+    pub api_key_stdin: bool,
     /// Codex executable (an npm install's launcher is bypassed for its native binary) [env: CODEX_PROXY_CODEX_BIN] [default: codex]
     #[arg(long, value_name = "PATH")]
     pub codex_bin: Option<String>,
@@ -151,7 +191,8 @@ pub struct StartArgs {
     #[arg(long)]
     pub max_concurrency: Option<usize>,
 
-    /// Seconds `stop` lets in-flight requests finish before ending them [default: 10]
+    /// On stop (SIGTERM, Ctrl-C, `stop`): seconds in-flight requests get to finish before they are ended
+    /// with an error [default: 10]
     #[arg(long)]
     pub grace_seconds: Option<u64>,
 
@@ -162,7 +203,9 @@ pub struct StartArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct StopArgs {
-    /// Seconds to let in-flight requests finish before they are ended [default: the start setting, else 10]
+    /// Seconds this command waits for the server to finish in-flight requests and exit before it kills
+    /// the server's whole session (plus a 5 s margin). Only the waiting changes: the server ends
+    /// requests after its own grace period, set by `start --grace-seconds` [default: the start setting, else 10]
     #[arg(long)]
     pub grace_seconds: Option<u64>,
     #[command(flatten)]
@@ -171,10 +214,10 @@ pub struct StopArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
-    /// Also show the saved start settings, profiles and counters
+    /// Also show the saved start settings (api key redacted), the Codex binary and request counters
     #[arg(long)]
     pub verbose: bool,
-    /// Print one JSON object (for scripts)
+    /// Print one JSON object instead (for scripts); the exit code is the same
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -186,11 +229,14 @@ pub struct CheckArgs {
     /// The config file to validate
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// Model names to show the routing of (default: each profile's name and aliases, plus a few examples)
+    /// Also show where this model name routes; repeatable (always shown: each profile's name and aliases,
+    /// `gpt-5` and `unknown-model`)
     #[arg(long = "model", value_name = "NAME")]
     pub models: Vec<String>,
 }
 
+/// `reload` finds the server through the state and pid files, and authenticates with the api key the
+/// state file keeps.
 #[derive(Debug, Clone, Args)]
 pub struct ReloadArgs {
     #[command(flatten)]
@@ -422,5 +468,246 @@ impl StartArgs {
                 Ok(Config::implicit(&overrides, &settings))
             }
         }
+    }
+}
+
+/// An absolute form of a path given on the command line (`~` expanded, relative to the current directory).
+fn absolute(path: &std::path::Path) -> PathBuf {
+    config::resolve_path(&path.to_string_lossy(), None)
+}
+
+impl StartArgs {
+    /// Makes these settings mean the same from any directory and environment, so the background server
+    /// and a later `restart` see what this `start` saw: the `CODEX_PROXY_*` server settings (host, port,
+    /// api key, codex binary, log level) are folded into the flags, and paths become absolute.
+    pub fn resolve_for_daemon(&mut self) -> Result<(), String> {
+        let overrides = self.server_overrides()?;
+        self.host = overrides.host;
+        self.port = overrides.port;
+        self.api_key = overrides.api_key;
+        self.codex_bin = overrides.codex_bin.map(|bin| {
+            // A bare name is looked up in PATH; only a relative path needs anchoring.
+            if bin.contains('/') {
+                absolute(std::path::Path::new(&bin))
+                    .to_string_lossy()
+                    .to_string()
+            } else {
+                bin
+            }
+        });
+        self.log_level = overrides.log_level;
+        self.config = self.config.as_deref().map(absolute);
+        self.default_cwd = self.default_cwd.as_deref().map(absolute);
+        self.app_server_codex_home = self.app_server_codex_home.as_deref().map(absolute);
+        self.allowed_root = self
+            .allowed_root
+            .iter()
+            .map(|root| absolute(root))
+            .collect();
+        Ok(())
+    }
+
+    /// These settings as `start` flags (`--name=value`), for the background server's command line.
+    /// Neither `--foreground`, the daemon file flags nor the api key are included: the key is handed
+    /// over on stdin (`--api-key-stdin`) so it never shows in a process listing.
+    pub fn to_flags(&self) -> Vec<OsString> {
+        fn value(flags: &mut Vec<OsString>, name: &str, value: impl Into<OsString>) {
+            let mut flag = OsString::from(format!("--{name}="));
+            flag.push(value.into());
+            flags.push(flag);
+        }
+        let mut flags = Vec::new();
+        if let Some(path) = &self.config {
+            value(&mut flags, "config", path);
+        }
+        let texts = [
+            ("host", self.host.clone()),
+            ("port", self.port.map(|v| v.to_string())),
+            ("codex-bin", self.codex_bin.clone()),
+            ("log-level", self.log_level.clone()),
+            ("proxy", self.proxy.clone()),
+            ("model", self.model.clone()),
+            ("engine", self.engine.clone()),
+            ("workers", self.workers.map(|v| v.to_string())),
+            ("max-queue-size", self.max_queue_size.map(|v| v.to_string())),
+            (
+                "queue-timeout-seconds",
+                self.queue_timeout_seconds.map(|v| v.to_string()),
+            ),
+            (
+                "timeout-seconds",
+                self.timeout_seconds.map(|v| v.to_string()),
+            ),
+            (
+                "max-concurrency",
+                self.max_concurrency.map(|v| v.to_string()),
+            ),
+            ("grace-seconds", self.grace_seconds.map(|v| v.to_string())),
+        ];
+        for (name, text) in texts {
+            if let Some(text) = text {
+                value(&mut flags, name, text);
+            }
+        }
+        if let Some(path) = &self.app_server_codex_home {
+            value(&mut flags, "app-server-codex-home", path);
+        }
+        if let Some(path) = &self.default_cwd {
+            value(&mut flags, "default-cwd", path);
+        }
+        for root in &self.allowed_root {
+            value(&mut flags, "allowed-root", root);
+        }
+        for item in &self.codex_config {
+            value(&mut flags, "codex-config", item);
+        }
+        let switches = [
+            ("--ephemeral", self.ephemeral && !self.no_ephemeral),
+            ("--no-ephemeral", self.no_ephemeral),
+            ("--agent", self.agent && !self.no_agent),
+            ("--no-agent", self.no_agent),
+            ("--fast", self.fast),
+        ];
+        for (flag, on) in switches {
+            if on {
+                flags.push(OsString::from(flag));
+            }
+        }
+        flags
+    }
+
+    /// `restart`: these flags (given now) over `saved` (the last successful start), field by field. A
+    /// value given now wins; lists given now replace the saved lists; `--fast` cannot be taken back
+    /// (there is no `--no-fast`). The daemon file flags are merged by the caller.
+    pub fn merged_over(self, saved: StartArgs) -> StartArgs {
+        let now = self;
+        let (ephemeral, no_ephemeral) = if now.ephemeral || now.no_ephemeral {
+            (now.ephemeral, now.no_ephemeral)
+        } else {
+            (saved.ephemeral, saved.no_ephemeral)
+        };
+        let (agent, no_agent) = if now.agent || now.no_agent {
+            (now.agent, now.no_agent)
+        } else {
+            (saved.agent, saved.no_agent)
+        };
+        let list = |now: Vec<String>, saved: Vec<String>| if now.is_empty() { saved } else { now };
+        StartArgs {
+            config: now.config.or(saved.config),
+            foreground: now.foreground,
+            host: now.host.or(saved.host),
+            port: now.port.or(saved.port),
+            api_key: now.api_key.or(saved.api_key),
+            api_key_stdin: now.api_key_stdin,
+            codex_bin: now.codex_bin.or(saved.codex_bin),
+            log_level: now.log_level.or(saved.log_level),
+            proxy: now.proxy.or(saved.proxy),
+            model: now.model.or(saved.model),
+            engine: now.engine.or(saved.engine),
+            workers: now.workers.or(saved.workers),
+            max_queue_size: now.max_queue_size.or(saved.max_queue_size),
+            queue_timeout_seconds: now.queue_timeout_seconds.or(saved.queue_timeout_seconds),
+            app_server_codex_home: now.app_server_codex_home.or(saved.app_server_codex_home),
+            codex_config: list(now.codex_config, saved.codex_config),
+            ephemeral,
+            no_ephemeral,
+            agent,
+            no_agent,
+            fast: now.fast || saved.fast,
+            default_cwd: now.default_cwd.or(saved.default_cwd),
+            allowed_root: if now.allowed_root.is_empty() {
+                saved.allowed_root
+            } else {
+                now.allowed_root
+            },
+            timeout_seconds: now.timeout_seconds.or(saved.timeout_seconds),
+            max_concurrency: now.max_concurrency.or(saved.max_concurrency),
+            grace_seconds: now.grace_seconds.or(saved.grace_seconds),
+            files: now.files,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> StartArgs {
+        let mut argv = vec!["codex-api-proxy", "start"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Start(args) => args,
+            other => panic!("not start: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_round_trip_without_the_api_key() {
+        let args = parse(&[
+            "--config=/etc/c.toml",
+            "--port",
+            "0",
+            "--api-key",
+            "secret",
+            "--proxy=-odd",
+            "--codex-config",
+            "a=1",
+            "--codex-config",
+            "b=2",
+            "--no-ephemeral",
+            "--fast",
+            "--grace-seconds",
+            "3",
+        ]);
+        let flags = args.to_flags();
+        assert!(flags
+            .iter()
+            .all(|flag| !flag.to_string_lossy().contains("secret")));
+        let text: Vec<String> = flags
+            .iter()
+            .map(|f| f.to_string_lossy().to_string())
+            .collect();
+        let again = parse(&text.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(again.config, args.config);
+        assert_eq!(again.port, Some(0));
+        assert_eq!(again.api_key, None);
+        assert_eq!(again.proxy.as_deref(), Some("-odd"));
+        assert_eq!(again.codex_config, vec!["a=1", "b=2"]);
+        assert!(again.no_ephemeral && !again.ephemeral && again.fast);
+        assert_eq!(again.grace_seconds, Some(3));
+    }
+
+    #[test]
+    fn restart_flags_win_over_saved_settings() {
+        let saved = parse(&[
+            "--port",
+            "8000",
+            "--api-key",
+            "old",
+            "--agent",
+            "--codex-config",
+            "a=1",
+        ]);
+        let merged = parse(&["--port", "9000", "--no-agent"]).merged_over(saved.clone());
+        assert_eq!(merged.port, Some(9000));
+        assert_eq!(merged.api_key.as_deref(), Some("old"));
+        assert!(merged.no_agent && !merged.agent);
+        assert_eq!(merged.codex_config, vec!["a=1"]);
+        let merged = parse(&["--api-key", "new"]).merged_over(saved);
+        assert_eq!(merged.api_key.as_deref(), Some("new"));
+        assert_eq!(merged.port, Some(8000));
+        assert!(merged.agent);
+    }
+
+    #[test]
+    fn saved_settings_survive_serialisation() {
+        let args = parse(&["--port", "0", "--api-key", "k", "--allowed-root", "/a"]);
+        let text = serde_json::to_string(&args).unwrap();
+        let back: StartArgs = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.api_key.as_deref(), Some("k"));
+        assert_eq!(back.allowed_root, vec![PathBuf::from("/a")]);
+        // Older or hand-edited files may lack fields.
+        let partial: StartArgs = serde_json::from_str(r#"{"port": 1}"#).unwrap();
+        assert_eq!(partial.port, Some(1));
     }
 }

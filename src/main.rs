@@ -1,9 +1,10 @@
-//! The `codex-api-proxy` binary: parse the command line, set up logging, run the command, print any
-//! error once as `codex-api-proxy: {err:#}`, and exit with the command's code.
+//! The `codex-api-proxy` binary: parse the command line, run the command (`daemon::run_command`; serving
+//! in the foreground sets up its own logging), print any error once as `codex-api-proxy: {err:#}`, and
+//! exit with the command's code: 0 success, 1 failure, 64 an invalid config for `check`.
 
 use clap::Parser;
 
-use codex_api_proxy::cli::{Cli, Command};
+use codex_api_proxy::cli::Cli;
 
 fn main() {
     let cli = Cli::parse();
@@ -17,16 +18,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = runtime.block_on(async {
-        match cli.command {
-            Command::Start(args) if args.foreground => {
-                codex_api_proxy::server::serve_foreground(&args)
-                    .await
-                    .map(|_| 0)
-            }
-            command => codex_api_proxy::daemon::run_command(command).await,
-        }
-    });
+    let code = runtime.block_on(codex_api_proxy::daemon::run_command(cli.command));
     // Dropping the runtime ends every task; their guards kill the Codex process groups they own.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match code {

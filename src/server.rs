@@ -63,15 +63,13 @@ pub fn is_loopback(host: &str) -> bool {
 
 /// `start --foreground`: serve in this process until SIGINT/SIGTERM.
 pub async fn serve_foreground(args: &StartArgs) -> anyhow::Result<()> {
+    let args = &crate::daemon::with_api_key_from_stdin(args)?;
     let config = args.load_config()?;
     init_tracing(&config.server.log_level);
     let host = config.server.host.clone();
     let port = config.server.port;
-    if !is_loopback(&host) && config.server.api_keys.is_empty() {
-        eprintln!(
-            "WARNING: binding to non-loopback host {host} without an API key. Anyone who can reach this port \
-             can spend your Codex quota and read files in the allowed roots. Set --api-key or [server] api_keys."
-        );
+    if let Some(warning) = crate::daemon::exposure_warning(&host, &config.server.api_keys) {
+        eprintln!("{warning}");
     }
     let listener = TcpListener::bind((host.as_str(), port))
         .await

@@ -135,7 +135,8 @@ async fn run(
         .args(exec_args(profile, job))
         .current_dir(&job.cwd)
         .envs(codex.env.iter().map(|(k, v)| (k, v)))
-        .env_remove("RUST_BACKTRACE");
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("CODEX_PROXY_API_KEY");
     if let Some(proxy) = &profile.proxy {
         for key in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
             command.env(key, proxy);
@@ -161,15 +162,15 @@ async fn run(
 
     // stderr: drained for the whole life of the process, tail kept for error messages.
     let tail = Arc::new(Mutex::new(StderrTail::default()));
-    if let Some(stderr) = child.stderr.take() {
+    let stderr_drained = child.stderr.take().map(|stderr| {
         let tail = tail.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 tail.lock().unwrap_or_else(|e| e.into_inner()).push(&line);
             }
-        });
-    }
+        })
+    });
     // stdin: the transcript, then EOF. Written in its own task so a huge prompt cannot block reading.
     let stdin_started = Instant::now();
     let prompt = job.conversation.transcript();
@@ -194,6 +195,7 @@ async fn run(
     let mut failure: Option<String> = None;
     let mut last_error_event: Option<String> = None;
     let mut non_json_lines = 0usize;
+    let mut first_non_json: Option<String> = None;
     let mut first_event = true;
     let mut first_assistant = true;
     let mut parse_time = Duration::ZERO;
@@ -263,7 +265,12 @@ async fn run(
             }
             ExecEvent::TurnFailed(message) => failure = Some(message),
             ExecEvent::Error(message) => last_error_event = Some(message),
-            ExecEvent::NotJson => non_json_lines += 1,
+            ExecEvent::NotJson => {
+                non_json_lines += 1;
+                if first_non_json.is_none() {
+                    first_non_json = Some(line.trim().chars().take(200).collect());
+                }
+            }
             _ => {}
         }
     }
@@ -278,6 +285,11 @@ async fn run(
     if completed && failure.is_none() {
         return Ok(());
     }
+    // The group is dead, so stderr reaches EOF: read what Codex wrote before it ended (bounded, in case
+    // a process outside the group still holds the pipe).
+    if let Some(drained) = stderr_drained {
+        let _ = tokio::time::timeout(Duration::from_millis(500), drained).await;
+    }
     let stderr_tail = tail.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let message = match failure.or(last_error_event) {
         Some(message) => message,
@@ -288,9 +300,9 @@ async fn run(
             let detail = stderr_tail
                 .last_meaningful()
                 .unwrap_or_else(|| "no error output".to_string());
-            if non_json_lines > 0 {
+            if let Some(first) = first_non_json {
                 format!(
-                    "Codex printed {non_json_lines} unexpected non-JSON line(s) and ended without a result ({code}): {detail}"
+                    "Codex printed {non_json_lines} unexpected non-JSON line(s) (first: {first:?}) and ended without a result ({code}): {detail}"
                 )
             } else {
                 format!("Codex ended without a result ({code}): {detail}")

@@ -348,13 +348,11 @@ impl AppServerPool {
                 },
             };
             match method.as_str() {
-                "turn/started" => {
-                    if turn_id.is_none() {
-                        turn_id = params
-                            .pointer("/turn/id")
-                            .and_then(Value::as_str)
-                            .map(str::to_string);
-                    }
+                "turn/started" if turn_id.is_none() => {
+                    turn_id = params
+                        .pointer("/turn/id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
                 }
                 "item/started" | "item/completed" => {
                     let item = params.get("item").unwrap_or(&Value::Null);

@@ -194,6 +194,7 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env("CODEX_HOME", &spec.codex_home)
         .env_remove("RUST_BACKTRACE")
+        .env_remove("CODEX_PROXY_API_KEY")
         .current_dir(&spec.working_dir);
     let (mut child, group) = spawn_in_group(&mut command).map_err(|err| {
         format!(
