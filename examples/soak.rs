@@ -1,0 +1,370 @@
+//! Load + reload soak (not a test; prints a report and exits non-zero when a requirement fails).
+//!
+//! Mixed streaming and non-streaming clients across an exec and an app-server profile at concurrency 16,
+//! a config reload every second (alternating two valid files: one changes the exec profile's runtime
+//! settings so its pool is replaced, and adds/removes an idle profile), and one app-server worker killed
+//! with SIGKILL every 20 s. Loopback only; bounded in time.
+//!
+//! Run: `cargo build --release && cargo run --release --example soak [SECONDS]` (default 120).
+//!
+//! Reports requests sent / succeeded / failed by status and reason, p50/p99 latency, proxy RSS and open file
+//! descriptors at start and end, and Codex processes alive at the end. Requirements: the only failures are
+//! the turns running on a killed worker (clean 502 or in-band errors), RSS and fd counts flat, no orphan.
+
+#[path = "../tests/support/mock_model.rs"]
+mod mock_model;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use mock_model::MockModel;
+use serde_json::{json, Value};
+
+const CLIENTS: usize = 16;
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn proc_value(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|line| line.starts_with(key))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+/// Live processes (not zombies, not `except`) whose environment or command line mentions `dir`.
+fn processes(dir: &Path, except: &[u32]) -> Vec<u32> {
+    let marker = dir.display().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if except.contains(&pid) || pid == std::process::id() {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat.split_whitespace().nth(2) == Some("Z") {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&environ).contains(&marker)
+            || String::from_utf8_lossy(&cmdline).contains(&marker)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    ok: u64,
+    /// "status: reason" → count.
+    failed: BTreeMap<String, u64>,
+    latencies_ms: Vec<f64>,
+}
+
+/// One request; returns Ok(()) or the failure as "status: message".
+async fn one_request(client: &reqwest::Client, url: &str, model: &str, stream: bool) -> Result<(), String> {
+    let body = json!({
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "soak mock:deltas=3 mock:delay_ms=60"}],
+    });
+    let response = client
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|err| format!("transport: {err}"))?;
+    let status = response.status().as_u16();
+    if !stream {
+        let value: Value = response.json().await.map_err(|err| format!("{status}: body: {err}"))?;
+        if status != 200 {
+            return Err(format!("{status}: {}", value["error"]["message"].as_str().unwrap_or("?")));
+        }
+        if value["choices"][0]["message"]["content"] != mock_model::DEFAULT_REPLY {
+            return Err(format!("{status}: wrong content {value}"));
+        }
+        return Ok(());
+    }
+    if status != 200 {
+        let text = response.text().await.unwrap_or_default();
+        return Err(format!("{status}: {text}"));
+    }
+    let mut text = String::new();
+    let mut stream = response.bytes_stream();
+    while let Some(piece) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&piece.map_err(|err| format!("200: stream: {err}"))?));
+    }
+    for line in text.lines() {
+        if let Some(data) = line.strip_prefix("data: ") {
+            if data.contains("\"error\"") {
+                let value: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+                return Err(format!(
+                    "200 in-band: {}",
+                    value["error"]["message"].as_str().unwrap_or(data)
+                ));
+            }
+        }
+    }
+    if !text.trim_end().ends_with("data: [DONE]") {
+        return Err("200: stream ended without [DONE]".to_string());
+    }
+    Ok(())
+}
+
+fn config_text(dir: &Path, mock: &MockModel, variant: usize) -> String {
+    let workspace = dir.join("workspace");
+    let codex_config = mock
+        .provider_overrides()
+        .iter()
+        .map(|item| format!("'{item}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let profile = |name: &str, extra: &str| {
+        format!(
+            "[profiles.{name}]\nmodel = \"mock-model\"\ndefault_cwd = {ws:?}\nallowed_roots = [{ws:?}]\ncodex_config = [{codex_config}]\ntools = false\nmax_queue_size = 256\nqueue_timeout_seconds = 120\n{extra}\n",
+            ws = workspace.display().to_string()
+        )
+    };
+    let mut text = format!(
+        "[server]\ncodex_bin = {:?}\n",
+        manifest().join("node_modules/.bin/codex").display().to_string()
+    );
+    // The exec profile's timeout alternates: a runtime change, so its pool is replaced each reload.
+    text.push_str(&profile(
+        "exec-a",
+        &format!("max_concurrency = 4\ntimeout_seconds = {}", 120 + variant),
+    ));
+    text.push_str(&profile(
+        "app-a",
+        &format!(
+            "engine = \"app-server\"\nworkers = 2\nmax_concurrency = 12\ndescription = \"variant {variant}\""
+        ),
+    ));
+    if variant == 1 {
+        text.push_str(&profile("idle-extra", ""));
+    }
+    text
+}
+
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds: u64 = std::env::args()
+        .nth(1)
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(120);
+    let base = manifest().join("target").join("bench-envs");
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::Builder::new().prefix("soak-").tempdir_in(&base).unwrap();
+    for sub in ["home", "codex-home", "workspace"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let mock = MockModel::start().await;
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config_text(dir.path(), &mock, 0)).unwrap();
+    let binary = std::env::var("PROXY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| manifest().join("target/release/codex-api-proxy"));
+    assert!(binary.exists(), "{} is missing: run `cargo build --release`", binary.display());
+    let mut child = Command::new(&binary)
+        .args(["start", "--foreground", "--port", "0", "--log-level", "warning", "--config"])
+        .arg(&config_path)
+        .env("HOME", dir.path().join("home"))
+        .env("CODEX_HOME", dir.path().join("codex-home"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("the proxy exited").unwrap();
+        if let Some(url) = line.strip_prefix("listening on ") {
+            break url.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let proxy = Proxy(child);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(180))
+        .build()
+        .unwrap();
+    for _ in 0..200 {
+        if client.get(format!("{url}/ready")).send().await.map(|r| r.status() == 200).unwrap_or(false) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Warm up, then take the baseline.
+    for model in ["exec-a", "app-a"] {
+        one_request(&client, &url, model, false).await.expect("warm-up request failed");
+    }
+    let rss_start = proc_value(pid, "VmRSS:");
+    let fds_start = open_fds(pid);
+
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut tasks = Vec::new();
+    for index in 0..CLIENTS {
+        let client = client.clone();
+        let url = url.clone();
+        let tally = tally.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut round = 0usize;
+            while Instant::now() < deadline {
+                // A quarter of the clients use exec; half of all requests stream.
+                let model = if index % 4 == 0 { "exec-a" } else { "app-a" };
+                let stream = (index + round) % 2 == 0;
+                round += 1;
+                let started = Instant::now();
+                let result = one_request(&client, &url, model, stream).await;
+                let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+                let mut tally = tally.lock().unwrap();
+                tally.sent += 1;
+                match result {
+                    Ok(()) => {
+                        tally.ok += 1;
+                        tally.latencies_ms.push(elapsed);
+                    }
+                    Err(reason) => *tally.failed.entry(format!("{model}: {reason}")).or_default() += 1,
+                }
+            }
+        }));
+    }
+
+    // Reload every second; kill one app-server worker every 20 s.
+    let mut reloads = 0u64;
+    let mut kills = 0u64;
+    let mut next_kill = Instant::now() + Duration::from_secs(20);
+    let mut variant = 0usize;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        variant = 1 - variant;
+        let temp = dir.path().join("config.toml.tmp");
+        std::fs::write(&temp, config_text(dir.path(), &mock, variant)).unwrap();
+        std::fs::rename(&temp, &config_path).unwrap();
+        reloads += 1;
+        if Instant::now() >= next_kill && Instant::now() + Duration::from_secs(3) < deadline {
+            next_kill += Duration::from_secs(20);
+            let metrics: Value = client.get(format!("{url}/metrics")).send().await.unwrap().json().await.unwrap();
+            if let Some(worker_pid) = metrics["profiles"]["app-a"]["workers"]
+                .as_array()
+                .and_then(|workers| workers.iter().find_map(|w| w["pid"].as_u64()))
+            {
+                unsafe {
+                    libc::kill(worker_pid as i32, libc::SIGKILL);
+                }
+                kills += 1;
+            }
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics: Value = client.get(format!("{url}/metrics")).send().await.unwrap().json().await.unwrap();
+    let rss_end = proc_value(pid, "VmRSS:");
+    let fds_end = open_fds(pid);
+    let workers_alive = metrics["profiles"]["app-a"]["workers"]
+        .as_array()
+        .map(|workers| workers.iter().filter(|w| w["pid"].as_u64().is_some()).count())
+        .unwrap_or(0);
+    let children = processes(dir.path(), &[pid]);
+    // Stop the proxy gracefully and look for orphans.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let stop_deadline = Instant::now() + Duration::from_secs(20);
+    while processes(dir.path(), &[]).iter().any(|p| *p == pid) && Instant::now() < stop_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let orphans = processes(dir.path(), &[]);
+    drop(proxy);
+
+    let mut tally = std::mem::take(&mut *tally.lock().unwrap());
+    let p50 = percentile(&mut tally.latencies_ms, 0.5);
+    let p99 = percentile(&mut tally.latencies_ms, 0.99);
+    println!("== soak: {seconds} s, {CLIENTS} clients, reload every 1 s, worker SIGKILL every 20 s ==");
+    println!("requests sent      {}", tally.sent);
+    println!("succeeded          {}", tally.ok);
+    println!("failed             {}", tally.sent - tally.ok);
+    for (reason, count) in &tally.failed {
+        println!("  {count:>5} × {reason}");
+    }
+    println!("latency p50/p99    {p50:.0} / {p99:.0} ms");
+    println!("reloads            {reloads} (config generation now {})", metrics["config"]["generation"]);
+    println!("workers killed     {kills}");
+    println!("proxy RSS          {:.1} MiB at start, {:.1} MiB at end", rss_start as f64 / 1024.0, rss_end as f64 / 1024.0);
+    println!("proxy open fds     {fds_start} at start, {fds_end} at end");
+    println!("Codex processes    {} alive at the end under the proxy ({} app-server workers expected)", children.len(), workers_alive);
+    println!("after stop         {} orphan process(es)", orphans.len());
+
+    let unexplained: u64 = tally
+        .failed
+        .iter()
+        .filter(|(reason, _)| !(reason.contains("worker exited") && (reason.contains("502") || reason.contains("in-band"))))
+        .map(|(_, count)| count)
+        .sum();
+    let mut problems = Vec::new();
+    if unexplained > 0 {
+        problems.push(format!("{unexplained} failures not caused by the injected kills"));
+    }
+    if rss_end > rss_start + 64 * 1024 {
+        problems.push("proxy RSS grew by more than 64 MiB".to_string());
+    }
+    if fds_end > fds_start + 16 {
+        problems.push("proxy file descriptors grew".to_string());
+    }
+    if children.len() != workers_alive {
+        problems.push(format!("{} Codex processes alive, {} expected", children.len(), workers_alive));
+    }
+    if !orphans.is_empty() {
+        problems.push(format!("orphan processes after stop: {orphans:?}"));
+    }
+    if problems.is_empty() {
+        println!("result             PASS");
+    } else {
+        println!("result             FAIL: {}", problems.join("; "));
+        std::process::exit(1);
+    }
+}
