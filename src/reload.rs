@@ -1,18 +1,26 @@
 //! Applying a changed config file while serving: read, validate, build the whole new snapshot, publish it
-//! with one `store`, retire the pools that are no longer used. On any error nothing changes; the error is
-//! recorded for `/ready` and `/metrics` and logged once.
+//! with one `store`. On any error nothing changes; the error is recorded for `/ready` and `/metrics` and
+//! logged once (the same error again is only counted).
 //!
-//! Entry point: [`reload`]. Reloads are serialised by a lock, and each one reads the file afresh, so a save
-//! that lands during a reload is applied by the next one (the watcher always asks again after an event).
+//! Entry point: [`reload`], called by the file watcher ([`crate::config::watch`]), SIGHUP and
+//! `POST /admin/reload`. Reloads are serialised by [`AppState::reload_lock`] and each one reads the file
+//! afresh, so a save that lands while a reload runs is applied by the next one (the watcher asks again
+//! after every event; SIGHUP and the admin endpoint wait for the lock).
+//!
+//! A file that parses to the table already in service (same keys and values in the same order; only
+//! comments or layout changed) is a no-op: same generation, no pool touched. Otherwise
+//! [`Snapshot::build`] reuses the pool of every profile whose runtime settings are unchanged; the pools
+//! of changed and removed profiles are retired once no snapshot holds them (see [`crate::snapshot`]).
 
+use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::config::{self, ConfigErrors};
-use crate::snapshot::{ChangeSummary, CodexStatus, Snapshot};
-use crate::state::AppState;
+use crate::config::{self, Config, ConfigErrors, ServerConfig, ServerOverrides};
+use crate::snapshot::{same_table, ChangeSummary, Snapshot};
+use crate::state::{AppState, StartupServer};
 
 /// The result of one reload, as `/admin/reload` and the `reload` command report it.
 #[derive(Debug, Clone, Serialize)]
@@ -35,63 +43,104 @@ pub enum ReloadError {
     Invalid(ConfigErrors),
 }
 
-static RELOAD_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Reads and validates the whole file; also returns its parsed table for the no-op check.
+fn read_config(
+    path: &Path,
+    overrides: &ServerOverrides,
+) -> Result<(Config, toml::Table), ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigErrors {
+        path: path.display().to_string(),
+        problems: vec![config::Problem {
+            line: None,
+            profile: None,
+            message: format!("cannot read the file: {err}"),
+        }],
+    })?;
+    let lookup = |name: &str| std::env::var(name).ok();
+    let config = config::parse(&text, path, overrides, &lookup)?;
+    // `parse` succeeded, so the text is valid TOML.
+    let table = toml::from_str::<toml::Table>(&text).unwrap_or_default();
+    Ok((config, table))
+}
+
+/// The `[server]` settings that differ from what the process started with and cannot change live.
+fn restart_required(started: &StartupServer, server: &ServerConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if server.host != started.host {
+        out.push(format!("host ({} → {})", started.host, server.host));
+    }
+    if server.port != started.port {
+        out.push(format!("port ({} → {})", started.port, server.port));
+    }
+    if server.log_level != started.log_level {
+        out.push(format!(
+            "log_level ({} → {})",
+            started.log_level, server.log_level
+        ));
+    }
+    out
+}
 
 /// Re-reads the config file and applies it if it is valid and different.
 pub async fn reload(state: &AppState, trigger: &str) -> Result<ReloadOutcome, ReloadError> {
-    let _serialised = RELOAD_LOCK.lock().await;
+    let _serialised = state.reload_lock().lock().await;
+    let started = Instant::now();
     let Some(path) = state.config_path().cloned() else {
         return Err(ReloadError::NoConfigFile);
     };
     let current = state.snapshot();
-    let loaded = std::fs::read_to_string(&path)
-        .map_err(|err| ConfigErrors {
-            path: path.display().to_string(),
-            problems: vec![config::Problem {
-                line: None,
-                profile: None,
-                message: format!("cannot read the file: {err}"),
-            }],
-        })
-        .and_then(|text| {
-            let lookup = |name: &str| std::env::var(name).ok();
-            let config = config::parse(&text, &path, state.overrides(), &lookup)?;
-            let table = toml::from_str::<toml::Table>(&text).ok();
-            Ok((config, table))
-        });
-    let (config, table) = match loaded {
+    let (config, table) = match read_config(&path, state.overrides()) {
         Ok(loaded) => loaded,
         Err(errors) => {
             let message = errors.to_string();
-            let repeated = state.reload_status().last_error.as_deref() == Some(message.as_str());
+            let mut repeated = false;
             state.update_reload_status(|status| {
+                repeated = status.last_error.as_deref() == Some(message.as_str());
                 status.reloads_failed += 1;
                 status.last_reload_at = Some(SystemTime::now());
                 status.last_error = Some(message.clone());
             });
             if !repeated {
+                // One line per rejected file: `path:line: profile `name`: problem`, joined.
+                let problems: Vec<String> = errors
+                    .problems
+                    .iter()
+                    .map(|problem| errors.describe(problem))
+                    .collect();
                 tracing::error!(
                     trigger,
-                    "config reload rejected; still serving generation {}: {message}",
-                    current.generation
+                    "config reload rejected; still serving generation {}: {}",
+                    current.generation,
+                    problems.join("; ")
                 );
             }
             return Err(ReloadError::Invalid(errors));
         }
     };
-    let mut restart_required = Vec::new();
-    let running = &current.config.server;
-    if config.server.host != running.host {
-        restart_required.push(format!("host ({} → {})", running.host, config.server.host));
-    }
-    if config.server.port != running.port && state.overrides().port.is_none() {
-        restart_required.push(format!("port ({} → {})", running.port, config.server.port));
-    }
-    if table.is_some() && table == current.source_table {
+    let restart_required = restart_required(state.startup_server(), &config.server);
+    let mut previous_restart = Vec::new();
+    let unchanged = current
+        .source_table
+        .as_ref()
+        .is_some_and(|served| same_table(served, &table))
+        // A Codex binary that did not run is probed again even for the same file.
+        && current.codex.runnable().is_ok();
+    if unchanged {
+        let mut cleared = false;
         state.update_reload_status(|status| {
+            cleared = status.last_error.take().is_some();
             status.last_reload_at = Some(SystemTime::now());
-            status.last_error = None;
+            previous_restart =
+                std::mem::replace(&mut status.restart_required, restart_required.clone());
         });
+        if cleared {
+            tracing::info!(
+                trigger,
+                generation = current.generation,
+                "config file is valid again and matches the configuration in service"
+            );
+        }
+        warn_restart(&previous_restart, &restart_required);
         return Ok(ReloadOutcome {
             generation: current.generation,
             applied: false,
@@ -107,37 +156,87 @@ pub async fn reload(state: &AppState, trigger: &str) -> Result<ReloadOutcome, Re
             restart_required,
         });
     }
-    let codex = CodexStatus::probe(&config.server.codex_bin).await;
+    for profile in &config.profiles {
+        if let Err(err) = crate::cwd::ensure_default_cwd(profile) {
+            tracing::warn!(profile = %profile.name, "cannot create default_cwd {}: {err}", profile.default_cwd.display());
+        }
+    }
+    let codex = current.codex.reprobe(&config.server.codex_bin).await;
     let (mut snapshot, changes) =
         Snapshot::build(config, current.generation + 1, codex, Some(&current));
-    snapshot.source_table = table;
-    for profile in &snapshot.config.profiles {
-        let _ = crate::cwd::ensure_default_cwd(profile);
-    }
+    snapshot.source_table = Some(table);
+    let generation = snapshot.generation;
     let snapshot = Arc::new(snapshot);
     state.publish(snapshot.clone());
-    snapshot.retire_unused(&current);
+    for pool in &current.pools { if !snapshot.pools.iter().any(|p| Arc::ptr_eq(p, pool)) { pool.retire(); } }
+    // The old snapshot's pools that the new one does not use retire once in-flight requests let go.
+    drop(current);
     state.update_reload_status(|status| {
         status.reloads_ok += 1;
         status.last_reload_at = Some(SystemTime::now());
         status.last_error = None;
-        status.restart_required = restart_required.clone();
+        previous_restart =
+            std::mem::replace(&mut status.restart_required, restart_required.clone());
     });
     tracing::info!(
         trigger,
-        generation = snapshot.generation,
+        generation,
         added = ?changes.added,
         changed = ?changes.changed,
         removed = ?changes.removed,
+        took_ms = (started.elapsed().as_secs_f64() * 100_000.0).round() / 100.0,
         "config reloaded"
     );
-    if !restart_required.is_empty() {
-        tracing::warn!("restart required for: {}", restart_required.join(", "));
-    }
+    warn_restart(&previous_restart, &restart_required);
     Ok(ReloadOutcome {
-        generation: snapshot.generation,
+        generation,
         applied: true,
         changes,
         restart_required,
     })
+}
+
+/// Logs "restart required" when the set of such settings changed (not again on every reload).
+fn warn_restart(before: &[String], now: &[String]) {
+    if now != before && !now.is_empty() {
+        tracing::warn!(
+            "restart required for: {} (everything else in the file is applied)",
+            now.join(", ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(host: &str, port: u16, level: &str) -> ServerConfig {
+        ServerConfig {
+            host: host.into(),
+            port,
+            api_keys: Vec::new(),
+            codex_bin: "codex".into(),
+            fallback_profile: None,
+            max_request_bytes: 1,
+            log_level: level.into(),
+        }
+    }
+
+    #[test]
+    fn restart_is_required_only_for_host_port_and_log_level() {
+        let started = StartupServer {
+            host: "127.0.0.1".into(),
+            port: 8765,
+            log_level: "info".into(),
+        };
+        assert!(restart_required(&started, &server("127.0.0.1", 8765, "info")).is_empty());
+        let mut other = server("0.0.0.0", 9000, "debug");
+        other.api_keys = vec!["k".into()];
+        other.codex_bin = "/bin/codex".into();
+        let required = restart_required(&started, &other);
+        assert_eq!(required.len(), 3, "{required:?}");
+        assert!(required[0].starts_with("host (127.0.0.1 → 0.0.0.0)"));
+        assert!(required[1].starts_with("port (8765 → 9000)"));
+        assert!(required[2].starts_with("log_level"));
+    }
 }

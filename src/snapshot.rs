@@ -3,8 +3,14 @@
 //!
 //! [`Snapshot::build`] makes a complete new snapshot from a validated config, reusing the previous
 //! snapshot's pool for every profile whose runtime settings did not change (so its queue and warm
-//! workers carry over) and retiring the pools of changed or removed profiles. It never publishes anything
-//! itself; the caller stores the result with a single `store`.
+//! workers carry over). It never publishes anything itself; the caller stores the result with a single
+//! `store`.
+//!
+//! Pools are retired by reference, not by the reload: every snapshot holds a shared lease on each of its
+//! pools, and a pool is retired when the last snapshot holding it is gone. A request keeps the snapshot it
+//! loaded until it has been admitted, so a request that routed just before a reload is still admitted by
+//! the pool it chose, while every request after the swap routes through the new snapshot and never sees
+//! the old pool: replaced and removed pools take no new work and finish what they have.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,16 +29,52 @@ pub struct CodexStatus {
     pub resolved: Result<ResolvedCodex, String>,
     /// `codex --version` output, or why it could not run.
     pub version: Result<String, String>,
+    /// Device, inode, modification time and size of the program that answered `--version`.
+    program_identity: Option<(u64, u64, i64, u64)>,
+}
+
+fn program_identity(resolved: &Result<ResolvedCodex, String>) -> Option<(u64, u64, i64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let program = &resolved.as_ref().ok()?.program;
+    let meta = std::fs::metadata(program).ok()?;
+    Some((
+        meta.dev(),
+        meta.ino(),
+        meta.mtime_nsec() + meta.mtime() * 1_000_000_000,
+        meta.size(),
+    ))
 }
 
 impl CodexStatus {
     pub async fn probe(codex_bin: &str) -> CodexStatus {
         let resolved = launch::resolve(codex_bin).map_err(|err| err.0);
+        let program_identity = program_identity(&resolved);
         let version = match &resolved {
             Ok(resolved) => launch::probe_version(resolved).await.map_err(|err| err.0),
             Err(err) => Err(err.clone()),
         };
-        CodexStatus { resolved, version }
+        CodexStatus {
+            resolved,
+            version,
+            program_identity,
+        }
+    }
+
+    /// The status for `codex_bin` on a reload: this one again when `codex_bin` still resolves to the
+    /// same, unmodified program that answered `--version`; otherwise a fresh [`CodexStatus::probe`].
+    /// (Running `codex --version` is most of the time a reload takes.)
+    pub async fn reprobe(&self, codex_bin: &str) -> CodexStatus {
+        let resolved = launch::resolve(codex_bin).map_err(|err| err.0);
+        let same = self.version.is_ok()
+            && resolved.is_ok()
+            && resolved == self.resolved
+            && self.program_identity.is_some()
+            && program_identity(&resolved) == self.program_identity;
+        if same {
+            self.clone()
+        } else {
+            CodexStatus::probe(codex_bin).await
+        }
     }
 
     /// What pools should run: the binary if it was found *and* answered `--version`.
@@ -54,9 +96,39 @@ pub struct Snapshot {
     pub codex: CodexStatus,
     /// Unix seconds when this snapshot was built (the `created` of `/v1/models`).
     pub created: u64,
-    /// The parsed file this snapshot came from: a reload whose file parses to the same table (only
-    /// comments or layout changed) is a no-op.
+    /// The parsed file this snapshot came from: a reload whose file parses to the same table, in the
+    /// same order (only comments or layout changed), is a no-op. See [`same_table`].
     pub source_table: Option<toml::Table>,
+    /// Index-aligned with `pools`; shared with the snapshots that reuse the pool.
+    leases: Vec<Arc<PoolLease>>,
+}
+
+/// Keeps a pool in service; the last snapshot holding it retires the pool when it is dropped.
+struct PoolLease(Arc<Pool>);
+
+impl Drop for PoolLease {
+    fn drop(&mut self) {
+        self.0.retire();
+    }
+}
+
+/// Whether two parsed config files say the same thing, *including* the order of tables and keys
+/// (`toml::Table`'s own `==` ignores order, but profile order decides which `match` wins).
+pub fn same_table(a: &toml::Table, b: &toml::Table) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b.iter())
+            .all(|((key_a, a), (key_b, b))| key_a == key_b && same_value(a, b))
+}
+
+fn same_value(a: &toml::Value, b: &toml::Value) -> bool {
+    match (a, b) {
+        (toml::Value::Table(a), toml::Value::Table(b)) => same_table(a, b),
+        (toml::Value::Array(a), toml::Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_value(a, b))
+        }
+        (a, b) => a == b,
+    }
 }
 
 /// What a reload changed, by profile name.
@@ -74,7 +146,19 @@ impl ChangeSummary {
     }
 }
 
+/// Whether the fields that are not part of the runtime key (routing, description, access) are equal.
+fn same_routing_and_access(a: &Profile, b: &Profile) -> bool {
+    a.aliases == b.aliases
+        && a.description == b.description
+        && a.api_keys == b.api_keys
+        && a.match_regex.as_ref().map(|r| r.as_str()) == b.match_regex.as_ref().map(|r| r.as_str())
+}
+
 /// A resolved route: the profile, its pool, and how the name matched.
+///
+/// `profile` is this snapshot's profile: use it for authorisation, descriptions and logs. `pool.profile`
+/// may be an older profile with the same runtime settings (a reload that only changed aliases,
+/// description or `api_keys` keeps the pool).
 pub struct Route<'a> {
     pub profile: &'a Arc<Profile>,
     pub pool: &'a Arc<Pool>,
@@ -90,39 +174,49 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> (Snapshot, ChangeSummary) {
         let codex_bin = config.server.codex_bin.clone();
+        let runnable = codex.runnable();
         let mut summary = ChangeSummary::default();
         let mut pools = Vec::with_capacity(config.profiles.len());
+        let mut leases = Vec::with_capacity(config.profiles.len());
         for profile in &config.profiles {
-            let key = profile.runtime_key(&codex_bin);
-            let reused = previous.and_then(|previous| {
-                previous.pool_of(&profile.name).filter(|pool| {
-                    pool.profile.runtime_key(&previous.config.server.codex_bin) == key
-                        && pool.codex.is_ok() == codex.runnable().is_ok()
-                })
+            let before = previous.and_then(|previous| {
+                let index = previous
+                    .config
+                    .profiles
+                    .iter()
+                    .position(|p| p.name == profile.name)?;
+                Some((previous, index))
             });
-            match (reused, previous.and_then(|p| p.pool_of(&profile.name))) {
-                (Some(pool), _) => {
-                    // Same processes, same queue; descriptive fields come from the new profile via routing.
-                    if pool.profile.aliases != profile.aliases
-                        || pool.profile.description != profile.description
-                        || pool.profile.api_keys != profile.api_keys
-                        || pool.profile.match_regex.as_ref().map(|r| r.as_str())
-                            != profile.match_regex.as_ref().map(|r| r.as_str())
-                    {
-                        summary.changed.push(profile.name.clone());
-                    } else {
-                        summary.unchanged.push(profile.name.clone());
-                    }
-                    pools.push(pool.clone());
+            let Some((previous, index)) = before else {
+                summary.added.push(profile.name.clone());
+                let pool = Pool::new(profile.clone(), runnable.clone());
+                leases.push(Arc::new(PoolLease(pool.clone())));
+                pools.push(pool);
+                continue;
+            };
+            let old_profile = &previous.config.profiles[index];
+            let old_pool = &previous.pools[index];
+            // The pool's processes are shaped by its own profile (the one it was built with).
+            let reusable = old_pool
+                .profile
+                .runtime_key(&previous.config.server.codex_bin)
+                == profile.runtime_key(&codex_bin)
+                && old_pool.codex.is_ok() == runnable.is_ok();
+            if reusable {
+                // Same processes, same queue. Routing, auth and descriptions use the new profile
+                // (`Route::profile`); the pool only runs it.
+                if same_routing_and_access(old_profile, profile) {
+                    summary.unchanged.push(profile.name.clone());
+                } else {
+                    summary.changed.push(profile.name.clone());
                 }
-                (None, existing) => {
-                    if existing.is_some() {
-                        summary.changed.push(profile.name.clone());
-                    } else {
-                        summary.added.push(profile.name.clone());
-                    }
-                    pools.push(Pool::new(profile.clone(), codex.runnable()));
-                }
+                leases.push(previous.leases[index].clone());
+                pools.push(old_pool.clone());
+            } else {
+                summary.changed.push(profile.name.clone());
+                let pool = Pool::new(profile.clone(), runnable.clone());
+                leases.push(Arc::new(PoolLease(pool.clone())));
+                pools.push(pool);
             }
         }
         if let Some(previous) = previous {
@@ -146,18 +240,10 @@ impl Snapshot {
                 codex,
                 created,
                 source_table: None,
+                leases,
             },
             summary,
         )
-    }
-
-    /// Retires the pools of `previous` that this snapshot does not use any more.
-    pub fn retire_unused(&self, previous: &Snapshot) {
-        for pool in &previous.pools {
-            if !self.pools.iter().any(|kept| Arc::ptr_eq(kept, pool)) {
-                pool.retire();
-            }
-        }
     }
 
     pub fn pool_of(&self, profile: &str) -> Option<&Arc<Pool>> {
@@ -199,5 +285,105 @@ impl Snapshot {
                 (profile.name.clone(), status)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, ServerOverrides};
+    use std::path::Path;
+
+    fn config(text: &str) -> Config {
+        parse(
+            text,
+            Path::new("/etc/proxy/c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap()
+    }
+
+    fn codex() -> CodexStatus {
+        CodexStatus {
+            resolved: Err("not used".into()),
+            version: Err("not used".into()),
+            program_identity: None,
+        }
+    }
+
+    fn table(text: &str) -> toml::Table {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn table_comparison_sees_order_but_not_comments() {
+        let a = table("[profiles.a]\nmatch = \"^g\"\n[profiles.b]\nmatch = \"^g\"\n");
+        let commented = table(
+            "# note\n[profiles.a]\nmatch   = \"^g\" # same\n\n[profiles.b]\nmatch = \"^g\"\n",
+        );
+        let reordered = table("[profiles.b]\nmatch = \"^g\"\n[profiles.a]\nmatch = \"^g\"\n");
+        assert!(same_table(&a, &commented));
+        // `==` ignores order; profile order decides which `match` wins, so it is a change.
+        assert!(a == reordered);
+        assert!(!same_table(&a, &reordered));
+        assert!(!same_table(
+            &a,
+            &table("[profiles.a]\nmatch = \"^g\"\n[profiles.b]\nmatch = \"^h\"\n")
+        ));
+    }
+
+    #[test]
+    fn build_reuses_pools_and_reports_changes_against_the_previous_profile() {
+        let first =
+            config("[profiles.keep]\n[profiles.relabel]\n[profiles.limits]\n[profiles.gone]\n");
+        let (first, _) = Snapshot::build(first, 1, codex(), None);
+        let second = config(
+            "[profiles.keep]\n[profiles.relabel]\ndescription = \"new\"\naliases = [\"r\"]\n\
+             [profiles.limits]\nmax_concurrency = 3\n[profiles.new]\n",
+        );
+        let (second, summary) = Snapshot::build(second, 2, codex(), Some(&first));
+        assert_eq!(summary.unchanged, vec!["keep"]);
+        assert_eq!(summary.changed, vec!["relabel", "limits"]);
+        assert_eq!(summary.added, vec!["new"]);
+        assert_eq!(summary.removed, vec!["gone"]);
+        let id = |snapshot: &Snapshot, name: &str| snapshot.pool_of(name).unwrap().id;
+        assert_eq!(id(&first, "keep"), id(&second, "keep"));
+        assert_eq!(id(&first, "relabel"), id(&second, "relabel"));
+        assert_ne!(id(&first, "limits"), id(&second, "limits"));
+        // Routing uses the new profile even though the pool is the old one.
+        let route = second.route("r").unwrap();
+        assert_eq!(route.profile.description, "new");
+        assert_eq!(route.pool.id, id(&first, "relabel"));
+
+        // The same file again: compared with generation 2's profiles, nothing changed (the reused pool
+        // still carries generation 1's description).
+        let third = config(
+            "[profiles.keep]\n[profiles.relabel]\ndescription = \"new\"\naliases = [\"r\"]\n\
+             [profiles.limits]\nmax_concurrency = 3\n[profiles.new]\n",
+        );
+        let (_, summary) = Snapshot::build(third, 3, codex(), Some(&second));
+        assert!(summary.is_empty(), "{summary:?}");
+        assert_eq!(summary.unchanged.len(), 4);
+    }
+
+    #[test]
+    fn a_pool_retires_when_the_last_snapshot_holding_it_is_gone() {
+        let (first, _) = Snapshot::build(
+            config("[profiles.keep]\n[profiles.gone]\n"),
+            1,
+            codex(),
+            None,
+        );
+        let kept = first.pool_of("keep").unwrap().clone();
+        let gone = first.pool_of("gone").unwrap().clone();
+        let (second, _) = Snapshot::build(config("[profiles.keep]\n"), 2, codex(), Some(&first));
+        // A request that loaded the first snapshot may still be admitted by its pools.
+        assert!(!gone.is_retired());
+        drop(first);
+        assert!(gone.is_retired());
+        assert!(!kept.is_retired());
+        drop(second);
+        assert!(kept.is_retired());
     }
 }

@@ -1,5 +1,5 @@
 //! The shared handle every handler gets: the current [`Snapshot`] behind one `ArcSwap`, the metrics,
-//! the reload status and the shutdown signal. Cheap to clone (`Arc<Inner>`).
+//! the reload status and lock, and the shutdown signal. Cheap to clone (`Arc<Inner>`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -19,8 +19,18 @@ pub struct ReloadStatus {
     pub last_error: Option<String>,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
-    /// `[server]` settings that changed in the file but need a restart (host, port).
+    /// `[server]` settings that changed in the file but need a restart (host, port, log_level).
     pub restart_required: Vec<String>,
+    /// How file changes are noticed (`notify+poll`, `poll`), once the watcher runs.
+    pub watch: Option<String>,
+}
+
+/// The `[server]` settings the process started with and cannot change while running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartupServer {
+    pub host: String,
+    pub port: u16,
+    pub log_level: String,
 }
 
 #[derive(Clone)]
@@ -36,6 +46,11 @@ struct Inner {
     metrics: Metrics,
     /// Written by the reload task, read by `/ready` and `/metrics`; never held across `.await`.
     reload: Mutex<ReloadStatus>,
+    /// Serialises reloads: one reads, validates and publishes at a time; the next one re-reads the file.
+    reload_lock: tokio::sync::Mutex<()>,
+    /// Host, port and log level of the first snapshot: what a reload compares against to report
+    /// "restart required" (the snapshot's own values follow the file).
+    startup_server: StartupServer,
     /// The config file, when serving from one (reloads re-read it).
     config_path: Option<PathBuf>,
     /// Command-line overrides of `[server]`, re-applied on every reload.
@@ -60,11 +75,19 @@ impl AppState {
             .and_then(|value| value.parse::<u64>().ok())
             .map(Duration::from_millis)
             .unwrap_or(Duration::from_secs(10));
+        let server = &snapshot.config.server;
+        let startup_server = StartupServer {
+            host: server.host.clone(),
+            port: server.port,
+            log_level: server.log_level.clone(),
+        };
         AppState {
             inner: Arc::new(Inner {
                 snapshot: ArcSwap::from_pointee(snapshot),
                 metrics: Metrics::default(),
                 reload: Mutex::new(ReloadStatus::default()),
+                reload_lock: tokio::sync::Mutex::new(()),
+                startup_server,
                 config_path,
                 overrides,
                 shutdown,
@@ -79,9 +102,20 @@ impl AppState {
         self.inner.snapshot.load_full()
     }
 
-    /// Publishes a new snapshot (one atomic store).
+    /// Publishes a new snapshot (one atomic store). Only [`crate::reload`] calls it, holding
+    /// [`AppState::reload_lock`].
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
         self.inner.snapshot.store(snapshot);
+    }
+
+    /// Held for the whole of one reload.
+    pub fn reload_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.reload_lock
+    }
+
+    /// The `[server]` settings the process started with.
+    pub fn startup_server(&self) -> &StartupServer {
+        &self.inner.startup_server
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod fake_codex;
 pub mod mock_model;
 
 use std::path::{Path, PathBuf};
