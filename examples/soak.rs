@@ -316,7 +316,7 @@ async fn main() {
         libc::kill(pid as i32, libc::SIGTERM);
     }
     let stop_deadline = Instant::now() + Duration::from_secs(20);
-    while processes(dir.path(), &[]).iter().any(|p| *p == pid) && Instant::now() < stop_deadline {
+    while processes(dir.path(), &[]).contains(&pid) && Instant::now() < stop_deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

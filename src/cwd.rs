@@ -29,7 +29,11 @@ pub fn resolve(profile: &Profile, requested: Option<&str>) -> Result<PathBuf, Cw
             }
             (path.to_path_buf(), true)
         }
-        None => (profile.default_cwd.clone(), false),
+        None => {
+            // The default workspace is ours: recreate it if someone deleted it while we run.
+            let _ = std::fs::create_dir_all(&profile.default_cwd);
+            (profile.default_cwd.clone(), false)
+        }
     };
     let canonical = std::fs::canonicalize(&candidate).map_err(|_| {
         if from_client {

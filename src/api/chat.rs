@@ -178,8 +178,17 @@ async fn handle(
     };
 
     let started = Instant::now();
-    let cwd = crate::cwd::resolve(&profile, request.cwd.as_deref())
-        .map_err(|err| ApiError::invalid(err.0, Some("metadata.cwd")))?;
+    let cwd = crate::cwd::resolve(&profile, request.cwd.as_deref()).map_err(|err| {
+        if request.cwd.is_some() {
+            ApiError::invalid(err.0, Some("metadata.cwd"))
+        } else {
+            // The profile's own default_cwd is unusable: a server-side problem, not the client's.
+            ApiError::Unavailable {
+                message: format!("The profile's working directory is unavailable: {}", err.0),
+                code: "workspace_unavailable",
+            }
+        }
+    })?;
     log.phases.insert("cwd_resolve", ms(started));
 
     let started = Instant::now();

@@ -1,0 +1,312 @@
+//! Benchmark of the exec engine's overhead (not a test; prints figures).
+//!
+//! N sequential chat completions through the release proxy (one exec profile) next to N direct runs of
+//! the same native `codex exec --json` binary with the same arguments, prompt, HOME and CODEX_HOME, all
+//! against the test suite's mock model. Direct runs are timed twice: to the `turn.completed` line (when
+//! the proxy answers) and to process exit. The runs alternate (direct, proxy, direct, …) after a warm-up,
+//! so slow drift of the machine hits both sides alike.
+//!
+//! Run: `bench/exec_latency.sh [N]`, or `cargo run --release --example bench_exec -- [N]` (default 30;
+//! needs `npm ci` for the pinned Codex CLI). Target: proxy p50 ≤ 1.05 × direct p50 to `turn.completed`.
+
+#[path = "../tests/support/mock_model.rs"]
+mod mock_model;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use codex_api_proxy::codex::launch::{resolve, ResolvedCodex};
+use codex_api_proxy::codex::prompt::Conversation;
+use codex_api_proxy::config::{parse, Profile, ServerOverrides};
+use codex_api_proxy::engine::exec::exec_args;
+use codex_api_proxy::engine::Job;
+use mock_model::{MockModel, DEFAULT_REPLY};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+const WARMUP: usize = 3;
+const PROMPT: &str = "Say hello";
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn codex_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("CODEX_BIN").filter(|value| !value.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let launcher = manifest_dir().join("node_modules/.bin/codex");
+    assert!(
+        launcher.exists(),
+        "the Codex CLI is not installed: run `npm ci` in the repository root or set CODEX_BIN"
+    );
+    launcher
+}
+
+/// Builds the release proxy (a no-op when it is up to date) and returns its path.
+fn proxy_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--bin", "codex-api-proxy"])
+        .current_dir(manifest_dir())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the release proxy failed");
+    manifest_dir().join("target/release/codex-api-proxy")
+}
+
+struct Proxy {
+    child: Child,
+    base_url: String,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) only sends a signal.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn start_proxy(binary: &Path, config: &Path, home: &Path, codex_home: &Path) -> Proxy {
+    let mut child = Command::new(binary)
+        .args(["start", "--foreground", "--port", "0", "--config"])
+        .arg(config)
+        .env("HOME", home)
+        .env("CODEX_HOME", codex_home)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the proxy starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base_url = loop {
+        let line = lines
+            .next()
+            .expect("the proxy printed `listening on`")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("listening on ") {
+            break url.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Proxy { child, base_url }
+}
+
+/// One direct `codex exec` run: (time to `turn.completed`, time to exit).
+async fn direct_run(
+    codex: &ResolvedCodex,
+    profile: &Profile,
+    job: &Job,
+    home: &Path,
+    codex_home: &Path,
+) -> (Duration, Duration) {
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(&codex.program)
+        .args(exec_args(profile, job))
+        .current_dir(&job.cwd)
+        .envs(codex.env.iter().map(|(k, v)| (k, v)))
+        .env("HOME", home)
+        .env("CODEX_HOME", codex_home)
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("codex starts");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(job.conversation.transcript().as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut completed = None;
+    let mut reply = None;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        match event["type"].as_str() {
+            Some("item.completed") if event["item"]["type"] == "agent_message" => {
+                reply = event["item"]["text"].as_str().map(str::to_string);
+            }
+            Some("turn.completed") => completed = Some(started.elapsed()),
+            Some("turn.failed") => panic!("direct codex run failed: {line}"),
+            _ => {}
+        }
+    }
+    let status = child.wait().await.unwrap();
+    let exited = started.elapsed();
+    assert!(status.success(), "direct codex run exited with {status}");
+    assert_eq!(reply.as_deref(), Some(DEFAULT_REPLY));
+    (completed.expect("turn.completed"), exited)
+}
+
+/// One plain request through the proxy: time until the whole response is read.
+async fn proxy_run(client: &reqwest::Client, url: &str) -> Duration {
+    let started = Instant::now();
+    let response = client
+        .post(url)
+        .json(&json!({"model": "bench", "messages": [{"role": "user", "content": PROMPT}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(status.is_success(), "proxy answered {status}: {body}");
+    assert_eq!(body["choices"][0]["message"]["content"], DEFAULT_REPLY);
+    elapsed
+}
+
+fn percentile(samples: &[Duration], p: f64) -> f64 {
+    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let rank = (p / 100.0 * (ms.len() - 1) as f64).round() as usize;
+    ms[rank.min(ms.len() - 1)]
+}
+
+fn mean(samples: &[Duration]) -> f64 {
+    samples
+        .iter()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .sum::<f64>()
+        / samples.len() as f64
+}
+
+#[tokio::main]
+async fn main() {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .map(|n| n.parse().expect("N must be a number"))
+        .unwrap_or(30)
+        .max(1);
+    let binary = proxy_binary();
+    let mock = MockModel::start().await;
+
+    let dir = tempfile::Builder::new()
+        .prefix("bench-exec-")
+        .tempdir_in(manifest_dir().join("target"))
+        .unwrap();
+    let home = dir.path().join("home");
+    let codex_home = dir.path().join("codex-home");
+    let workspace = dir.path().join("workspace");
+    for path in [&home, &codex_home, &workspace] {
+        std::fs::create_dir_all(path).unwrap();
+    }
+    let workspace = std::fs::canonicalize(&workspace).unwrap();
+    let overrides = mock
+        .provider_overrides()
+        .iter()
+        .map(|item| format!("'{item}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config_text = format!(
+        "[server]\ncodex_bin = {bin:?}\nlog_level = \"warning\"\n\n[profiles.bench]\nmodel = \"mock-model\"\ndefault_cwd = {ws:?}\nallowed_roots = [{ws:?}]\ncodex_config = [{overrides}]\n",
+        bin = codex_bin().display().to_string(),
+        ws = workspace.display().to_string(),
+    );
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, &config_text).unwrap();
+
+    // The direct runs use exactly the proxy's command line for this profile and prompt.
+    let config = parse(
+        &config_text,
+        &config_path,
+        &ServerOverrides::default(),
+        &|_| None,
+    )
+    .expect("the benchmark config is valid");
+    let profile = config.profiles[0].clone();
+    let codex = resolve(&config.server.codex_bin).expect("the Codex CLI resolves");
+    let job = Job {
+        request_id: "bench".to_string(),
+        conversation: Conversation::from_messages(&[json!({"role": "user", "content": PROMPT})]),
+        cwd: workspace.clone(),
+        model: profile.model.clone(),
+        received_at: Instant::now(),
+    };
+
+    let proxy = start_proxy(&binary, &config_path, &home, &codex_home);
+    let url = format!("{}/v1/chat/completions", proxy.base_url);
+    let client = reqwest::Client::new();
+    let version = Command::new(&codex.program)
+        .arg("--version")
+        .envs(codex.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_default();
+
+    for _ in 0..WARMUP {
+        direct_run(&codex, &profile, &job, &home, &codex_home).await;
+        proxy_run(&client, &url).await;
+    }
+    let mut direct_completed = Vec::with_capacity(runs);
+    let mut direct_exit = Vec::with_capacity(runs);
+    let mut through_proxy = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let (completed, exited) = direct_run(&codex, &profile, &job, &home, &codex_home).await;
+        direct_completed.push(completed);
+        direct_exit.push(exited);
+        through_proxy.push(proxy_run(&client, &url).await);
+    }
+    drop(proxy);
+
+    println!(
+        "exec engine latency: {runs} sequential requests each way (after {WARMUP} warm-up), mock model, {version}"
+    );
+    println!("codex: {}", codex.program.display());
+    println!("proxy: {} (release)", binary.display());
+    println!();
+    println!(
+        "{:<36} {:>9} {:>9} {:>9} {:>9}",
+        "", "min ms", "p50 ms", "p90 ms", "mean ms"
+    );
+    for (label, samples) in [
+        ("direct codex exec → turn.completed", &direct_completed),
+        ("direct codex exec → exit", &direct_exit),
+        ("proxy /v1/chat/completions", &through_proxy),
+    ] {
+        println!(
+            "{label:<36} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            percentile(samples, 0.0),
+            percentile(samples, 50.0),
+            percentile(samples, 90.0),
+            mean(samples)
+        );
+    }
+    println!();
+    for (label, baseline) in [
+        ("turn.completed", &direct_completed),
+        ("exit", &direct_exit),
+    ] {
+        println!(
+            "proxy / direct to {label:<15} p50 {:.3}×  p90 {:.3}×  mean {:.3}×",
+            percentile(&through_proxy, 50.0) / percentile(baseline, 50.0),
+            percentile(&through_proxy, 90.0) / percentile(baseline, 90.0),
+            mean(&through_proxy) / mean(baseline),
+        );
+    }
+    // Each proxy request ran right after a direct run: the median of those pairs' ratios is the figure
+    // least disturbed by other load on the machine.
+    let mut paired: Vec<f64> = through_proxy
+        .iter()
+        .zip(&direct_completed)
+        .map(|(proxy, direct)| proxy.as_secs_f64() / direct.as_secs_f64())
+        .collect();
+    paired.sort_by(f64::total_cmp);
+    println!(
+        "paired median of proxy_i / direct_i (turn.completed): {:.3}×",
+        paired[paired.len() / 2]
+    );
+    let ratio = percentile(&through_proxy, 50.0) / percentile(&direct_completed, 50.0);
+    println!(
+        "target: proxy p50 ≤ 1.05 × direct p50 to turn.completed: {}",
+        if ratio <= 1.05 { "met" } else { "NOT met" }
+    );
+}
