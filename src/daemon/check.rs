@@ -1,0 +1,115 @@
+//! `check --config FILE`: validate a config file offline and show what it declares — the server
+//! settings (keys redacted), one row per profile, and where the profile names, aliases, `--model`
+//! names and two samples route. Exit code 64 with every problem when the file is invalid.
+//!
+//! It needs no running server and touches none of the daemon's files.
+
+use crate::cli::CheckArgs;
+use crate::config::{self, ServerOverrides};
+use crate::routing::Router;
+
+use super::display::{model_label, url_of, REDACTED};
+
+pub(super) fn run(args: &CheckArgs) -> anyhow::Result<i32> {
+    let path = config::resolve_path(&args.config.to_string_lossy(), None);
+    let config = match config::load_file(&path, &ServerOverrides::default()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("codex-api-proxy: {errors}");
+            return Ok(64);
+        }
+    };
+    let server = &config.server;
+    println!(
+        "{}: OK, {} profile{}",
+        path.display(),
+        config.profiles.len(),
+        if config.profiles.len() == 1 { "" } else { "s" }
+    );
+    println!(
+        "server: {} api_keys={} codex_bin={} fallback_profile={} log_level={}",
+        url_of(&server.host, server.port),
+        if server.api_keys.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{} ({REDACTED})", server.api_keys.len())
+        },
+        server.codex_bin,
+        server.fallback_profile.as_deref().unwrap_or("none"),
+        server.log_level
+    );
+    if let Some(warning) = super::exposure_warning(&server.host, &server.api_keys) {
+        println!("{warning}");
+    }
+
+    let mut rows = vec![[
+        "PROFILE".to_string(),
+        "ENGINE".to_string(),
+        "MODEL".to_string(),
+        "ALIASES".to_string(),
+        "MATCH".to_string(),
+    ]];
+    for profile in &config.profiles {
+        rows.push([
+            profile.name.clone(),
+            profile.engine.as_str().to_string(),
+            model_label(profile),
+            if profile.aliases.is_empty() {
+                "-".to_string()
+            } else {
+                profile.aliases.join(", ")
+            },
+            profile
+                .match_regex
+                .as_ref()
+                .map_or("-".to_string(), |regex| regex.as_str().to_string()),
+        ]);
+    }
+    println!();
+    print_table(&rows);
+
+    let mut examples: Vec<String> = Vec::new();
+    for profile in &config.profiles {
+        examples.push(profile.name.clone());
+        examples.extend(profile.aliases.iter().cloned());
+    }
+    examples.extend(args.models.iter().cloned());
+    examples.extend(["gpt-5".to_string(), "unknown-model".to_string()]);
+    let router = Router::new(&config);
+    let mut routes = vec![[
+        "MODEL".to_string(),
+        "ROUTES TO".to_string(),
+        "BY".to_string(),
+    ]];
+    for model in super::unique_in_order(examples) {
+        match router.route(&config, &model) {
+            Some((index, kind)) => routes.push([
+                model,
+                config.profiles[index].name.clone(),
+                kind.as_str().to_string(),
+            ]),
+            None => routes.push([model, "(no profile: 404)".to_string(), "-".to_string()]),
+        }
+    }
+    println!();
+    print_table(&routes);
+    Ok(0)
+}
+
+/// Prints `rows` as left-aligned columns, two spaces apart.
+fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        println!("  {}", line.join("  ").trim_end());
+    }
+}
