@@ -483,7 +483,11 @@ impl Drop for ThreadGuard {
         self.connection.forget_thread(&self.thread_id);
         let connection = self.connection.clone();
         let thread_id = self.thread_id.clone();
-        tokio::spawn(async move {
+        // No runtime (process teardown): the worker is going away with its threads anyway.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
             let _ = connection
                 .request(
                     "thread/unsubscribe",
