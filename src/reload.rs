@@ -166,9 +166,7 @@ pub async fn reload(state: &AppState, trigger: &str) -> Result<ReloadOutcome, Re
         Snapshot::build(config, current.generation + 1, codex, Some(&current));
     snapshot.source_table = Some(table);
     let generation = snapshot.generation;
-    let snapshot = Arc::new(snapshot);
-    state.publish(snapshot.clone());
-    for pool in &current.pools { if !snapshot.pools.iter().any(|p| Arc::ptr_eq(p, pool)) { pool.retire(); } }
+    state.publish(Arc::new(snapshot));
     // The old snapshot's pools that the new one does not use retire once in-flight requests let go.
     drop(current);
     state.update_reload_status(|status| {

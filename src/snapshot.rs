@@ -108,7 +108,11 @@ struct PoolLease(Arc<Pool>);
 
 impl Drop for PoolLease {
     fn drop(&mut self) {
-        self.0.retire();
+        // Retiring may start a task (app-server pools stop their workers once idle). Outside a runtime
+        // (the process is ending) there is nothing left to serve, and the pool's processes die with it.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.0.retire();
+        }
     }
 }
 
@@ -367,8 +371,8 @@ mod tests {
         assert_eq!(summary.unchanged.len(), 4);
     }
 
-    #[test]
-    fn a_pool_retires_when_the_last_snapshot_holding_it_is_gone() {
+    #[tokio::test]
+    async fn a_pool_retires_when_the_last_snapshot_holding_it_is_gone() {
         let (first, _) = Snapshot::build(
             config("[profiles.keep]\n[profiles.gone]\n"),
             1,
