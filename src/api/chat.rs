@@ -233,6 +233,7 @@ async fn handle(
             log,
             engine_started,
             _in_flight: in_flight,
+            _snapshot: snapshot.clone(),
         }
         .into_stream();
         let mut response = Sse::new(stream)
@@ -324,6 +325,8 @@ struct SseState {
     log: LatencyLog,
     engine_started: Instant,
     _in_flight: InFlight,
+    /// The request's one snapshot, kept until the stream ends (like the plain path keeps it).
+    _snapshot: Arc<crate::snapshot::Snapshot>,
 }
 
 impl SseState {
