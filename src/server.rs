@@ -133,10 +133,12 @@ pub async fn run(
     );
     drop(snapshot);
     let app = crate::api::router(state.clone());
-    let stopping = shutdown.clone();
-    let server = axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(async move { stopping.cancelled().await });
-    let server = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(serve(
+        listener,
+        app,
+        state.client_timeout(),
+        shutdown.clone(),
+    ));
     shutdown.cancelled().await;
     drop(watcher);
     match tokio::time::timeout(grace, server).await {
@@ -156,6 +158,54 @@ pub async fn run(
     }
     let snapshot = state.snapshot();
     shutdown_pools(&snapshot).await;
+    Ok(())
+}
+
+/// Accepts HTTP/1.1 connections until `stop` is cancelled, then waits for the open ones to finish (each
+/// is told to close after its current request). Unlike `axum::serve`, connections get hyper's timer: a
+/// client that has not sent a complete request head within `header_timeout` of connecting (or of its
+/// previous response) is disconnected, so slow-loris and silent clients cannot hold sockets forever.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait a little instead of spinning.
+                    tracing::warn!("cannot accept a connection: {err}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!("connection ended: {err}");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
     Ok(())
 }
 

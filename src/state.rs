@@ -61,6 +61,9 @@ struct Inner {
     abort: CancellationToken,
     /// How often streams send an SSE comment while Codex works.
     keep_alive: Duration,
+    /// How long a client may take to send a request head, and then its body: slow or silent clients are
+    /// disconnected (head) or answered 408 (body) instead of holding a connection forever.
+    client_timeout: Duration,
 }
 
 impl AppState {
@@ -75,6 +78,12 @@ impl AppState {
             .and_then(|value| value.parse::<u64>().ok())
             .map(Duration::from_millis)
             .unwrap_or(Duration::from_secs(10));
+        let client_timeout = std::env::var("CODEX_PROXY_CLIENT_TIMEOUT_MS")
+            .ok()
+            .and_then(|value| value.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_secs(30));
         let server = &snapshot.config.server;
         let startup_server = StartupServer {
             host: server.host.clone(),
@@ -93,6 +102,7 @@ impl AppState {
                 shutdown,
                 abort: CancellationToken::new(),
                 keep_alive,
+                client_timeout,
             }),
         }
     }
@@ -158,5 +168,10 @@ impl AppState {
 
     pub fn keep_alive(&self) -> Duration {
         self.inner.keep_alive
+    }
+
+    /// The longest a client may take to send a request head, and then its body.
+    pub fn client_timeout(&self) -> Duration {
+        self.inner.client_timeout
     }
 }

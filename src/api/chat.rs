@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -22,6 +22,8 @@ use crate::api::error::ApiError;
 use crate::api::types::{chunk_body, completion_body, usage_chunk_body, ChatRequest};
 use crate::api::{authenticate, authorize_profile, RequestId};
 use crate::codex::prompt::Conversation;
+use crate::config::EngineKind;
+use crate::engine::exec::{developer_instructions_arg, MAX_ARG_BYTES};
 use crate::engine::{EngineEvent, Job, Phases, RunHandle, Usage};
 use crate::metrics::{InFlight, ProfileStats};
 use crate::state::AppState;
@@ -91,7 +93,12 @@ pub async fn chat_completions(
     }
 }
 
-async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Vec<u8>, ApiError> {
+async fn read_body(
+    body: Body,
+    limit: usize,
+    headers: &HeaderMap,
+    timeout: Duration,
+) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::PayloadTooLarge(format!(
             "The request body is larger than the proxy's limit of {limit} bytes (max_request_bytes)."
@@ -104,7 +111,13 @@ async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Vec<
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
-    match axum::body::to_bytes(body, limit).await {
+    let Ok(read) = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await else {
+        return Err(ApiError::RequestTimeout(format!(
+            "The request body was not received within {} s.",
+            timeout.as_secs_f64()
+        )));
+    };
+    match read {
         Ok(bytes) => Ok(bytes.to_vec()),
         Err(err) => {
             let mut source: Option<&dyn std::error::Error> = Some(&err);
@@ -120,6 +133,42 @@ async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Vec<
             ))
         }
     }
+}
+
+/// The longest model name a `pass_model` profile gives Codex.
+const MAX_PASSED_MODEL_BYTES: usize = 256;
+
+/// A model name that goes to Codex (`pass_model`): short, without control characters (a NUL byte cannot
+/// be in a command-line argument).
+fn check_passed_model(model: &str) -> Result<(), ApiError> {
+    if model.len() > MAX_PASSED_MODEL_BYTES || model.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            format!(
+                "This profile passes the model name to Codex, so it must be at most {MAX_PASSED_MODEL_BYTES} bytes without control characters."
+            ),
+            Some("model"),
+        ));
+    }
+    Ok(())
+}
+
+/// The exec engine gives the system and developer text to Codex as one command-line argument, which
+/// Linux limits to [`MAX_ARG_BYTES`]; longer text is a 400 rather than a failed spawn.
+fn check_exec_instructions(profile: &str, conversation: &Conversation) -> Result<(), ApiError> {
+    let Some(instructions) = &conversation.developer_instructions else {
+        return Ok(());
+    };
+    let size = developer_instructions_arg(instructions).len();
+    if size <= MAX_ARG_BYTES {
+        return Ok(());
+    }
+    Err(ApiError::InvalidRequest {
+        message: format!(
+            "The system and developer messages are too long for profile `{profile}`: its exec engine passes them to Codex as one command-line argument of at most {MAX_ARG_BYTES} bytes, and these need {size}. Shorten them, or use a profile with engine = \"app-server\"."
+        ),
+        param: Some("messages".to_string()),
+        code: Some("instructions_too_long"),
+    })
 }
 
 async fn handle(
@@ -138,7 +187,13 @@ async fn handle(
         ));
     }
     let key = authenticate(&snapshot, headers)?;
-    let bytes = read_body(body, snapshot.config.server.max_request_bytes, headers).await?;
+    let bytes = read_body(
+        body,
+        snapshot.config.server.max_request_bytes,
+        headers,
+        state.client_timeout(),
+    )
+    .await?;
     let request = ChatRequest::parse(&bytes)?;
 
     let Some(route) = snapshot.route(&request.model) else {
@@ -162,6 +217,9 @@ async fn handle(
     let profile = route.profile.clone();
     let pool = route.pool.clone();
     authorize_profile(&profile, &request.model, key.as_deref())?;
+    if profile.pass_model {
+        check_passed_model(&request.model)?;
+    }
 
     let stats = state.metrics().profile(&profile.name);
     state.metrics().request_started(Some(&stats));
@@ -193,6 +251,9 @@ async fn handle(
 
     let started = Instant::now();
     let conversation = Conversation::from_messages(&request.messages);
+    if profile.engine == EngineKind::Exec {
+        check_exec_instructions(&profile.name, &conversation)?;
+    }
     log.phases.insert("prompt_build", ms(started));
 
     let in_flight = InFlight::new(stats.clone());

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// 405 `invalid_request_error`, code `method_not_allowed`.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// 408 `invalid_request_error`, code `request_timeout`: the client did not send its body in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 413 `invalid_request_error`, code `request_too_large`.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::CodexFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -104,6 +108,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => {
                 ("invalid_request_error", Some("method_not_allowed"), None)
             }
+            ApiError::RequestTimeout(_) => ("invalid_request_error", Some("request_timeout"), None),
             ApiError::PayloadTooLarge(_) => {
                 ("invalid_request_error", Some("request_too_large"), None)
             }

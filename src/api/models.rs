@@ -2,6 +2,7 @@
 //! `GET /v1/models/{model}` (any model name that routes, answered with its profile's entry).
 //! With keys configured, a key only sees the profiles it may use.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -45,13 +46,24 @@ pub async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> R
 
 pub async fn get_model(
     State(state): State<AppState>,
-    Path(model): Path<String>,
+    model: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
     let snapshot = state.snapshot();
     let key = match authenticate(&snapshot, &headers) {
         Ok(key) => key,
         Err(error) => return error.into_response(),
+    };
+    // A name that does not percent-decode to UTF-8 gets the OpenAI error shape, not axum's plain text.
+    let model = match model {
+        Ok(Path(model)) => model,
+        Err(rejection) => {
+            return ApiError::invalid(
+                format!("Invalid model name in the URL: {}", rejection.body_text()),
+                Some("model"),
+            )
+            .into_response()
+        }
     };
     match snapshot.route(&model) {
         Some(route) if may_use(route.profile, key.as_deref()) => {

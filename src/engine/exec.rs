@@ -45,6 +45,15 @@ pub const NO_TOOLS_ARGS: &[&str] = &[
     "include_environment_context=false",
 ];
 
+/// The longest single argument Linux passes to a program (`MAX_ARG_STRLEN`, 32 pages, less its NUL);
+/// a longer one fails the spawn with E2BIG.
+pub const MAX_ARG_BYTES: usize = 32 * 4096 - 1;
+
+/// The `developer_instructions=…` value of `-c` for the client's system text.
+pub fn developer_instructions_arg(instructions: &str) -> String {
+    format!("developer_instructions={}", toml_string(instructions))
+}
+
 /// The full argument list of one `codex exec` run (after the program name).
 pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
     let mut args: Vec<OsString> = [
@@ -68,12 +77,13 @@ pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
     args.push("--cd".into());
     args.push(job.cwd.clone().into_os_string());
     if let Some(model) = &job.model {
-        args.push("--model".into());
-        args.push(model.into());
+        // One `--model=VALUE` argument: a request's model name (`pass_model`) that starts with `-` stays a
+        // value instead of being parsed as an option.
+        args.push(format!("--model={model}").into());
     }
     if let Some(instructions) = &job.conversation.developer_instructions {
         args.push("-c".into());
-        args.push(format!("developer_instructions={}", toml_string(instructions)).into());
+        args.push(developer_instructions_arg(instructions).into());
     }
     if !profile.tools {
         args.extend(NO_TOOLS_ARGS.iter().map(OsString::from));
@@ -348,7 +358,7 @@ mod tests {
             .collect();
         let joined = args.join(" ");
         assert!(joined.starts_with(
-            "exec --json --skip-git-repo-check --ignore-user-config --ignore-rules --disable unbounded_connection_retries --sandbox read-only --cd /work/dir --model gpt-x"
+            "exec --json --skip-git-repo-check --ignore-user-config --ignore-rules --disable unbounded_connection_retries --sandbox read-only --cd /work/dir --model=gpt-x"
         ), "{joined}");
         assert!(
             args.contains(&"developer_instructions=\"Say \\\"hi\\\"\\nplease\"".to_string()),
