@@ -91,7 +91,12 @@ struct Tally {
 }
 
 /// One request; returns Ok(()) or the failure as "status: message".
-async fn one_request(client: &reqwest::Client, url: &str, model: &str, stream: bool) -> Result<(), String> {
+async fn one_request(
+    client: &reqwest::Client,
+    url: &str,
+    model: &str,
+    stream: bool,
+) -> Result<(), String> {
     let body = json!({
         "model": model,
         "stream": stream,
@@ -105,9 +110,15 @@ async fn one_request(client: &reqwest::Client, url: &str, model: &str, stream: b
         .map_err(|err| format!("transport: {err}"))?;
     let status = response.status().as_u16();
     if !stream {
-        let value: Value = response.json().await.map_err(|err| format!("{status}: body: {err}"))?;
+        let value: Value = response
+            .json()
+            .await
+            .map_err(|err| format!("{status}: body: {err}"))?;
         if status != 200 {
-            return Err(format!("{status}: {}", value["error"]["message"].as_str().unwrap_or("?")));
+            return Err(format!(
+                "{status}: {}",
+                value["error"]["message"].as_str().unwrap_or("?")
+            ));
         }
         if value["choices"][0]["message"]["content"] != mock_model::DEFAULT_REPLY {
             return Err(format!("{status}: wrong content {value}"));
@@ -121,7 +132,9 @@ async fn one_request(client: &reqwest::Client, url: &str, model: &str, stream: b
     let mut text = String::new();
     let mut stream = response.bytes_stream();
     while let Some(piece) = stream.next().await {
-        text.push_str(&String::from_utf8_lossy(&piece.map_err(|err| format!("200: stream: {err}"))?));
+        text.push_str(&String::from_utf8_lossy(
+            &piece.map_err(|err| format!("200: stream: {err}"))?,
+        ));
     }
     for line in text.lines() {
         if let Some(data) = line.strip_prefix("data: ") {
@@ -156,7 +169,10 @@ fn config_text(dir: &Path, mock: &MockModel, variant: usize) -> String {
     };
     let mut text = format!(
         "[server]\ncodex_bin = {:?}\n",
-        manifest().join("node_modules/.bin/codex").display().to_string()
+        manifest()
+            .join("node_modules/.bin/codex")
+            .display()
+            .to_string()
     );
     // The exec profile's timeout alternates: a runtime change, so its pool is replaced each reload.
     text.push_str(&profile(
@@ -194,7 +210,10 @@ async fn main() {
         .unwrap_or(120);
     let base = manifest().join("target").join("bench-envs");
     std::fs::create_dir_all(&base).unwrap();
-    let dir = tempfile::Builder::new().prefix("soak-").tempdir_in(&base).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("soak-")
+        .tempdir_in(&base)
+        .unwrap();
     for sub in ["home", "codex-home", "workspace"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
     }
@@ -204,9 +223,21 @@ async fn main() {
     let binary = std::env::var("PROXY_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| manifest().join("target/release/codex-api-proxy"));
-    assert!(binary.exists(), "{} is missing: run `cargo build --release`", binary.display());
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build --release`",
+        binary.display()
+    );
     let mut child = Command::new(&binary)
-        .args(["start", "--foreground", "--port", "0", "--log-level", "warning", "--config"])
+        .args([
+            "start",
+            "--foreground",
+            "--port",
+            "0",
+            "--log-level",
+            "warning",
+            "--config",
+        ])
         .arg(&config_path)
         .env("HOME", dir.path().join("home"))
         .env("CODEX_HOME", dir.path().join("codex-home"))
@@ -229,14 +260,22 @@ async fn main() {
         .build()
         .unwrap();
     for _ in 0..200 {
-        if client.get(format!("{url}/ready")).send().await.map(|r| r.status() == 200).unwrap_or(false) {
+        if client
+            .get(format!("{url}/ready"))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Warm up, then take the baseline.
     for model in ["exec-a", "app-a"] {
-        one_request(&client, &url, model, false).await.expect("warm-up request failed");
+        one_request(&client, &url, model, false)
+            .await
+            .expect("warm-up request failed");
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let tally = Arc::new(Mutex::new(Tally::default()));
@@ -262,7 +301,12 @@ async fn main() {
                         tally.ok += 1;
                         tally.latencies_ms.push(elapsed);
                     }
-                    Err(reason) => *tally.failed.entry(format!("{model}: {reason}")).or_default() += 1,
+                    Err(reason) => {
+                        *tally
+                            .failed
+                            .entry(format!("{model}: {reason}"))
+                            .or_default() += 1
+                    }
                 }
             }
         }));
@@ -287,7 +331,14 @@ async fn main() {
         reloads += 1;
         if Instant::now() >= next_kill && Instant::now() + Duration::from_secs(3) < deadline {
             next_kill += Duration::from_secs(20);
-            let metrics: Value = client.get(format!("{url}/metrics")).send().await.unwrap().json().await.unwrap();
+            let metrics: Value = client
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             if let Some(worker_pid) = metrics["profiles"]["app-a"]["workers"]
                 .as_array()
                 .and_then(|workers| workers.iter().find_map(|w| w["pid"].as_u64()))
@@ -303,12 +354,24 @@ async fn main() {
         task.await.unwrap();
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let metrics: Value = client.get(format!("{url}/metrics")).send().await.unwrap().json().await.unwrap();
+    let metrics: Value = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let rss_end = proc_value(pid, "VmRSS:");
     let fds_end = open_fds(pid);
     let workers_alive = metrics["profiles"]["app-a"]["workers"]
         .as_array()
-        .map(|workers| workers.iter().filter(|w| w["pid"].as_u64().is_some()).count())
+        .map(|workers| {
+            workers
+                .iter()
+                .filter(|w| w["pid"].as_u64().is_some())
+                .count()
+        })
         .unwrap_or(0);
     let children = processes(dir.path(), &[pid]);
     // Stop the proxy gracefully and look for orphans.
@@ -326,7 +389,9 @@ async fn main() {
     let mut tally = std::mem::take(&mut *tally.lock().unwrap());
     let p50 = percentile(&mut tally.latencies_ms, 0.5);
     let p99 = percentile(&mut tally.latencies_ms, 0.99);
-    println!("== soak: {seconds} s, {CLIENTS} clients, reload every 1 s, worker SIGKILL every 20 s ==");
+    println!(
+        "== soak: {seconds} s, {CLIENTS} clients, reload every 1 s, worker SIGKILL every 20 s =="
+    );
     println!("requests sent      {}", tally.sent);
     println!("succeeded          {}", tally.ok);
     println!("failed             {}", tally.sent - tally.ok);
@@ -334,22 +399,38 @@ async fn main() {
         println!("  {count:>5} × {reason}");
     }
     println!("latency p50/p99    {p50:.0} / {p99:.0} ms");
-    println!("reloads            {reloads} (config generation now {})", metrics["config"]["generation"]);
+    println!(
+        "reloads            {reloads} (config generation now {})",
+        metrics["config"]["generation"]
+    );
     println!("workers killed     {kills}");
-    println!("proxy RSS          {:.1} MiB at start, {:.1} MiB at end", rss_start as f64 / 1024.0, rss_end as f64 / 1024.0);
+    println!(
+        "proxy RSS          {:.1} MiB at start, {:.1} MiB at end",
+        rss_start as f64 / 1024.0,
+        rss_end as f64 / 1024.0
+    );
     println!("proxy open fds     {fds_start} at start, {fds_end} at end");
-    println!("Codex processes    {} alive at the end under the proxy ({} app-server workers expected)", children.len(), workers_alive);
+    println!(
+        "Codex processes    {} alive at the end under the proxy ({} app-server workers expected)",
+        children.len(),
+        workers_alive
+    );
     println!("after stop         {} orphan process(es)", orphans.len());
 
     let unexplained: u64 = tally
         .failed
         .iter()
-        .filter(|(reason, _)| !(reason.contains("worker exited") && (reason.contains("502") || reason.contains("in-band"))))
+        .filter(|(reason, _)| {
+            !(reason.contains("worker exited")
+                && (reason.contains("502") || reason.contains("in-band")))
+        })
         .map(|(_, count)| count)
         .sum();
     let mut problems = Vec::new();
     if unexplained > 0 {
-        problems.push(format!("{unexplained} failures not caused by the injected kills"));
+        problems.push(format!(
+            "{unexplained} failures not caused by the injected kills"
+        ));
     }
     if rss_end > rss_start + 64 * 1024 {
         problems.push("proxy RSS grew by more than 64 MiB".to_string());
@@ -358,7 +439,11 @@ async fn main() {
         problems.push("proxy file descriptors grew".to_string());
     }
     if children.len() != workers_alive {
-        problems.push(format!("{} Codex processes alive, {} expected", children.len(), workers_alive));
+        problems.push(format!(
+            "{} Codex processes alive, {} expected",
+            children.len(),
+            workers_alive
+        ));
     }
     if !orphans.is_empty() {
         problems.push(format!("orphan processes after stop: {orphans:?}"));

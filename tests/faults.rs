@@ -64,7 +64,11 @@ async fn assert_recovered(env: &TestEnv, app: &App, workers_before: &[u64]) {
         assert!(Instant::now() < deadline, "still in flight: {metrics}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(worker_pids(app).await, workers_before, "the workers changed");
+    assert_eq!(
+        worker_pids(app).await,
+        workers_before,
+        "the workers changed"
+    );
     let (status, body) = app.chat_json(&chat_body("p", "after the fault")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], DEFAULT_REPLY);
@@ -81,7 +85,13 @@ async fn a_hanging_model_ends_in_a_clean_timeout_for_both_engines() {
         let (status, body) = app.chat_json(&chat_body("p", "mock:hang")).await;
         assert_eq!(status, 504, "{engine}: {body}");
         assert_eq!(body["error"]["code"], "timeout", "{engine}: {body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains("idle timeout"), "{engine}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("idle timeout"),
+            "{engine}: {body}"
+        );
         assert_recovered(&env, &app, &workers).await;
 
         // The same in-band, after SSE headers.
@@ -140,13 +150,23 @@ async fn client_disconnects_before_during_and_after_the_first_byte() {
         let mut seen = String::new();
         if engine == "app-server" {
             while SseTranscript::parse(&seen).content().is_empty() {
-                seen.push_str(&String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()));
+                seen.push_str(&String::from_utf8_lossy(
+                    &stream.next().await.unwrap().unwrap(),
+                ));
             }
         } else {
-            assert!(env.mock.wait_for_requests(before + 1, Duration::from_secs(15)).await);
+            assert!(
+                env.mock
+                    .wait_for_requests(before + 1, Duration::from_secs(15))
+                    .await
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        assert_eq!(env.mock.open_streams(), 1, "{engine}: the model should be mid-answer");
+        assert_eq!(
+            env.mock.open_streams(),
+            1,
+            "{engine}: the model should be mid-answer"
+        );
         drop(stream);
         assert_recovered(&env, &app, &workers).await;
         let metrics = app.get_json("/metrics").await.1;
@@ -177,7 +197,10 @@ async fn a_codex_that_cannot_start_is_503_for_both_engines() {
             ("garbage", &garbage, ""),
         ] {
             let text = config(&env, engine, "").replace(
-                &format!("codex_bin = {:?}", support::codex_bin().display().to_string()),
+                &format!(
+                    "codex_bin = {:?}",
+                    support::codex_bin().display().to_string()
+                ),
                 &format!("codex_bin = {:?}", binary.display().to_string()),
             );
             let app = App::start(&env, &text).await;
@@ -185,7 +208,13 @@ async fn a_codex_that_cannot_start_is_503_for_both_engines() {
                 // exec starts a process per request: the garbage is a 502 for that request.
                 let (status, body) = app.chat_json(&chat_body("p", "hi")).await;
                 assert_eq!(status, 502, "{engine}/{label}: {body}");
-                assert!(body["error"]["message"].as_str().unwrap().contains("non-JSON"), "{body}");
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("non-JSON"),
+                    "{body}"
+                );
                 continue;
             }
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -197,15 +226,23 @@ async fn a_codex_that_cannot_start_is_503_for_both_engines() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };
             assert_eq!(status, 503, "{engine}/{label}: {body}");
-            assert_eq!(body["error"]["code"], "codex_unavailable", "{engine}/{label}: {body}");
+            assert_eq!(
+                body["error"]["code"], "codex_unavailable",
+                "{engine}/{label}: {body}"
+            );
             assert!(
                 body["error"]["message"].as_str().unwrap().contains(expect),
                 "{engine}/{label}: {body}"
             );
             let (status, ready) = app.get_json("/ready").await;
             assert_eq!(status, 503, "{engine}/{label}: {ready}");
-            assert!(ready["profiles"]["p"]["reason"].as_str().is_some(), "{ready}");
-            let left = env.wait_no_processes(&[app.pid()], Duration::from_secs(3)).await;
+            assert!(
+                ready["profiles"]["p"]["reason"].as_str().is_some(),
+                "{ready}"
+            );
+            let left = env
+                .wait_no_processes(&[app.pid()], Duration::from_secs(3))
+                .await;
             assert!(left.is_empty(), "{engine}/{label}: processes left {left:?}");
         }
     }
@@ -221,7 +258,10 @@ async fn metrics_count_each_fault_by_status() {
     let metrics: Value = app.get_json("/metrics").await.1;
     assert_eq!(metrics["errors_by_status"]["502"], 1, "{metrics}");
     assert_eq!(metrics["errors_by_status"]["404"], 1, "{metrics}");
-    assert_eq!(metrics["profiles"]["p"]["errors_by_status"]["502"], 1, "{metrics}");
+    assert_eq!(
+        metrics["profiles"]["p"]["errors_by_status"]["502"], 1,
+        "{metrics}"
+    );
     assert_eq!(metrics["profiles"]["p"]["ok"], 1);
     assert_eq!(metrics["requests_total"], 3);
 }
