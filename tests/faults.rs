@@ -265,3 +265,87 @@ async fn metrics_count_each_fault_by_status() {
     assert_eq!(metrics["profiles"]["p"]["ok"], 1);
     assert_eq!(metrics["requests_total"], 3);
 }
+
+/// A fake app-server that speaks just enough JSON-RPC: it answers `initialize`, sends the proxy one
+/// server-initiated request of each kind and records the answers, and refuses every `thread/start` as
+/// overloaded (-32001), counting the attempts.
+const FAKE_APP_SERVER: &str = r#"#!/bin/sh
+if [ "$1" = "--version" ]; then echo 'codex-cli 0.0.0-fake'; exit 0; fi
+dir=$(dirname "$0")
+n=100
+while IFS= read -r line; do
+  id=$(printf '%s' "$line" | sed -n 's/^{"id":\([0-9]*\),.*/\1/p')
+  case "$line" in
+    *'"method":"initialize"'*)
+      printf '{"id":%s,"result":{"userAgent":"fake"}}\n' "$id"
+      for method in item/commandExecution/requestApproval item/fileChange/requestApproval item/permissions/requestApproval item/tool/requestUserInput mcpServer/elicitation/request applyPatchApproval execCommandApproval item/tool/call currentTime/read; do
+        n=$((n+1))
+        printf '{"id":%s,"method":"%s","params":{"threadId":"t"}}\n' "$n" "$method"
+      done ;;
+    *'"method":"thread/start"'*)
+      echo x >> "$dir/thread-start-attempts"
+      printf '{"id":%s,"error":{"code":-32001,"message":"Server overloaded; retry later."}}\n' "$id" ;;
+    *'"method"'*)
+      [ -n "$id" ] && printf '{"id":%s,"result":{"data":[]}}\n' "$id" ;;
+    *) printf '%s\n' "$line" >> "$dir/answers" ;;
+  esac
+done
+"#;
+
+#[tokio::test]
+async fn server_requests_are_refused_at_once_and_overload_is_retried_then_429() {
+    let env = TestEnv::new().await;
+    let fake = env.path().join("fake-app-server");
+    std::fs::write(&fake, FAKE_APP_SERVER).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let text = config(&env, "app-server", "").replace(
+        &format!(
+            "codex_bin = {:?}",
+            support::codex_bin().display().to_string()
+        ),
+        &format!("codex_bin = {:?}", fake.display().to_string()),
+    );
+    let app = App::start(&env, &text).await;
+    wait_ready(&app).await;
+
+    // Every server-initiated request got an immediate answer: a safe refusal, or an error for the
+    // methods the proxy does not support.
+    let answers_path = env.path().join("answers");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answers = loop {
+        let answers = std::fs::read_to_string(&answers_path).unwrap_or_default();
+        if answers.lines().count() >= 9 || Instant::now() > deadline {
+            break answers;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let by_id: Vec<Value> = answers
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let answer = |id: u64| {
+        by_id
+            .iter()
+            .find(|answer| answer["id"] == id)
+            .unwrap_or_else(|| panic!("no answer to request {id}: {answers}"))
+            .clone()
+    };
+    assert_eq!(answer(101)["result"]["decision"], "decline");
+    assert_eq!(answer(102)["result"]["decision"], "decline");
+    assert_eq!(answer(103)["result"]["permissions"], json!({}));
+    assert_eq!(answer(104)["result"]["answers"], json!({}));
+    assert_eq!(answer(105)["result"]["action"], "decline");
+    assert_eq!(answer(106)["result"]["decision"], "denied");
+    assert_eq!(answer(107)["result"]["decision"], "denied");
+    assert_eq!(answer(108)["result"]["success"], false);
+    assert_eq!(answer(109)["error"]["code"], -32601);
+
+    // -32001 is retried briefly, then the client gets a 429.
+    let (status, body) = app.chat_json(&chat_body("p", "hi")).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert_eq!(body["error"]["code"], "engine_overloaded");
+    let attempts = std::fs::read_to_string(env.path().join("thread-start-attempts")).unwrap();
+    assert_eq!(attempts.lines().count(), 4, "one try and three retries");
+}
