@@ -10,12 +10,13 @@
 //! Run: `cargo build --release && cargo run --release --example bench_app_server [N]`
 //! (needs `npm ci` for the pinned Codex CLI).
 
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "../tests/support/mock_model.rs"]
 mod mock_model;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,114 +24,34 @@ use codex_api_proxy::codex::launch::{resolve, spawn_in_group};
 use codex_api_proxy::engine::app_server::protocol::initialize_params;
 use codex_api_proxy::engine::app_server::rpc::Connection;
 use codex_api_proxy::engine::app_server::worker::base_args;
+use harness::{
+    bench_envs, codex_launcher, memory_mib, percentile, prebuilt_proxy, profile_toml,
+    proxy_command, scratch_dir, server_toml, toml_string_list, Proxy,
+};
 use mock_model::MockModel;
 use serde_json::json;
 
 const SLOW: &str = "mock:deltas=4 mock:delay_ms=250";
 
-fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn percentile(samples: &[f64], p: f64) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
-
-struct Proxy {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn start_proxy(dir: &Path, config: &str) -> Proxy {
-    let binary = std::env::var("PROXY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| manifest().join("target/release/codex-api-proxy"));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build --release` first",
-        binary.display()
-    );
+/// Writes `config` to `DIR/config.toml` and starts the proxy on it, waiting until it is ready.
+async fn start_proxy(client: &reqwest::Client, dir: &Path, config: &str) -> Proxy {
     let path = dir.join("config.toml");
     std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(binary)
-        .args([
-            "start",
-            "--foreground",
-            "--port",
-            "0",
-            "--log-level",
-            "warning",
-            "--config",
-        ])
-        .arg(&path)
-        .env("HOME", dir.join("home"))
-        .env("CODEX_HOME", dir.join("codex-home"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines.next().expect("proxy exited").unwrap();
-        if let Some(url) = line.strip_prefix("listening on ") {
-            break url.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Proxy { child, url }
-}
-
-/// Sum of VmRSS (MiB) of the proxy and every process whose environment mentions `dir`.
-fn memory_mib(dir: &Path, proxy_pid: u32) -> f64 {
-    let marker = dir.display().to_string();
-    let mut total_kib = 0u64;
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        if pid != proxy_pid && !String::from_utf8_lossy(&environ).contains(&marker) {
-            continue;
-        }
-        if pid == std::process::id() {
-            continue;
-        }
-        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        if let Some(kib) = status
-            .lines()
-            .find(|line| line.starts_with("VmRSS:"))
-            .and_then(|line| line.split_whitespace().nth(1))
-            .and_then(|value| value.parse::<u64>().ok())
-        {
-            total_kib += kib;
-        }
-    }
-    total_kib as f64 / 1024.0
-}
-
-async fn wait_ready(client: &reqwest::Client, url: &str) {
-    for _ in 0..400 {
-        if let Ok(response) = client.get(format!("{url}/ready")).send().await {
-            if response.status() == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("proxy never became ready");
+    let proxy = harness::start_proxy(
+        proxy_command(
+            &prebuilt_proxy(),
+            &["--log-level", "warning"],
+            &path,
+            &dir.join("home"),
+            &dir.join("codex-home"),
+        )
+        .stderr(Stdio::null()),
+    );
+    assert!(
+        harness::wait_ready(client, &proxy.base_url, 400).await,
+        "proxy never became ready"
+    );
+    proxy
 }
 
 async fn post(client: &reqwest::Client, url: &str, model: &str, text: &str) -> f64 {
@@ -191,18 +112,14 @@ async fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(40);
-    let base = manifest().join("target").join("bench-envs");
-    std::fs::create_dir_all(&base).unwrap();
-    let dir = tempfile::Builder::new()
-        .prefix("bench-")
-        .tempdir_in(&base)
-        .unwrap();
+    let dir = scratch_dir(
+        &bench_envs(),
+        "bench-",
+        &["home", "codex-home", "workspace", "direct-home"],
+    );
     let workspace = dir.path().join("workspace");
-    for sub in ["home", "codex-home", "workspace", "direct-home"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-    }
     let mock = MockModel::start().await;
-    let launcher = manifest().join("node_modules/.bin/codex");
+    let launcher = codex_launcher();
     let codex = resolve(launcher.to_str().unwrap()).expect("run `npm ci` first");
     let overrides: Vec<String> = mock
         .provider_overrides()
@@ -214,23 +131,20 @@ async fn main() {
     // --- 1. Sequential latency: proxy vs direct JSON-RPC on the same binary.
     let profile = |name: &str, extra: &str| {
         format!(
-            "[profiles.{name}]\nmodel = \"mock-model\"\ndefault_cwd = {ws:?}\nallowed_roots = [{ws:?}]\ncodex_config = [{cfg}]\nmax_concurrency = 8\nmax_queue_size = 64\n{extra}\n",
-            ws = workspace.display().to_string(),
-            cfg = mock
-                .provider_overrides()
-                .iter()
-                .map(|item| format!("'{item}'"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            "{}max_concurrency = 8\nmax_queue_size = 64\n{extra}\n",
+            profile_toml(
+                name,
+                &workspace,
+                &toml_string_list(&mock.provider_overrides())
+            ),
         )
     };
     let config = format!(
-        "[server]\ncodex_bin = {:?}\n{}",
-        launcher.display().to_string(),
+        "{}{}",
+        server_toml(&launcher),
         profile("as1", "engine = \"app-server\"\nworkers = 1"),
     );
-    let proxy = start_proxy(dir.path(), &config);
-    wait_ready(&client, &proxy.url).await;
+    let proxy = start_proxy(&client, dir.path(), &config).await;
 
     let mut args = base_args();
     for item in &overrides {
@@ -260,13 +174,13 @@ async fn main() {
     // Warm both sides.
     for _ in 0..3 {
         direct_turn(&connection, &cwd, "warm").await;
-        post(&client, &proxy.url, "as1", "warm").await;
+        post(&client, &proxy.base_url, "as1", "warm").await;
     }
     let mut direct = Vec::new();
     let mut through = Vec::new();
     for _ in 0..requests {
         direct.push(direct_turn(&connection, &cwd, "hello").await);
-        through.push(post(&client, &proxy.url, "as1", "hello").await);
+        through.push(post(&client, &proxy.base_url, "as1", "hello").await);
     }
     let (d50, d90) = (percentile(&direct, 0.5), percentile(&direct, 0.9));
     let (p50, p90) = (percentile(&through, 0.5), percentile(&through, 0.9));
@@ -303,16 +217,10 @@ async fn main() {
     let mut table = Vec::new();
     for (label, profile_text) in &setups {
         let run_dir = dir.path().join(label.replace(' ', "-"));
-        for sub in ["home", "codex-home"] {
-            std::fs::create_dir_all(run_dir.join(sub)).unwrap();
-        }
-        let config = format!(
-            "[server]\ncodex_bin = {:?}\n{profile_text}",
-            launcher.display().to_string()
-        );
-        let proxy = start_proxy(&run_dir, &config);
-        wait_ready(&client, &proxy.url).await;
-        post(&client, &proxy.url, "bench", "warm").await;
+        harness::create_subdirs(&run_dir, &["home", "codex-home"]);
+        let config = format!("{}{profile_text}", server_toml(&launcher));
+        let proxy = start_proxy(&client, &run_dir, &config).await;
+        post(&client, &proxy.base_url, "bench", "warm").await;
         for (mock_name, text, per_client) in [("instant", "hello", 6usize), ("~1 s", SLOW, 3usize)]
         {
             for concurrency in [1usize, 4, 8] {
@@ -335,7 +243,7 @@ async fn main() {
                 let mut tasks = Vec::new();
                 for _ in 0..concurrency {
                     let client = client.clone();
-                    let url = proxy.url.clone();
+                    let url = proxy.base_url.clone();
                     let text = text.to_string();
                     tasks.push(tokio::spawn(async move {
                         for _ in 0..per {
@@ -374,21 +282,22 @@ async fn main() {
 
     // --- 3. Request size with and without Codex's tools.
     let proxy = start_proxy(
+        &client,
         dir.path(),
         &format!(
-            "[server]\ncodex_bin = {:?}\n{}{}",
-            launcher.display().to_string(),
+            "{}{}{}",
+            server_toml(&launcher),
             profile("as1", "engine = \"app-server\"\nworkers = 1"),
             profile(
                 "as1-plain",
                 "engine = \"app-server\"\nworkers = 1\ntools = false"
             ),
         ),
-    );
-    wait_ready(&client, &proxy.url).await;
+    )
+    .await;
     let before = mock.request_count();
-    post(&client, &proxy.url, "as1", "size").await;
-    post(&client, &proxy.url, "as1-plain", "size").await;
+    post(&client, &proxy.base_url, "as1", "size").await;
+    post(&client, &proxy.base_url, "as1-plain", "size").await;
     let recorded = mock.requests();
     let with_tools = recorded[before].body_len();
     let without = recorded[before + 1].body_len();

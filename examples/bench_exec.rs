@@ -9,12 +9,13 @@
 //! Run: `bench/exec_latency.sh [N]`, or `cargo run --release --example bench_exec -- [N]` (default 30;
 //! needs `npm ci` for the pinned Codex CLI). Target: proxy p50 ≤ 1.05 × direct p50 to `turn.completed`.
 
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "../tests/support/mock_model.rs"]
 mod mock_model;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use codex_api_proxy::codex::launch::{resolve, ResolvedCodex};
@@ -22,81 +23,16 @@ use codex_api_proxy::codex::prompt::Conversation;
 use codex_api_proxy::config::{parse, Profile, ServerOverrides};
 use codex_api_proxy::engine::exec::exec_args;
 use codex_api_proxy::engine::Job;
+use harness::{
+    build_release_proxy, codex_bin, manifest_dir, mean, millis, percentile, profile_toml,
+    proxy_command, server_toml, start_proxy, toml_string_list,
+};
 use mock_model::{MockModel, DEFAULT_REPLY};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 const WARMUP: usize = 3;
 const PROMPT: &str = "Say hello";
-
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn codex_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("CODEX_BIN").filter(|value| !value.is_empty()) {
-        return PathBuf::from(path);
-    }
-    let launcher = manifest_dir().join("node_modules/.bin/codex");
-    assert!(
-        launcher.exists(),
-        "the Codex CLI is not installed: run `npm ci` in the repository root or set CODEX_BIN"
-    );
-    launcher
-}
-
-/// Builds the release proxy (a no-op when it is up to date) and returns its path.
-fn proxy_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--bin", "codex-api-proxy"])
-        .current_dir(manifest_dir())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the release proxy failed");
-    manifest_dir().join("target/release/codex-api-proxy")
-}
-
-struct Proxy {
-    child: Child,
-    base_url: String,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) only sends a signal.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn start_proxy(binary: &Path, config: &Path, home: &Path, codex_home: &Path) -> Proxy {
-    let mut child = Command::new(binary)
-        .args(["start", "--foreground", "--port", "0", "--config"])
-        .arg(config)
-        .env("HOME", home)
-        .env("CODEX_HOME", codex_home)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the proxy starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base_url = loop {
-        let line = lines
-            .next()
-            .expect("the proxy printed `listening on`")
-            .unwrap();
-        if let Some(url) = line.strip_prefix("listening on ") {
-            break url.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Proxy { child, base_url }
-}
 
 /// One direct `codex exec` run: (time to `turn.completed`, time to exit).
 async fn direct_run(
@@ -164,21 +100,6 @@ async fn proxy_run(client: &reqwest::Client, url: &str) -> Duration {
     elapsed
 }
 
-fn percentile(samples: &[Duration], p: f64) -> f64 {
-    let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-    ms.sort_by(f64::total_cmp);
-    let rank = (p / 100.0 * (ms.len() - 1) as f64).round() as usize;
-    ms[rank.min(ms.len() - 1)]
-}
-
-fn mean(samples: &[Duration]) -> f64 {
-    samples
-        .iter()
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .sum::<f64>()
-        / samples.len() as f64
-}
-
 #[tokio::main]
 async fn main() {
     let runs: usize = std::env::args()
@@ -186,30 +107,26 @@ async fn main() {
         .map(|n| n.parse().expect("N must be a number"))
         .unwrap_or(30)
         .max(1);
-    let binary = proxy_binary();
+    let binary = build_release_proxy();
     let mock = MockModel::start().await;
 
-    let dir = tempfile::Builder::new()
-        .prefix("bench-exec-")
-        .tempdir_in(manifest_dir().join("target"))
-        .unwrap();
+    let dir = harness::scratch_dir(
+        &manifest_dir().join("target"),
+        "bench-exec-",
+        &["home", "codex-home", "workspace"],
+    );
     let home = dir.path().join("home");
     let codex_home = dir.path().join("codex-home");
     let workspace = dir.path().join("workspace");
-    for path in [&home, &codex_home, &workspace] {
-        std::fs::create_dir_all(path).unwrap();
-    }
     let workspace = std::fs::canonicalize(&workspace).unwrap();
-    let overrides = mock
-        .provider_overrides()
-        .iter()
-        .map(|item| format!("'{item}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let config_text = format!(
-        "[server]\ncodex_bin = {bin:?}\nlog_level = \"warning\"\n\n[profiles.bench]\nmodel = \"mock-model\"\ndefault_cwd = {ws:?}\nallowed_roots = [{ws:?}]\ncodex_config = [{overrides}]\n",
-        bin = codex_bin().display().to_string(),
-        ws = workspace.display().to_string(),
+        "{}log_level = \"warning\"\n\n{}",
+        server_toml(&codex_bin()),
+        profile_toml(
+            "bench",
+            &workspace,
+            &toml_string_list(&mock.provider_overrides())
+        ),
     );
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, &config_text).unwrap();
@@ -232,7 +149,12 @@ async fn main() {
         received_at: Instant::now(),
     };
 
-    let proxy = start_proxy(&binary, &config_path, &home, &codex_home);
+    let proxy = start_proxy(
+        proxy_command(&binary, &[], &config_path, &home, &codex_home)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit()),
+    );
     let url = format!("{}/v1/chat/completions", proxy.base_url);
     let client = reqwest::Client::new();
     let version = Command::new(&codex.program)
@@ -256,6 +178,11 @@ async fn main() {
         through_proxy.push(proxy_run(&client, &url).await);
     }
     drop(proxy);
+    let (direct_completed, direct_exit, through_proxy) = (
+        millis(&direct_completed),
+        millis(&direct_exit),
+        millis(&through_proxy),
+    );
 
     println!(
         "exec engine latency: {runs} sequential requests each way (after {WARMUP} warm-up), mock model, {version}"
@@ -275,8 +202,8 @@ async fn main() {
         println!(
             "{label:<36} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
             percentile(samples, 0.0),
-            percentile(samples, 50.0),
-            percentile(samples, 90.0),
+            percentile(samples, 0.5),
+            percentile(samples, 0.9),
             mean(samples)
         );
     }
@@ -287,8 +214,8 @@ async fn main() {
     ] {
         println!(
             "proxy / direct to {label:<15} p50 {:.3}×  p90 {:.3}×  mean {:.3}×",
-            percentile(&through_proxy, 50.0) / percentile(baseline, 50.0),
-            percentile(&through_proxy, 90.0) / percentile(baseline, 90.0),
+            percentile(&through_proxy, 0.5) / percentile(baseline, 0.5),
+            percentile(&through_proxy, 0.9) / percentile(baseline, 0.9),
             mean(&through_proxy) / mean(baseline),
         );
     }
@@ -297,14 +224,14 @@ async fn main() {
     let mut paired: Vec<f64> = through_proxy
         .iter()
         .zip(&direct_completed)
-        .map(|(proxy, direct)| proxy.as_secs_f64() / direct.as_secs_f64())
+        .map(|(proxy, direct)| proxy / direct)
         .collect();
     paired.sort_by(f64::total_cmp);
     println!(
         "paired median of proxy_i / direct_i (turn.completed): {:.3}×",
         paired[paired.len() / 2]
     );
-    let ratio = percentile(&through_proxy, 50.0) / percentile(&direct_completed, 50.0);
+    let ratio = percentile(&through_proxy, 0.5) / percentile(&direct_completed, 0.5);
     println!(
         "target: proxy p50 ≤ 1.05 × direct p50 to turn.completed: {}",
         if ratio <= 1.05 { "met" } else { "NOT met" }

@@ -13,59 +13,21 @@
 //! the new snapshot is published and the new profile's pool admitted the request) and "answered" (that
 //! request's `[DONE]`, which adds one Codex run against the mock model).
 
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "../tests/support/mock_model.rs"]
 mod mock_model;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use harness::{
+    build_release_proxy, codex_bin, create_subdirs, manifest_dir, millis, percentile, profile_toml,
+    proxy_command, server_toml, start_proxy, toml_string_list, Proxy,
+};
 use mock_model::MockModel;
 use serde_json::json;
-
-struct Proxy {
-    child: Child,
-    base_url: String,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) only sends a signal.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn codex_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("CODEX_BIN").filter(|value| !value.is_empty()) {
-        return PathBuf::from(path);
-    }
-    let launcher = manifest_dir().join("node_modules/.bin/codex");
-    assert!(
-        launcher.exists(),
-        "the Codex CLI is not installed: run `npm ci` in the repository root or set CODEX_BIN"
-    );
-    launcher
-}
-
-/// Builds the release binary (a no-op when it is up to date) and returns its path.
-fn proxy_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--bin", "codex-api-proxy"])
-        .current_dir(manifest_dir())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the release proxy failed");
-    manifest_dir().join("target/release/codex-api-proxy")
-}
 
 struct Setup {
     dir: PathBuf,
@@ -76,18 +38,11 @@ struct Setup {
 
 impl Setup {
     fn profile(&self, name: &str) -> String {
-        format!(
-            "[profiles.{name}]\nmodel = \"mock-model\"\ndefault_cwd = {workspace:?}\nallowed_roots = [{workspace:?}]\ncodex_config = [{config}]\n\n",
-            workspace = self.workspace.display().to_string(),
-            config = self.overrides,
-        )
+        format!("{}\n", profile_toml(name, &self.workspace, &self.overrides))
     }
 
     fn config(&self, names: &[&str]) -> String {
-        let mut text = format!(
-            "[server]\ncodex_bin = {:?}\nlog_level = \"warning\"\n\n",
-            codex_bin().display().to_string()
-        );
+        let mut text = format!("{}log_level = \"warning\"\n\n", server_toml(&codex_bin()));
         for name in names {
             text.push_str(&self.profile(name));
         }
@@ -99,32 +54,18 @@ impl Setup {
     }
 
     fn start(&self, vars: &[(&str, &str)]) -> Proxy {
-        let mut command = Command::new(&self.binary);
-        command
-            .args(["start", "--foreground", "--port", "0", "--config"])
-            .arg(self.path())
-            .env("HOME", self.dir.join("home"))
-            .env("CODEX_HOME", self.dir.join("codex-home"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        let mut command = proxy_command(
+            &self.binary,
+            &[],
+            &self.path(),
+            &self.dir.join("home"),
+            &self.dir.join("codex-home"),
+        );
+        command.stdin(Stdio::null()).stderr(Stdio::inherit());
         for (name, value) in vars {
             command.env(name, value);
         }
-        let mut child = command.spawn().expect("the proxy starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let base_url = loop {
-            let line = lines
-                .next()
-                .expect("the proxy printed `listening on`")
-                .unwrap();
-            if let Some(url) = line.strip_prefix("listening on ") {
-                break url.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Proxy { child, base_url }
+        start_proxy(&mut command)
     }
 }
 
@@ -180,17 +121,14 @@ async fn first_served(
 }
 
 fn summary(label: &str, samples: &[(Duration, Duration)]) {
-    let stats = |mut values: Vec<Duration>| {
-        values.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        (
-            ms(values[values.len() / 2]),
-            ms(values[values.len() - 1]),
-            ms(values[0]),
-        )
-    };
-    let (routed_p50, routed_max, routed_min) = stats(samples.iter().map(|s| s.0).collect());
-    let (answered_p50, answered_max, _) = stats(samples.iter().map(|s| s.1).collect());
+    let routed = millis(&samples.iter().map(|s| s.0).collect::<Vec<_>>());
+    let answered = millis(&samples.iter().map(|s| s.1).collect::<Vec<_>>());
+    let (routed_p50, routed_max, routed_min) = (
+        percentile(&routed, 0.5),
+        percentile(&routed, 1.0),
+        percentile(&routed, 0.0),
+    );
+    let (answered_p50, answered_max) = (percentile(&answered, 0.5), percentile(&answered, 1.0));
     println!(
         "{label:<34} n={:<3} routed p50 {routed_p50:7.1} ms  max {routed_max:7.1} ms  (min {routed_min:6.1})   answered p50 {answered_p50:7.1} ms  max {answered_max:7.1} ms",
         samples.len()
@@ -199,23 +137,16 @@ fn summary(label: &str, samples: &[(Duration, Duration)]) {
 
 #[tokio::main]
 async fn main() {
-    let binary = proxy_binary();
+    let binary = build_release_proxy();
     let base = manifest_dir().join("target").join("bench-reload");
     let _ = std::fs::remove_dir_all(&base);
     let workspace = base.join("workspace");
-    for dir in ["home", "codex-home", "workspace"] {
-        std::fs::create_dir_all(base.join(dir)).unwrap();
-    }
+    create_subdirs(&base, &["home", "codex-home", "workspace"]);
     let mock = MockModel::start().await;
     let setup = Setup {
         dir: base.clone(),
         workspace: std::fs::canonicalize(&workspace).unwrap(),
-        overrides: mock
-            .provider_overrides()
-            .iter()
-            .map(|item| format!("'{item}'"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        overrides: toml_string_list(&mock.provider_overrides()),
         binary,
     };
     let client = reqwest::Client::builder()
@@ -254,10 +185,7 @@ async fn main() {
         let name = format!("hup{index}");
         save_in_place(&path, &setup.config(&["base", &name]));
         let signalled = Instant::now();
-        // SAFETY: kill(2) only sends a signal.
-        unsafe {
-            libc::kill(proxy.child.id() as i32, libc::SIGHUP);
-        }
+        proxy.signal(libc::SIGHUP);
         sighup.push(first_served(&client, &proxy, &name, signalled).await);
     }
     drop(proxy);

@@ -11,75 +11,27 @@
 //! descriptors at start and end, and Codex processes alive at the end. Requirements: the only failures are
 //! the turns running on a killed worker (clean 502 or in-band errors), RSS and fd counts flat, no orphan.
 
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "../tests/support/mock_model.rs"]
 mod mock_model;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use harness::{
+    bench_envs, codex_launcher, open_fds, percentile, prebuilt_proxy, proc_status_value, processes,
+    profile_toml, proxy_command, scratch_dir, send_signal, server_toml, start_proxy,
+    toml_string_list,
+};
 use mock_model::MockModel;
 use serde_json::{json, Value};
 
 const CLIENTS: usize = 16;
-
-fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn proc_value(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|line| line.starts_with(key))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0)
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|entries| entries.count())
-        .unwrap_or(0)
-}
-
-/// Live processes (not zombies, not `except`) whose environment or command line mentions `dir`.
-fn processes(dir: &Path, except: &[u32]) -> Vec<u32> {
-    let marker = dir.display().to_string();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if except.contains(&pid) || pid == std::process::id() {
-            continue;
-        }
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        if stat.split_whitespace().nth(2) == Some("Z") {
-            continue;
-        }
-        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&environ).contains(&marker)
-            || String::from_utf8_lossy(&cmdline).contains(&marker)
-        {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
-}
 
 #[derive(Default)]
 struct Tally {
@@ -153,27 +105,28 @@ async fn one_request(
     Ok(())
 }
 
+/// The proxy's `/metrics` document.
+async fn metrics(client: &reqwest::Client, url: &str) -> Value {
+    client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn config_text(dir: &Path, mock: &MockModel, variant: usize) -> String {
     let workspace = dir.join("workspace");
-    let codex_config = mock
-        .provider_overrides()
-        .iter()
-        .map(|item| format!("'{item}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let codex_config = toml_string_list(&mock.provider_overrides());
     let profile = |name: &str, extra: &str| {
         format!(
-            "[profiles.{name}]\nmodel = \"mock-model\"\ndefault_cwd = {ws:?}\nallowed_roots = [{ws:?}]\ncodex_config = [{codex_config}]\ntools = false\nmax_queue_size = 256\nqueue_timeout_seconds = 120\n{extra}\n",
-            ws = workspace.display().to_string()
+            "{}tools = false\nmax_queue_size = 256\nqueue_timeout_seconds = 120\n{extra}\n",
+            profile_toml(name, &workspace, &codex_config)
         )
     };
-    let mut text = format!(
-        "[server]\ncodex_bin = {:?}\n",
-        manifest()
-            .join("node_modules/.bin/codex")
-            .display()
-            .to_string()
-    );
+    let mut text = server_toml(&codex_launcher());
     // The exec profile's timeout alternates: a runtime change, so its pool is replaced each reload.
     text.push_str(&profile(
         "exec-a",
@@ -191,86 +144,34 @@ fn config_text(dir: &Path, mock: &MockModel, variant: usize) -> String {
     text
 }
 
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGKILL);
-        }
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let seconds: u64 = std::env::args()
         .nth(1)
         .and_then(|value| value.parse().ok())
         .unwrap_or(120);
-    let base = manifest().join("target").join("bench-envs");
-    std::fs::create_dir_all(&base).unwrap();
-    let dir = tempfile::Builder::new()
-        .prefix("soak-")
-        .tempdir_in(&base)
-        .unwrap();
-    for sub in ["home", "codex-home", "workspace"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-    }
+    let dir = scratch_dir(&bench_envs(), "soak-", &["home", "codex-home", "workspace"]);
     let mock = MockModel::start().await;
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config_text(dir.path(), &mock, 0)).unwrap();
-    let binary = std::env::var("PROXY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| manifest().join("target/release/codex-api-proxy"));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo build --release`",
-        binary.display()
+    let mut proxy = start_proxy(
+        proxy_command(
+            &prebuilt_proxy(),
+            &["--log-level", "warning"],
+            &config_path,
+            &dir.path().join("home"),
+            &dir.path().join("codex-home"),
+        )
+        .stderr(Stdio::null()),
     );
-    let mut child = Command::new(&binary)
-        .args([
-            "start",
-            "--foreground",
-            "--port",
-            "0",
-            "--log-level",
-            "warning",
-            "--config",
-        ])
-        .arg(&config_path)
-        .env("HOME", dir.path().join("home"))
-        .env("CODEX_HOME", dir.path().join("codex-home"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("the proxy exited").unwrap();
-        if let Some(url) = line.strip_prefix("listening on ") {
-            break url.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let proxy = Proxy(child);
+    proxy.stop_signal = libc::SIGKILL;
+    let pid = proxy.pid();
+    let url = proxy.base_url.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(180))
         .build()
         .unwrap();
-    for _ in 0..200 {
-        if client
-            .get(format!("{url}/ready"))
-            .send()
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    harness::wait_ready(&client, &url, 200).await;
     // Warm up, then take the baseline.
     for model in ["exec-a", "app-a"] {
         one_request(&client, &url, model, false)
@@ -314,7 +215,7 @@ async fn main() {
 
     // The baseline is taken once every client is connected and the workers are warm.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss_start = proc_value(pid, "VmRSS:");
+    let rss_start = proc_status_value(pid, "VmRSS:");
     let fds_start = open_fds(pid);
 
     // Reload every second; kill one app-server worker every 20 s.
@@ -331,21 +232,12 @@ async fn main() {
         reloads += 1;
         if Instant::now() >= next_kill && Instant::now() + Duration::from_secs(3) < deadline {
             next_kill += Duration::from_secs(20);
-            let metrics: Value = client
-                .get(format!("{url}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let metrics: Value = metrics(&client, &url).await;
             if let Some(worker_pid) = metrics["profiles"]["app-a"]["workers"]
                 .as_array()
                 .and_then(|workers| workers.iter().find_map(|w| w["pid"].as_u64()))
             {
-                unsafe {
-                    libc::kill(worker_pid as i32, libc::SIGKILL);
-                }
+                send_signal(worker_pid as u32, libc::SIGKILL);
                 kills += 1;
             }
         }
@@ -354,15 +246,8 @@ async fn main() {
         task.await.unwrap();
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let metrics: Value = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let rss_end = proc_value(pid, "VmRSS:");
+    let metrics: Value = metrics(&client, &url).await;
+    let rss_end = proc_status_value(pid, "VmRSS:");
     let fds_end = open_fds(pid);
     let workers_alive = metrics["profiles"]["app-a"]["workers"]
         .as_array()
@@ -375,9 +260,7 @@ async fn main() {
         .unwrap_or(0);
     let children = processes(dir.path(), &[pid]);
     // Stop the proxy gracefully and look for orphans.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGTERM);
-    }
+    send_signal(pid, libc::SIGTERM);
     let stop_deadline = Instant::now() + Duration::from_secs(20);
     while processes(dir.path(), &[]).contains(&pid) && Instant::now() < stop_deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -386,9 +269,9 @@ async fn main() {
     let orphans = processes(dir.path(), &[]);
     drop(proxy);
 
-    let mut tally = std::mem::take(&mut *tally.lock().unwrap());
-    let p50 = percentile(&mut tally.latencies_ms, 0.5);
-    let p99 = percentile(&mut tally.latencies_ms, 0.99);
+    let tally = std::mem::take(&mut *tally.lock().unwrap());
+    let p50 = percentile(&tally.latencies_ms, 0.5);
+    let p99 = percentile(&tally.latencies_ms, 0.99);
     println!(
         "== soak: {seconds} s, {CLIENTS} clients, reload every 1 s, worker SIGKILL every 20 s =="
     );
