@@ -183,7 +183,6 @@ impl AppServerPool {
         loop {
             let mut best: Option<(Arc<Worker>, Arc<Connection>)> = None;
             let mut reasons = Vec::new();
-            let mut any_starting = false;
             for worker in &self.workers {
                 match worker.state() {
                     WorkerState::Ready(connection) if !connection.closed().is_cancelled() => {
@@ -201,23 +200,19 @@ impl AppServerPool {
                             "the profile's app-server workers were stopped",
                         ))
                     }
-                    _ => any_starting = true,
+                    WorkerState::Starting | WorkerState::Ready(_) => {}
                 }
             }
             if let Some(found) = best {
                 return Ok(found);
             }
-            // Every worker is down and none ever started: the profile cannot serve (503).
-            if !any_starting
-                && !reasons.is_empty()
+            // Every worker's last start failed: the profile cannot serve now (503). A worker that merely
+            // exited is being restarted within its backoff, and the request waits for it.
+            if !reasons.is_empty()
                 && self
                     .workers
                     .iter()
-                    .all(|w| w.served.load(Ordering::Relaxed) == 0)
-                && self
-                    .workers
-                    .iter()
-                    .all(|w| w.restarts.load(Ordering::Relaxed) >= 1)
+                    .all(|w| w.start_failures.load(Ordering::Relaxed) >= 1)
             {
                 return Err(EngineError::new(
                     FailureKind::CodexUnavailable,

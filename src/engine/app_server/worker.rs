@@ -67,6 +67,9 @@ pub struct Worker {
     pub in_flight: AtomicUsize,
     pub served: AtomicU64,
     pub restarts: AtomicU64,
+    /// Consecutive failed starts (0 once a process came up): a profile whose workers all fail to start
+    /// answers 503 at once instead of making requests wait.
+    pub start_failures: AtomicU32,
     /// Cancelled by a request that saw the current process stop answering; the supervisor kills it.
     /// Replaced by a fresh token for every new process.
     kill_slot: Mutex<CancellationToken>,
@@ -82,6 +85,7 @@ impl Worker {
             in_flight: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            start_failures: AtomicU32::new(0),
             kill_slot: Mutex::new(CancellationToken::new()),
         })
     }
@@ -280,6 +284,7 @@ pub async fn supervise(worker: Arc<Worker>, spec: Arc<WorkerSpec>, stop: Cancell
             Ok(mut running) => {
                 let pid = running.child.id().unwrap_or(0);
                 worker.pid.store(pid, Ordering::Relaxed);
+                worker.start_failures.store(0, Ordering::Relaxed);
                 worker.set_state(WorkerState::Ready(running.connection.clone()));
                 tracing::info!(worker = worker.index, pid, "app-server worker ready");
                 let up_since = Instant::now();
@@ -325,6 +330,7 @@ pub async fn supervise(worker: Arc<Worker>, spec: Arc<WorkerSpec>, stop: Cancell
             }
             Err(reason) => {
                 tracing::error!(worker = worker.index, "{reason}");
+                worker.start_failures.fetch_add(1, Ordering::Relaxed);
                 worker.set_state(WorkerState::Down(reason));
                 failures += 1;
             }
