@@ -190,11 +190,6 @@ impl Pool {
             None => exec::start(self.profile.clone(), self.codex.clone(), job, permit),
         }
     }
-
-    /// Seconds a client should wait before retrying after a 429.
-    pub fn retry_after(&self) -> Duration {
-        Duration::from_secs(self.profile.queue_timeout.as_secs().clamp(1, 30))
-    }
 }
 
 #[cfg(test)]

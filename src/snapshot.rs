@@ -12,7 +12,6 @@
 //! the pool it chose, while every request after the swap routes through the new snapshot and never sees
 //! the old pool: replaced and removed pools take no new work and finish what they have.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -267,28 +266,6 @@ impl Snapshot {
                 pool: &self.pools[index],
                 kind,
             })
-    }
-
-    /// Every model name a client may send: profile names and aliases.
-    pub fn model_names(&self) -> Vec<String> {
-        self.config
-            .profiles
-            .iter()
-            .flat_map(|p| std::iter::once(p.name.clone()).chain(p.aliases.iter().cloned()))
-            .collect()
-    }
-
-    /// Per-profile readiness: `Ok(())` or the reason.
-    pub fn readiness(&self) -> BTreeMap<String, Result<(), String>> {
-        self.config
-            .profiles
-            .iter()
-            .zip(&self.pools)
-            .map(|(profile, pool)| {
-                let status = pool.codex.as_ref().map(|_| ()).map_err(Clone::clone);
-                (profile.name.clone(), status)
-            })
-            .collect()
     }
 }
 

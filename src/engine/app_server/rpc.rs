@@ -228,8 +228,4 @@ impl Connection {
     pub async fn close_stdin(&self) {
         self.stdin.lock().await.take();
     }
-
-    pub fn threads_in_flight(&self) -> usize {
-        self.threads.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
 }

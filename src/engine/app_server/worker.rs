@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol::initialize_params;
 use super::rpc::Connection;
-use crate::codex::launch::{signal_group, spawn_in_group, GroupKiller, ResolvedCodex, StderrTail};
+use crate::codex::launch::{spawn_in_group, GroupKiller, ResolvedCodex, StderrTail};
 
 /// How long finished threads stay loaded in the app-server (its default is 30 min: memory grows).
 const THREAD_UNLOAD_DELAY_SECS: u32 = 5;
@@ -345,12 +345,4 @@ pub async fn supervise(worker: Arc<Worker>, spec: Arc<WorkerSpec>, stop: Cancell
         }
     }
     worker.set_state(WorkerState::Stopped);
-}
-
-/// Sends `signal` to a worker's process group (used by shutdown paths that cannot await).
-pub fn signal_worker(worker: &Worker, signal: i32) {
-    let pid = worker.pid.load(Ordering::Relaxed);
-    if pid > 0 {
-        signal_group(pid as i32, signal);
-    }
 }
