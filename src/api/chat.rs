@@ -24,7 +24,7 @@ use crate::api::{authenticate, authorize_profile, RequestId};
 use crate::codex::prompt::Conversation;
 use crate::config::EngineKind;
 use crate::engine::exec::{developer_instructions_arg, MAX_ARG_BYTES};
-use crate::engine::{EngineEvent, Job, Phases, RunHandle, Usage};
+use crate::engine::{ms, EngineEvent, Job, Phases, RunHandle, Usage};
 use crate::metrics::{InFlight, ProfileStats};
 use crate::state::AppState;
 
@@ -33,10 +33,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn ms(since: Instant) -> f64 {
-    (since.elapsed().as_secs_f64() * 100_000.0).round() / 100.0
 }
 
 /// What the latency log line needs, gathered along the way.

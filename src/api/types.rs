@@ -22,7 +22,8 @@ pub struct ChatRequest {
     pub cwd: Option<String>,
 }
 
-const ROLES: &[&str] = &[
+/// The message roles a chat request may use.
+pub const ROLES: &[&str] = &[
     "system",
     "developer",
     "user",

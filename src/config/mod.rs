@@ -402,7 +402,8 @@ struct Checker<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
 }
 
-const SERVER_KEYS: &[&str] = &[
+/// The keys `[server]` accepts.
+pub const SERVER_KEYS: &[&str] = &[
     "host",
     "port",
     "api_keys",
@@ -414,7 +415,8 @@ const SERVER_KEYS: &[&str] = &[
 
 const PROFILE_ONLY_KEYS: &[&str] = &["aliases", "match", "description"];
 
-const PROFILE_KEYS: &[&str] = &[
+/// The keys a profile (and, but for `aliases`, `match` and `description`, `[defaults]`) accepts.
+pub const PROFILE_KEYS: &[&str] = &[
     "engine",
     "model",
     "pass_model",

@@ -19,7 +19,7 @@ use crate::codex::events::{classify_failure, parse_exec_line, summarize, ExecEve
 use crate::codex::launch::{spawn_in_group, ResolvedCodex, StderrTail};
 use crate::codex::prompt::toml_string;
 use crate::config::Profile;
-use crate::engine::{EngineError, EngineEvent, FailureKind, Job, Phases, RunHandle};
+use crate::engine::{ms, spawn_run, EngineError, EngineEvent, FailureKind, Job, Phases, RunHandle};
 use crate::pool::Permit;
 
 /// `-c`/`--disable` arguments that remove Codex's own tools and its environment, permissions and skills
@@ -107,24 +107,9 @@ pub fn start(
     job: Job,
     permit: Permit,
 ) -> RunHandle {
-    let (events, receiver) = mpsc::channel(8);
-    let cancel = CancellationToken::new();
-    let token = cancel.clone();
-    tokio::spawn(async move {
-        let outcome = run(&profile, codex, &job, &events, &token).await;
-        if let Err(error) = outcome {
-            let _ = events.send(EngineEvent::Failed(error)).await;
-        }
-        drop(permit);
-    });
-    RunHandle {
-        events: receiver,
-        cancel: cancel.drop_guard(),
-    }
-}
-
-fn ms(since: Instant) -> f64 {
-    (since.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+    spawn_run(permit, 8, |events, cancel| async move {
+        run(&profile, codex, &job, &events, &cancel).await
+    })
 }
 
 /// Runs Codex to completion. `Ok` means `Done` was already sent.

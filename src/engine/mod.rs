@@ -9,13 +9,15 @@ pub mod app_server;
 pub mod exec;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
-use tokio_util::sync::DropGuard;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::codex::prompt::Conversation;
+use crate::pool::Permit;
 
 /// One request's work, as the engine needs it.
 #[derive(Debug, Clone)]
@@ -118,4 +120,32 @@ pub struct RunHandle {
     pub events: mpsc::Receiver<EngineEvent>,
     /// Cancels the run's task when dropped (client gone, response finished).
     pub cancel: DropGuard,
+}
+
+/// Milliseconds since `since`, rounded to two decimals (the unit of every latency phase).
+pub fn ms(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 100_000.0).round() / 100.0
+}
+
+/// Runs an engine's `work` in its own task and returns the handle that cancels it when dropped.
+/// An error from `work` becomes the run's final `Failed` event; the admission permit is released only
+/// when `work` has ended, so a slot is free only once the Codex work really is.
+pub fn spawn_run<Work, Run>(permit: Permit, buffer: usize, work: Work) -> RunHandle
+where
+    Work: FnOnce(mpsc::Sender<EngineEvent>, CancellationToken) -> Run,
+    Run: Future<Output = Result<(), EngineError>> + Send + 'static,
+{
+    let (events, receiver) = mpsc::channel(buffer);
+    let cancel = CancellationToken::new();
+    let run = work(events.clone(), cancel.clone());
+    tokio::spawn(async move {
+        if let Err(error) = run.await {
+            let _ = events.send(EngineEvent::Failed(error)).await;
+        }
+        drop(permit);
+    });
+    RunHandle {
+        events: receiver,
+        cancel: cancel.drop_guard(),
+    }
 }

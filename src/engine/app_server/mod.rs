@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use crate::codex::events::summarize;
 use crate::codex::launch::ResolvedCodex;
 use crate::config::Profile;
-use crate::engine::{EngineError, EngineEvent, FailureKind, Job, Phases, RunHandle, Usage};
+use crate::engine::{
+    ms, spawn_run, EngineError, EngineEvent, FailureKind, Job, Phases, RunHandle, Usage,
+};
 use crate::pool::Permit;
 use rpc::{Connection, RpcError, OVERLOADED};
 use worker::{supervise, Worker, WorkerSpec, WorkerState};
@@ -150,21 +152,10 @@ impl AppServerPool {
 
     /// Starts one request's turn in its own task.
     pub fn run(self: &Arc<Self>, profile: Arc<Profile>, job: Job, permit: Permit) -> RunHandle {
-        let (events, receiver) = mpsc::channel(64);
-        let cancel = CancellationToken::new();
-        let token = cancel.clone();
         let pool = self.clone();
-        tokio::spawn(async move {
-            let result = pool.turn(&profile, &job, &events, &token).await;
-            if let Err(error) = result {
-                let _ = events.send(EngineEvent::Failed(error)).await;
-            }
-            drop(permit);
-        });
-        RunHandle {
-            events: receiver,
-            cancel: cancel.drop_guard(),
-        }
+        spawn_run(permit, 64, |events, cancel| async move {
+            pool.turn(&profile, &job, &events, &cancel).await
+        })
     }
 
     /// The least-loaded ready worker; waits (until `deadline`) while workers are starting.
@@ -452,10 +443,6 @@ impl Drop for AppServerPool {
     fn drop(&mut self) {
         self.stop.cancel();
     }
-}
-
-fn ms(since: Instant) -> f64 {
-    (since.elapsed().as_secs_f64() * 100_000.0).round() / 100.0
 }
 
 /// Counts a turn on its worker while alive.
