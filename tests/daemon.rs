@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::app::{chat_body, send_signal, SseTranscript, TestEnv};
+use support::app::{chat_body, model_ids, send_signal, SseTranscript, TestEnv};
 use support::mock_model::*;
 
 /// What one command printed, and its exit code.
@@ -252,20 +252,6 @@ async fn chat(url: &str, key: Option<&str>, body: &Value) -> reqwest::Response {
         request = request.bearer_auth(key);
     }
     request.send().await.unwrap()
-}
-
-async fn model_ids(url: &str, key: Option<&str>) -> Vec<String> {
-    let mut request = client().get(format!("{url}/v1/models"));
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    let body: Value = request.send().await.unwrap().json().await.unwrap();
-    body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|model| model["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn one_profile_config(env: &TestEnv) -> PathBuf {

@@ -52,14 +52,7 @@ const FAKE_REPLY: &str = "ok";
 /// The seed of every property unless `PROPTEST_RNG_SEED` is set.
 const DEFAULT_SEED: u64 = 0x005E_ED0F_C0DE;
 
-const ROLES: &[&str] = &[
-    "system",
-    "developer",
-    "user",
-    "assistant",
-    "tool",
-    "function",
-];
+use codex_api_proxy::api::types::ROLES;
 
 /// Every top-level request parameter the proxy knows, and a few it does not.
 const FIELDS: &[&str] = &[
@@ -2287,39 +2280,21 @@ fn parse_case(text: &str) -> Result<(), TestCaseError> {
 
 const EXAMPLE: &str = include_str!("../config.example.toml");
 
-const CONFIG_KEYS: &[&str] = &[
-    "host",
-    "port",
-    "api_keys",
-    "codex_bin",
-    "fallback_profile",
-    "max_request_bytes",
-    "log_level",
-    "engine",
-    "model",
-    "pass_model",
-    "aliases",
-    "match",
-    "description",
-    "fast",
-    "agent",
-    "tools",
-    "ephemeral",
-    "proxy",
-    "default_cwd",
-    "allowed_roots",
-    "codex_config",
-    "timeout_seconds",
-    "max_concurrency",
-    "max_queue_size",
-    "queue_timeout_seconds",
-    "workers",
-    "codex_home",
-];
+/// Every key the config file knows: `[server]`'s and the profiles'.
+fn config_keys() -> Vec<&'static str> {
+    let mut keys: Vec<&'static str> = codex_api_proxy::config::SERVER_KEYS
+        .iter()
+        .chain(codex_api_proxy::config::PROFILE_KEYS)
+        .copied()
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
 
 fn toml_key() -> BoxedStrategy<String> {
     prop_oneof![
-        4 => prop::sample::select(CONFIG_KEYS).prop_map(str::to_string),
+        4 => prop::sample::select(config_keys()).prop_map(str::to_string),
         1 => "[a-z_]{1,8}",
         1 => text().prop_map(|key| toml_str(&key)),
     ]

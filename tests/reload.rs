@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::app::{chat_body, send_signal, App, TestEnv};
+use support::app::{chat_body, model_ids, send_signal, App, TestEnv};
 
 /// How long a change may take to show before a test gives up (a deadline, not a measurement).
 const APPLY_DEADLINE: Duration = Duration::from_secs(15);
@@ -130,21 +130,6 @@ async fn answers(app: &App, model: &str, reply: &str) {
     );
 }
 
-/// The profile names `/v1/models` lists.
-async fn model_ids(app: &App, key: Option<&str>) -> Vec<String> {
-    let mut request = App::client().get(app.url("/v1/models"));
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    let body: Value = request.send().await.unwrap().json().await.unwrap();
-    body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|model| model["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// The 1-based number of the last line of `text` that contains `needle`.
 fn line_of(text: &str, needle: &str) -> usize {
     let lines: Vec<&str> = text.lines().collect();
@@ -211,7 +196,7 @@ async fn in_place_saves_apply_and_other_changes_do_nothing() {
     let took = wait_routable(&app, "gamma", None, saved).await;
     println!("delete + recreate → gamma routable: {took:?}");
     assert!(!routable(&app, "beta", None).await);
-    assert_eq!(model_ids(&app, None).await, vec!["alpha", "gamma"]);
+    assert_eq!(model_ids(&app.base_url, None).await, vec!["alpha", "gamma"]);
     assert_eq!(generation(&app).await, 3);
     assert_eq!(pool_id(&app, "alpha").await, alpha_pool);
     answers(&app, "alpha", "still_alpha").await;
@@ -237,7 +222,7 @@ async fn rename_saves_apply() {
     std::fs::remove_file(&backup).unwrap();
     let took = wait_routable(&app, "gamma", None, saved).await;
     println!("backup-rename save → gamma routable: {took:?}");
-    assert_eq!(model_ids(&app, None).await, vec!["alpha", "gamma"]);
+    assert_eq!(model_ids(&app.base_url, None).await, vec!["alpha", "gamma"]);
     answers(&app, "gamma", "gamma_answers").await;
     let status = ready_config(&app).await;
     assert_eq!(status["reloads_failed"], 0, "{status}");
@@ -461,7 +446,7 @@ async fn admin_reload_reports_changes_and_new_access_rules_apply_to_a_kept_pool(
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "relabelled alpha");
     assert_eq!(
-        model_ids(&app, Some("alpha-key")).await,
+        model_ids(&app.base_url, Some("alpha-key")).await,
         vec!["alpha", "gamma"]
     );
     let (_, entry) = {
@@ -524,7 +509,10 @@ async fn ten_saves_within_100ms_end_with_the_last_one_applied_once() {
     let status = ready_config(&app).await;
     let reloads = status["generation"].as_u64().unwrap() - before;
     println!("10 saves in {burst:?}; last applied after {took:?}; {reloads} reload(s) applied");
-    assert_eq!(model_ids(&app, None).await, vec!["alpha", "burst9"]);
+    assert_eq!(
+        model_ids(&app.base_url, None).await,
+        vec!["alpha", "burst9"]
+    );
     assert!((1..=3).contains(&reloads), "{reloads} reloads: {status}");
     assert_eq!(status["reloads_failed"], 0, "{status}");
     answers(&app, "burst9", "last_one").await;

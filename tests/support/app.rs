@@ -398,6 +398,21 @@ impl SseTranscript {
     }
 }
 
+/// The ids `GET /v1/models` lists at `base_url`, as seen with `key`.
+pub async fn model_ids(base_url: &str, key: Option<&str>) -> Vec<String> {
+    let mut request = App::client().get(format!("{base_url}/v1/models"));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let body: Value = request.send().await.unwrap().json().await.unwrap();
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|model| model["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// A one-message chat request body.
 pub fn chat_body(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
