@@ -217,6 +217,7 @@ mod tests {
             fallback_profile: None,
             max_request_bytes: 1,
             log_level: level.into(),
+            ..ServerConfig::default()
         }
     }
 

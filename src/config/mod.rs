@@ -36,6 +36,43 @@ impl EngineKind {
     }
 }
 
+/// How much of the proxy's environment Codex processes inherit (`[server] codex_env`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CodexEnv {
+    /// Everything but the proxy's own variables (`CODEX_PROXY_*`, `RUST_LOG`) and every variable the
+    /// config file references through `${VAR}`.
+    #[default]
+    Inherit,
+    /// Only [`MINIMAL_ENV`] (and `LC_*`, `SSL_CERT_*`), the profile's proxy variables and `pass_env`.
+    Minimal,
+}
+
+impl CodexEnv {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodexEnv::Inherit => "inherit",
+            CodexEnv::Minimal => "minimal",
+        }
+    }
+}
+
+/// The variables `codex_env = "minimal"` passes on (besides every `LC_*` and `SSL_CERT_*`).
+pub const MINIMAL_ENV: &[&str] = &["PATH", "HOME", "CODEX_HOME", "LANG", "TZ", "TMPDIR", "USER"];
+
+/// Upper bounds for numeric settings: anything above them is a typo, and some (concurrency, timeouts)
+/// would overflow the runtime's types.
+pub mod limits {
+    /// 7 days.
+    pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
+    pub const MAX_CONCURRENCY: u64 = 10_000;
+    pub const MAX_WORKERS: u64 = 256;
+    pub const MAX_QUEUE_SIZE: u64 = 1_000_000;
+    /// 1 GiB.
+    pub const MAX_REQUEST_BYTES: u64 = 1 << 30;
+    /// 16 GiB.
+    pub const MAX_INFLIGHT_BODY_BYTES: u64 = 16 << 30;
+}
+
 /// Server-wide settings (`[server]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
@@ -47,7 +84,36 @@ pub struct ServerConfig {
     /// Where model names that match no profile go; `None` means 404.
     pub fallback_profile: Option<String>,
     pub max_request_bytes: usize,
+    /// Bytes of request bodies being read and parsed at once, over all requests; `None` means
+    /// [`ServerConfig::DEFAULT_INFLIGHT_FACTOR`] × `max_request_bytes`.
+    pub max_inflight_body_bytes: Option<usize>,
     pub log_level: String,
+    /// Extra `Host` header names accepted besides loopback names and the bind address.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins (`scheme://host[:port]`, or `*`) allowed to call the API; others get 403.
+    pub cors_origins: Vec<String>,
+    /// `/ready` and `/metrics` answer without a key even when keys are configured.
+    pub public_metrics: bool,
+    pub codex_env: CodexEnv,
+    /// Variables passed to Codex by name in addition to what `codex_env` passes.
+    pub pass_env: Vec<String>,
+    /// Codex's own `RUST_LOG` filter; the proxy's `RUST_LOG` is never passed on.
+    pub codex_log: String,
+}
+
+impl ServerConfig {
+    /// The default of `max_inflight_body_bytes`, as a multiple of `max_request_bytes`.
+    pub const DEFAULT_INFLIGHT_FACTOR: usize = 4;
+
+    /// `max_inflight_body_bytes` with its default applied (never below `max_request_bytes`).
+    pub fn inflight_body_limit(&self) -> usize {
+        self.max_inflight_body_bytes
+            .unwrap_or(
+                self.max_request_bytes
+                    .saturating_mul(Self::DEFAULT_INFLIGHT_FACTOR),
+            )
+            .max(self.max_request_bytes)
+    }
 }
 
 /// One validated profile. Immutable; a reload builds new ones.
@@ -130,6 +196,9 @@ pub struct Config {
     pub profiles: Vec<Arc<Profile>>,
     /// The file it came from, if any.
     pub source: Option<PathBuf>,
+    /// Every environment variable the file references through `${VAR}` (set or not), sorted. They
+    /// hold secrets more often than not, so Codex processes never see them.
+    pub env_refs: Vec<String>,
 }
 
 impl Config {
@@ -271,6 +340,12 @@ pub fn resolve_path(text: &str, base: Option<&Path>) -> PathBuf {
     }
 }
 
+impl Default for ServerConfig {
+    fn default() -> Self {
+        default_server()
+    }
+}
+
 fn default_server() -> ServerConfig {
     ServerConfig {
         host: "127.0.0.1".into(),
@@ -279,7 +354,14 @@ fn default_server() -> ServerConfig {
         codex_bin: "codex".into(),
         fallback_profile: None,
         max_request_bytes: 10 * 1024 * 1024,
+        max_inflight_body_bytes: None,
         log_level: "info".into(),
+        allowed_hosts: Vec::new(),
+        cors_origins: Vec::new(),
+        public_metrics: false,
+        codex_env: CodexEnv::Inherit,
+        pass_env: Vec::new(),
+        codex_log: "warn".into(),
     }
 }
 
@@ -336,6 +418,7 @@ impl Config {
             server,
             profiles: vec![Arc::new(profile)],
             source: None,
+            env_refs: Vec::new(),
         }
     }
 }
@@ -365,6 +448,7 @@ pub fn parse(
         text,
         problems: Vec::new(),
         lookup,
+        env_refs: Vec::new(),
     };
     let file: RawFile = match toml::from_str(text) {
         Ok(file) => file,
@@ -400,6 +484,8 @@ struct Checker<'a> {
     text: &'a str,
     problems: Vec<Problem>,
     lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// Names of the `${VAR}`s seen so far.
+    env_refs: Vec<String>,
 }
 
 /// The keys `[server]` accepts.
@@ -410,7 +496,14 @@ pub const SERVER_KEYS: &[&str] = &[
     "codex_bin",
     "fallback_profile",
     "max_request_bytes",
+    "max_inflight_body_bytes",
     "log_level",
+    "allowed_hosts",
+    "cors_origins",
+    "public_metrics",
+    "codex_env",
+    "pass_env",
+    "codex_log",
 ];
 
 const PROFILE_ONLY_KEYS: &[&str] = &["aliases", "match", "description"];
@@ -496,6 +589,7 @@ impl<'a> Checker<'a> {
                 continue;
             }
             let mut value = value.get_ref().clone();
+            self.env_refs.extend(raw::referenced_vars(&value));
             let missing = raw::expand_env(&mut value, self.lookup);
             for name in missing {
                 self.problem(
@@ -534,9 +628,20 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn positive(&mut self, entries: &Entries, key: &str, default: u64) -> u64 {
+    /// A whole number from 1 to `max`.
+    fn positive(&mut self, entries: &Entries, key: &str, default: u64, max: u64) -> u64 {
         match self.typed::<i64>(entries, key, "a whole number") {
-            Some(number) if number > 0 => number as u64,
+            Some(number) if number > 0 && number as u64 <= max => number as u64,
+            Some(number) if number > 0 => {
+                let line = entries.get(key).map(|(_, _, line)| *line);
+                let profile = entries.profile.clone();
+                self.problem(
+                    line,
+                    profile.as_deref(),
+                    format!("`{key}` must be at most {max}, found {number}"),
+                );
+                default
+            }
             Some(number) => {
                 let line = entries.get(key).map(|(_, _, line)| *line);
                 let profile = entries.profile.clone();
@@ -592,8 +697,19 @@ impl<'a> Checker<'a> {
                     &entries,
                     "max_request_bytes",
                     server.max_request_bytes as u64,
+                    limits::MAX_REQUEST_BYTES,
                 ) as usize;
             }
+            if entries.get("max_inflight_body_bytes").is_some() {
+                server.max_inflight_body_bytes = Some(self.positive(
+                    &entries,
+                    "max_inflight_body_bytes",
+                    server.inflight_body_limit() as u64,
+                    limits::MAX_INFLIGHT_BODY_BYTES,
+                ) as usize);
+            }
+            self.server_access(&entries, &mut server);
+            self.server_codex_env(&entries, &mut server);
             if let Some(level) = self.typed::<String>(&entries, "log_level", "a string") {
                 if !["trace", "debug", "info", "warning", "warn", "error"].contains(&level.as_str())
                 {
@@ -682,10 +798,112 @@ impl<'a> Checker<'a> {
                 );
             }
         }
+        let mut env_refs = std::mem::take(&mut self.env_refs);
+        env_refs.sort();
+        env_refs.dedup();
         Config {
             server,
             profiles,
             source: Some(path.to_path_buf()),
+            env_refs,
+        }
+    }
+
+    /// `allowed_hosts`, `cors_origins` and `public_metrics`.
+    fn server_access(&mut self, entries: &Entries, server: &mut ServerConfig) {
+        if let Some(hosts) =
+            self.typed::<Vec<String>>(entries, "allowed_hosts", "an array of host names")
+        {
+            server.allowed_hosts = hosts
+                .into_iter()
+                .map(|host| host.trim().to_ascii_lowercase())
+                .filter(|host| !host.is_empty())
+                .collect();
+        }
+        if let Some(origins) = self.typed::<Vec<String>>(
+            entries,
+            "cors_origins",
+            "an array of origins such as \"http://localhost:3000\"",
+        ) {
+            let line = entries.get("cors_origins").map(|entry| entry.2);
+            for origin in &origins {
+                let valid = origin == "*"
+                    || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                        && !origin.trim_end_matches('/').ends_with(':')
+                        && origin.split("://").nth(1).is_some_and(|rest| {
+                            !rest.is_empty() && !rest.trim_end_matches('/').contains('/')
+                        }));
+                if !valid {
+                    self.problem(
+                        line,
+                        None,
+                        format!(
+                            "`cors_origins` entry {origin:?} is not an origin: use \"*\" or scheme://host[:port], such as \"http://localhost:3000\""
+                        ),
+                    );
+                }
+            }
+            server.cors_origins = origins
+                .into_iter()
+                .map(|origin| origin.trim_end_matches('/').to_ascii_lowercase())
+                .collect();
+        }
+        if let Some(public) = self.typed::<bool>(entries, "public_metrics", "true or false") {
+            server.public_metrics = public;
+        }
+    }
+
+    /// `codex_env`, `pass_env` and `codex_log`.
+    fn server_codex_env(&mut self, entries: &Entries, server: &mut ServerConfig) {
+        match self
+            .typed::<String>(entries, "codex_env", "a string")
+            .as_deref()
+        {
+            None => {}
+            Some("inherit") => server.codex_env = CodexEnv::Inherit,
+            Some("minimal") => server.codex_env = CodexEnv::Minimal,
+            Some(other) => {
+                let line = entries.get("codex_env").map(|entry| entry.2);
+                self.problem(
+                    line,
+                    None,
+                    format!("`codex_env` must be \"inherit\" or \"minimal\", found `{other}`"),
+                );
+            }
+        }
+        if let Some(names) =
+            self.typed::<Vec<String>>(entries, "pass_env", "an array of variable names")
+        {
+            let line = entries.get("pass_env").map(|entry| entry.2);
+            for name in &names {
+                let valid =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    self.problem(
+                        line,
+                        None,
+                        format!("`pass_env` entry {name:?} is not a variable name"),
+                    );
+                }
+            }
+            server.pass_env = names;
+        }
+        if let Some(level) = self.typed::<String>(entries, "codex_log", "a string") {
+            let valid = !level.is_empty()
+                && level
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '=' | ',' | ':' | '-'));
+            if !valid {
+                let line = entries.get("codex_log").map(|entry| entry.2);
+                self.problem(
+                    line,
+                    None,
+                    format!(
+                        "`codex_log` must be a log filter such as \"warn\" or \"error\", found {level:?}"
+                    ),
+                );
+            }
+            server.codex_log = level;
         }
     }
 
@@ -816,16 +1034,37 @@ impl<'a> Checker<'a> {
                 );
             }
         }
-        let timeout = Duration::from_secs(self.positive(&entries, "timeout_seconds", 300));
-        let workers = self.positive(&entries, "workers", 1) as usize;
+        let timeout = Duration::from_secs(self.positive(
+            &entries,
+            "timeout_seconds",
+            300,
+            limits::MAX_SECONDS,
+        ));
+        let workers = self.positive(&entries, "workers", 1, limits::MAX_WORKERS) as usize;
         let default_concurrency = match engine {
             EngineKind::Exec => 1,
             EngineKind::AppServer => 4 * workers as u64,
         };
-        let max_concurrency =
-            self.positive(&entries, "max_concurrency", default_concurrency) as usize;
+        let max_concurrency = self.positive(
+            &entries,
+            "max_concurrency",
+            default_concurrency.min(limits::MAX_CONCURRENCY),
+            limits::MAX_CONCURRENCY,
+        ) as usize;
         let max_queue_size = match self.typed::<i64>(&entries, "max_queue_size", "a whole number") {
-            Some(size) if size >= 0 => size as usize,
+            Some(size) if size >= 0 && size as u64 <= limits::MAX_QUEUE_SIZE => size as usize,
+            Some(size) if size >= 0 => {
+                let line = entries.get("max_queue_size").map(|entry| entry.2);
+                self.problem(
+                    line,
+                    Some(name),
+                    format!(
+                        "`max_queue_size` must be at most {}, found {size}",
+                        limits::MAX_QUEUE_SIZE
+                    ),
+                );
+                64
+            }
             Some(size) => {
                 let line = entries.get("max_queue_size").map(|entry| entry.2);
                 self.problem(
@@ -837,8 +1076,12 @@ impl<'a> Checker<'a> {
             }
             None => 64,
         };
-        let queue_timeout =
-            Duration::from_secs(self.positive(&entries, "queue_timeout_seconds", 30));
+        let queue_timeout = Duration::from_secs(self.positive(
+            &entries,
+            "queue_timeout_seconds",
+            30,
+            limits::MAX_SECONDS,
+        ));
         let api_keys: Vec<String> = self
             .typed::<Vec<String>>(&entries, "api_keys", "an array of strings")
             .unwrap_or_default()
@@ -979,6 +1222,83 @@ mod tests {
             config.profiles[0].allowed_roots,
             vec![PathBuf::from("/etc/proxy/work")]
         );
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_reported_with_their_line() {
+        let err = parse_text(
+            "[profiles.a]\nmax_concurrency = 9223372036854775807\ntimeout_seconds = 9223372036854775807\nworkers = 100000\nmax_queue_size = 100000000000\nqueue_timeout_seconds = 99999999999\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 5, "{text}");
+        assert!(
+            text.contains(":2: profile `a`: `max_concurrency` must be at most 10000"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":3: profile `a`: `timeout_seconds` must be at most 604800"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":4: profile `a`: `workers` must be at most 256"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":5: profile `a`: `max_queue_size` must be at most"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":6: profile `a`: `queue_timeout_seconds` must be at most"),
+            "{text}"
+        );
+        let err = parse_text("[server]\nmax_request_bytes = 9223372036854775807\n[profiles.a]\n")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(":2: `max_request_bytes` must be at most"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn security_settings_parse_and_default() {
+        let config = parse_text("[profiles.a]\n").unwrap();
+        let server = &config.server;
+        assert!(server.allowed_hosts.is_empty() && server.cors_origins.is_empty());
+        assert!(!server.public_metrics);
+        assert_eq!(server.codex_env, CodexEnv::Inherit);
+        assert_eq!(server.codex_log, "warn");
+        assert_eq!(server.inflight_body_limit(), 4 * server.max_request_bytes);
+        let config = parse_text(
+            "[server]\nallowed_hosts = [\"Proxy.Example\"]\ncors_origins = [\"http://localhost:3000/\", \"*\"]\npublic_metrics = true\ncodex_env = \"minimal\"\npass_env = [\"MY_VAR\"]\ncodex_log = \"error\"\nmax_request_bytes = 100\nmax_inflight_body_bytes = 50\n[profiles.a]\n",
+        )
+        .unwrap();
+        let server = &config.server;
+        assert_eq!(server.allowed_hosts, vec!["proxy.example"]);
+        assert_eq!(server.cors_origins, vec!["http://localhost:3000", "*"]);
+        assert!(server.public_metrics);
+        assert_eq!(server.codex_env, CodexEnv::Minimal);
+        assert_eq!(server.pass_env, vec!["MY_VAR"]);
+        assert_eq!(server.codex_log, "error");
+        // Never below one body.
+        assert_eq!(server.inflight_body_limit(), 100);
+        let err = parse_text(
+            "[server]\ncors_origins = [\"localhost:3000\"]\ncodex_env = \"none\"\npass_env = [\"A B\"]\ncodex_log = \"warn;rm\"\n[profiles.a]\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn env_refs_lists_every_referenced_variable() {
+        let config = parse_text(
+            "[server]\napi_keys = [\"${SET}\"]\n[profiles.a]\nproxy = \"http://${SET}@h\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.env_refs, vec!["SET"]);
+        let err = parse_text("[profiles.a]\nproxy = \"${UNSET}\"\n").unwrap_err();
+        assert!(err.to_string().contains("UNSET"));
     }
 
     #[test]

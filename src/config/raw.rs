@@ -61,6 +61,26 @@ pub fn expand_env(value: &mut toml::Value, lookup: &dyn Fn(&str) -> Option<Strin
     missing
 }
 
+/// The names of every `${NAME}` in the strings of `value` (recursively), set or not.
+pub fn referenced_vars(value: &toml::Value) -> Vec<String> {
+    match value {
+        toml::Value::String(text) => {
+            let mut names = Vec::new();
+            let mut rest = text.as_str();
+            while let Some(start) = rest.find("${") {
+                let after = &rest[start + 2..];
+                let Some(end) = after.find('}') else { break };
+                names.push(after[..end].to_string());
+                rest = &after[end + 1..];
+            }
+            names
+        }
+        toml::Value::Array(items) => items.iter().flat_map(referenced_vars).collect(),
+        toml::Value::Table(table) => table.values().flat_map(referenced_vars).collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn expand_string(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
