@@ -22,3 +22,4 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod turn;

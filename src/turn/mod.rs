@@ -1,0 +1,357 @@
+//! The engine-neutral request and event model: the one seam every API surface and both engines share.
+//!
+//! An API adapter (`api::chat` today) parses its wire format into a [`TurnRequest`] and maps the
+//! [`TurnEvent`]s an engine produces back to its wire format; an engine reads only a [`TurnRequest`] and
+//! writes only [`TurnEvent`]s. Nothing here knows HTTP, JSON-RPC or a process: it is plain data, plus the
+//! failure kinds and token counts both sides speak of. [`Capabilities`] is how an engine says what it can
+//! carry, so an adapter refuses a request the profile's engine cannot serve before admission.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+/// Who wrote a conversation message. System and developer text is not a message: it is
+/// [`TurnRequest::instructions`]. `Tool` and `Function` are tool output sent as plain text messages (a
+/// chat `tool` message that answers a call of the conversation is an [`Item::ToolResult`] instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+    Tool,
+    Function,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+            Role::Function => "function",
+        }
+    }
+}
+
+/// One piece of a message's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Text(String),
+    /// An image by URL: `data:` or `https:`.
+    Image { url: String, detail: Option<String> },
+}
+
+/// One item of the conversation, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Message { role: Role, content: Vec<Content> },
+    /// A function call the assistant made earlier in the conversation.
+    ToolCall {
+        call_id: String,
+        name: String,
+        /// The arguments as the JSON text the model produced.
+        arguments: String,
+    },
+    /// The client's answer to a [`Item::ToolCall`].
+    ToolResult {
+        call_id: String,
+        output: String,
+        is_error: bool,
+    },
+}
+
+impl Item {
+    /// A message holding one text part.
+    pub fn text(role: Role, text: impl Into<String>) -> Item {
+        Item::Message {
+            role,
+            content: vec![Content::Text(text.into())],
+        }
+    }
+
+    /// The text parts of a message joined with newlines; `None` for items that are not messages.
+    pub fn message_text(&self) -> Option<(Role, String)> {
+        match self {
+            Item::Message { role, content } => {
+                let texts: Vec<&str> = content
+                    .iter()
+                    .filter_map(|part| match part {
+                        Content::Text(text) => Some(text.as_str()),
+                        Content::Image { .. } => None,
+                    })
+                    .collect();
+                Some((*role, texts.join("\n")))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A function the client offers the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    pub name: String,
+    pub description: Option<String>,
+    /// The JSON Schema of the arguments.
+    pub parameters: serde_json::Value,
+    pub strict: bool,
+}
+
+/// Which tools the model may or must call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ToolChoice {
+    #[default]
+    Auto,
+    /// Tools are not offered at all.
+    None,
+    Required,
+    Named(String),
+}
+
+/// The shape the answer must have.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputFormat {
+    JsonObject,
+    JsonSchema {
+        name: String,
+        schema: serde_json::Value,
+        strict: bool,
+    },
+}
+
+/// One request, as both engines see it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TurnRequest {
+    /// System and developer text, joined by blank lines; sent as Codex developer instructions.
+    pub instructions: Option<String>,
+    pub items: Vec<Item>,
+    pub tools: Vec<Tool>,
+    pub tool_choice: ToolChoice,
+    pub output: Option<OutputFormat>,
+    /// A per-request reasoning effort (`low`, `high`, …); overrides the profile's.
+    pub reasoning_effort: Option<String>,
+}
+
+impl TurnRequest {
+    /// A request of plain text messages (what every surface sends today).
+    pub fn from_texts(
+        instructions: Option<String>,
+        messages: impl IntoIterator<Item = (Role, String)>,
+    ) -> TurnRequest {
+        TurnRequest {
+            instructions,
+            items: messages
+                .into_iter()
+                .map(|(role, text)| Item::text(role, text))
+                .collect(),
+            ..TurnRequest::default()
+        }
+    }
+
+    /// What the request needs of an engine beyond plain text.
+    pub fn needs(&self) -> Needs {
+        Needs {
+            client_tools: !self.tools.is_empty() && self.tool_choice != ToolChoice::None
+                || self
+                    .items
+                    .iter()
+                    .any(|item| !matches!(item, Item::Message { .. })),
+            images: self.items.iter().any(|item| match item {
+                Item::Message { content, .. } => content
+                    .iter()
+                    .any(|part| matches!(part, Content::Image { .. })),
+                _ => false,
+            }),
+            output_schema: self.output.is_some(),
+        }
+    }
+}
+
+/// What a request asks for beyond plain text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Needs {
+    pub client_tools: bool,
+    pub images: bool,
+    pub output_schema: bool,
+}
+
+/// What an engine can carry. An adapter compares it with [`TurnRequest::needs`] before admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Client-declared function tools and tool-call history.
+    pub client_tools: bool,
+    pub images: bool,
+    pub output_schema: bool,
+    /// Text arrives in deltas while the model writes (exec delivers the answer at the end).
+    pub streams_deltas: bool,
+}
+
+impl Capabilities {
+    /// The first thing `needs` asks for that these capabilities lack, named for an error message.
+    pub fn missing(&self, needs: Needs) -> Option<&'static str> {
+        if needs.client_tools && !self.client_tools {
+            Some("client tools")
+        } else if needs.images && !self.images {
+            Some("images")
+        } else if needs.output_schema && !self.output_schema {
+            Some("structured output")
+        } else {
+            None
+        }
+    }
+}
+
+/// Token counts in OpenAI's terms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
+}
+
+/// Latency phases in milliseconds, named as in the latency log's `phases_ms`.
+pub type Phases = BTreeMap<&'static str, f64>;
+
+/// Milliseconds since `since`, rounded to two decimals (the unit of every latency phase).
+pub fn ms(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 100_000.0).round() / 100.0
+}
+
+/// A function call the model made in this turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub call_id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// Why the answer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    ToolCalls,
+    Length,
+}
+
+/// A finished turn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub usage: Usage,
+    pub finish: FinishReason,
+    pub phases: Phases,
+}
+
+/// What a run reports, in order: any number of deltas and tool calls, then exactly one `Done` or
+/// `Failed`.
+#[derive(Debug)]
+pub enum TurnEvent {
+    /// A piece of the final answer, as soon as it is known.
+    TextDelta(String),
+    /// A piece of a reasoning summary.
+    ReasoningDelta(String),
+    ToolCall(ToolCall),
+    Done(Completion),
+    Failed(EngineError),
+}
+
+/// How a run failed; decides the HTTP status (see `api::error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The model service rate-limited the request (upstream 429).
+    UpstreamRateLimited,
+    /// The account's quota is used up.
+    QuotaExceeded,
+    /// The conversation does not fit the model's context window.
+    ContextLengthExceeded,
+    /// The model service is overloaded (upstream 503).
+    UpstreamOverloaded,
+    /// The upstream stream went idle for too long.
+    UpstreamTimeout,
+    /// The model service rejected the request as invalid (other upstream 400).
+    UpstreamBadRequest,
+    /// Codex failed for any other reason (non-zero exit, `turn.failed`, no final message).
+    CodexFailed,
+    /// The Codex executable is missing or cannot run.
+    CodexUnavailable,
+    /// The profile's `timeout_seconds` passed.
+    Timeout,
+    /// Too many requests are waiting for the engine (app-server overload).
+    Overloaded,
+}
+
+/// A failed run: its kind and a message fit for the client (no secrets, no paths beyond Codex's own text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct EngineError {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl EngineError {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> EngineError {
+        EngineError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn needs_follow_the_request() {
+        let plain = TurnRequest::from_texts(None, [(Role::User, "hi".to_string())]);
+        assert_eq!(plain.needs(), Needs::default());
+        let mut tools = plain.clone();
+        tools.tools.push(Tool {
+            name: "f".into(),
+            description: None,
+            parameters: serde_json::json!({"type": "object"}),
+            strict: false,
+        });
+        assert!(tools.needs().client_tools);
+        tools.tool_choice = ToolChoice::None;
+        assert!(!tools.needs().client_tools);
+        let mut image = plain.clone();
+        image.items.push(Item::Message {
+            role: Role::User,
+            content: vec![Content::Image {
+                url: "data:image/png;base64,AA==".into(),
+                detail: None,
+            }],
+        });
+        assert!(image.needs().images);
+        let exec = Capabilities {
+            client_tools: false,
+            images: true,
+            output_schema: true,
+            streams_deltas: false,
+        };
+        assert_eq!(exec.missing(tools.needs()), None);
+        tools.tool_choice = ToolChoice::Auto;
+        assert_eq!(exec.missing(tools.needs()), Some("client tools"));
+    }
+
+    #[test]
+    fn message_text_joins_text_parts_only() {
+        let item = Item::Message {
+            role: Role::User,
+            content: vec![
+                Content::Text("a".into()),
+                Content::Image {
+                    url: "https://example.com/x.png".into(),
+                    detail: None,
+                },
+                Content::Text("b".into()),
+            ],
+        };
+        assert_eq!(item.message_text(), Some((Role::User, "a\nb".to_string())));
+    }
+}
