@@ -74,6 +74,13 @@ pub struct ThreadEvents {
     pub overflowed: CancellationToken,
 }
 
+impl ThreadEvents {
+    /// The next notification; `None` once the thread is forgotten, overflowed or the process is gone.
+    pub async fn recv(&mut self) -> Option<Notification> {
+        self.receiver.recv().await
+    }
+}
+
 /// Why a connection must end, shared with the writer task.
 #[derive(Default)]
 struct Health {
@@ -333,13 +340,10 @@ impl Connection {
             })
     }
 
-    /// Sends a notification (no answer), waiting at most `timeout` for room in the write queue.
-    pub async fn notify(
-        &self,
-        method: &str,
-        params: Option<Value>,
-        timeout: Duration,
-    ) -> Result<(), RpcError> {
+    /// Sends a notification (no answer), waiting at most [`STDIN_STALL_LIMIT`] for room in the write
+    /// queue.
+    pub async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), RpcError> {
+        let timeout = STDIN_STALL_LIMIT;
         let mut message = json!({"method": method});
         if let Some(params) = params {
             message["params"] = params;

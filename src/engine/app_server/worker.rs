@@ -251,7 +251,7 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
         return Err(format!("the app-server did not start ({err}): {detail}"));
     }
     connection
-        .notify("initialized", None, HANDSHAKE_TIMEOUT)
+        .notify("initialized", None)
         .await
         .map_err(|err| format!("the app-server closed during the handshake: {err}"))?;
     Ok(Running {
