@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::codex::env::ChildEnv;
 use crate::codex::launch::ResolvedCodex;
 use crate::config::{EngineKind, Profile};
 use crate::engine::app_server::AppServerPool;
@@ -38,6 +39,8 @@ pub struct Pool {
     pub id: u64,
     pub profile: Arc<Profile>,
     pub codex: Result<ResolvedCodex, String>,
+    /// The environment settings of its Codex processes (part of the pool's runtime identity).
+    pub child_env: Arc<ChildEnv>,
     /// One permit per allowed simultaneous Codex run.
     slots: Arc<Semaphore>,
     /// Requests waiting for a slot (bounded by `max_queue_size`).
@@ -73,15 +76,20 @@ impl Drop for QueuedGuard<'_> {
 
 impl Pool {
     /// Creates the pool; an app-server pool starts its workers now (not on the first request).
-    pub fn new(profile: Arc<Profile>, codex: Result<ResolvedCodex, String>) -> Arc<Pool> {
+    pub fn new(
+        profile: Arc<Profile>,
+        codex: Result<ResolvedCodex, String>,
+        child_env: Arc<ChildEnv>,
+    ) -> Arc<Pool> {
         let app_server = (profile.engine == EngineKind::AppServer)
-            .then(|| AppServerPool::start(&profile, codex.clone()));
+            .then(|| AppServerPool::start(&profile, codex.clone(), &child_env));
         Arc::new(Pool {
             app_server,
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             slots: Arc::new(Semaphore::new(profile.max_concurrency)),
             profile,
             codex,
+            child_env,
             queued: AtomicUsize::new(0),
             running: Arc::new(AtomicUsize::new(0)),
             retired: AtomicBool::new(false),
@@ -187,7 +195,13 @@ impl Pool {
     pub fn start(&self, job: Job, permit: Permit) -> RunHandle {
         match &self.app_server {
             Some(app_server) => app_server.run(self.profile.clone(), job, permit),
-            None => exec::start(self.profile.clone(), self.codex.clone(), job, permit),
+            None => exec::start(
+                self.profile.clone(),
+                self.codex.clone(),
+                self.child_env.clone(),
+                job,
+                permit,
+            ),
         }
     }
 }
@@ -206,7 +220,11 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        Pool::new(config.profiles[0].clone(), Err("unused".into()))
+        Pool::new(
+            config.profiles[0].clone(),
+            Err("unused".into()),
+            Arc::new(ChildEnv::from_config(&config)),
+        )
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::codex::env::ChildEnv;
 use crate::codex::launch::{self, ResolvedCodex};
 use crate::config::{Config, Profile};
 use crate::pool::Pool;
@@ -178,6 +179,7 @@ impl Snapshot {
     ) -> (Snapshot, ChangeSummary) {
         let codex_bin = config.server.codex_bin.clone();
         let runnable = codex.runnable();
+        let child_env = Arc::new(ChildEnv::from_config(&config));
         let mut summary = ChangeSummary::default();
         let mut pools = Vec::with_capacity(config.profiles.len());
         let mut leases = Vec::with_capacity(config.profiles.len());
@@ -192,7 +194,7 @@ impl Snapshot {
             });
             let Some((previous, index)) = before else {
                 summary.added.push(profile.name.clone());
-                let pool = Pool::new(profile.clone(), runnable.clone());
+                let pool = Pool::new(profile.clone(), runnable.clone(), child_env.clone());
                 leases.push(Arc::new(PoolLease(pool.clone())));
                 pools.push(pool);
                 continue;
@@ -204,6 +206,7 @@ impl Snapshot {
                 .profile
                 .runtime_key(&previous.config.server.codex_bin)
                 == profile.runtime_key(&codex_bin)
+                && old_pool.child_env == child_env
                 && old_pool.codex.is_ok() == runnable.is_ok();
             if reusable {
                 // Same processes, same queue. Routing, auth and descriptions use the new profile
@@ -217,7 +220,7 @@ impl Snapshot {
                 pools.push(old_pool.clone());
             } else {
                 summary.changed.push(profile.name.clone());
-                let pool = Pool::new(profile.clone(), runnable.clone());
+                let pool = Pool::new(profile.clone(), runnable.clone(), child_env.clone());
                 leases.push(Arc::new(PoolLease(pool.clone())));
                 pools.push(pool);
             }
@@ -346,6 +349,41 @@ mod tests {
         let (_, summary) = Snapshot::build(third, 3, codex(), Some(&second));
         assert!(summary.is_empty(), "{summary:?}");
         assert_eq!(summary.unchanged.len(), 4);
+    }
+
+    #[test]
+    fn a_change_of_the_codex_environment_replaces_the_pools() {
+        let with_env = |text: &str| {
+            parse(
+                text,
+                Path::new("/etc/proxy/c.toml"),
+                &ServerOverrides::default(),
+                &|_| Some("value".to_string()),
+            )
+            .unwrap()
+        };
+        let base = "[server]\napi_keys = [\"${A}\"]\n[profiles.p]\n";
+        let (mut previous, _) = Snapshot::build(with_env(base), 1, codex(), None);
+        let variants = [
+            "[server]\napi_keys = [\"${A}\"]\ncodex_env = \"minimal\"\n[profiles.p]\n",
+            "[server]\napi_keys = [\"${A}\"]\npass_env = [\"X\"]\n[profiles.p]\n",
+            "[server]\napi_keys = [\"${A}\"]\ncodex_log = \"error\"\n[profiles.p]\n",
+            "[server]\napi_keys = [\"${B}\"]\n[profiles.p]\n",
+        ];
+        for (generation, text) in variants.iter().enumerate() {
+            let (next, summary) = Snapshot::build(
+                with_env(text),
+                generation as u64 + 2,
+                codex(),
+                Some(&previous),
+            );
+            assert_eq!(summary.changed, vec!["p"], "{text}");
+            assert_ne!(next.pools[0].id, previous.pools[0].id, "{text}");
+            previous = next;
+        }
+        // The same settings again keep the pool.
+        let (same, _) = Snapshot::build(with_env(variants[3]), 9, codex(), Some(&previous));
+        assert_eq!(same.pools[0].id, previous.pools[0].id);
     }
 
     #[tokio::test]

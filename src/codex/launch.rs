@@ -131,12 +131,18 @@ fn npm_native_binary(launcher: &Path) -> Option<(PathBuf, PathBuf)> {
     None
 }
 
-/// Runs `program --version` to prove the binary starts; returns its first output line.
+/// Runs `program --version` (with the minimal environment) to prove the binary starts; returns its first
+/// output line.
 pub async fn probe_version(resolved: &ResolvedCodex) -> Result<String, CodexUnavailable> {
     let mut command = Command::new(&resolved.program);
+    // The probe runs before any config is known to it: it gets the minimal environment.
+    let minimal = crate::codex::env::ChildEnv {
+        mode: crate::config::CodexEnv::Minimal,
+        ..Default::default()
+    };
+    minimal.apply(&mut command, resolved, None);
     command
         .arg("--version")
-        .envs(resolved.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

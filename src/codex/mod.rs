@@ -1,6 +1,9 @@
 //! Everything specific to the Codex CLI that both engines share: finding and launching the binary
-//! (`launch`), shaping the prompt (`prompt`), and reading `codex exec --json` events (`events`).
+//! (`launch`), the child's environment (`env`), reading its output with bounded lines (`lines`), shaping
+//! the prompt (`prompt`), and reading `codex exec --json` events (`events`).
 
+pub mod env;
 pub mod events;
 pub mod launch;
+pub mod lines;
 pub mod prompt;

@@ -10,13 +10,15 @@ use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::codex::env::ChildEnv;
 use crate::codex::events::{classify_failure, parse_exec_line, summarize, ExecEvent};
 use crate::codex::launch::{spawn_in_group, ResolvedCodex, StderrTail};
+use crate::codex::lines::{for_each_capped_line, read_line, Line, MAX_STDOUT_LINE};
 use crate::codex::prompt::toml_string;
 use crate::config::Profile;
 use crate::engine::{ms, spawn_run, EngineError, EngineEvent, FailureKind, Job, Phases, RunHandle};
@@ -104,11 +106,12 @@ pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
 pub fn start(
     profile: Arc<Profile>,
     codex: Result<ResolvedCodex, String>,
+    child_env: Arc<ChildEnv>,
     job: Job,
     permit: Permit,
 ) -> RunHandle {
     spawn_run(permit, 8, |events, cancel| async move {
-        run(&profile, codex, &job, &events, &cancel).await
+        run(&profile, codex, &child_env, &job, &events, &cancel).await
     })
 }
 
@@ -116,6 +119,7 @@ pub fn start(
 async fn run(
     profile: &Profile,
     codex: Result<ResolvedCodex, String>,
+    child_env: &ChildEnv,
     job: &Job,
     events: &mpsc::Sender<EngineEvent>,
     cancel: &CancellationToken,
@@ -126,17 +130,8 @@ async fn run(
 
     let build_started = Instant::now();
     let mut command = Command::new(&codex.program);
-    command
-        .args(exec_args(profile, job))
-        .current_dir(&job.cwd)
-        .envs(codex.env.iter().map(|(k, v)| (k, v)))
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("CODEX_PROXY_API_KEY");
-    if let Some(proxy) = &profile.proxy {
-        for key in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
-            command.env(key, proxy);
-        }
-    }
+    command.args(exec_args(profile, job)).current_dir(&job.cwd);
+    child_env.apply(&mut command, &codex, profile.proxy.as_deref());
     phases.insert("codex_command_build", ms(build_started));
 
     let spawn_started = Instant::now();
@@ -159,12 +154,9 @@ async fn run(
     let tail = Arc::new(Mutex::new(StderrTail::default()));
     let stderr_drained = child.stderr.take().map(|stderr| {
         let tail = tail.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tail.lock().unwrap_or_else(|e| e.into_inner()).push(&line);
-            }
-        })
+        tokio::spawn(for_each_capped_line(stderr, move |line| {
+            tail.lock().unwrap_or_else(|e| e.into_inner()).push(line)
+        }))
     });
     // stdin: the transcript, then EOF. Written in its own task so a huge prompt cannot block reading.
     let stdin_started = Instant::now();
@@ -183,7 +175,8 @@ async fn run(
     let stdout = child.stdout.take().ok_or_else(|| {
         EngineError::new(FailureKind::CodexFailed, "Codex stdout was not captured")
     })?;
-    let mut lines = BufReader::new(stdout).lines();
+    let mut stdout = BufReader::new(stdout);
+    let mut buf = Vec::new();
     let deadline = tokio::time::Instant::from_std(job.received_at) + profile.timeout;
 
     let mut last_message: Option<String> = None;
@@ -213,12 +206,17 @@ async fn run(
                     ),
                 ));
             }
-            line = lines.next_line() => line,
+            line = read_line(&mut stdout, &mut buf, MAX_STDOUT_LINE) => line,
         };
-        let line = match line {
-            Ok(Some(line)) => line,
-            Ok(None) | Err(_) => break,
-        };
+        match line {
+            Ok(Line::Complete) => {}
+            Ok(Line::TooLong) => {
+                group.kill();
+                return Err(too_long_line());
+            }
+            Ok(Line::Eof) | Err(_) => break,
+        }
+        let line = String::from_utf8_lossy(&buf);
         if line.trim().is_empty() {
             continue;
         }
@@ -308,6 +306,17 @@ async fn run(
         classify_failure(&message),
         summarize(&message),
     ))
+}
+
+/// The failure of a run whose Codex printed a stdout line over [`MAX_STDOUT_LINE`] (it was killed).
+fn too_long_line() -> EngineError {
+    EngineError::new(
+        FailureKind::CodexFailed,
+        format!(
+            "Codex printed an output line longer than {} MiB, more than any valid event; the run was stopped. Check the Codex binary (codex_bin) and retry.",
+            MAX_STDOUT_LINE >> 20
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod fake_codex;
+pub mod fake_hostile;
 pub mod mock_model;
 
 use std::path::{Path, PathBuf};

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::codex::env::ChildEnv;
 use crate::codex::events::summarize;
 use crate::codex::launch::ResolvedCodex;
 use crate::config::Profile;
@@ -28,7 +29,7 @@ use crate::engine::{
     ms, spawn_run, EngineError, EngineEvent, FailureKind, Job, Phases, RunHandle, Usage,
 };
 use crate::pool::Permit;
-use rpc::{Connection, RpcError, OVERLOADED};
+use rpc::{Connection, RpcError, ThreadEvents, OVERLOADED};
 use worker::{supervise, Worker, WorkerSpec, WorkerState};
 
 /// Longest wait for a JSON-RPC answer that should come at once (thread/start, turn/start, …).
@@ -47,7 +48,11 @@ pub struct AppServerPool {
 
 impl AppServerPool {
     /// Starts the supervisors of `profile.workers` processes.
-    pub fn start(profile: &Profile, codex: Result<ResolvedCodex, String>) -> Arc<AppServerPool> {
+    pub fn start(
+        profile: &Profile,
+        codex: Result<ResolvedCodex, String>,
+        child_env: &ChildEnv,
+    ) -> Arc<AppServerPool> {
         let workers: Vec<Arc<Worker>> = (0..profile.workers).map(Worker::new).collect();
         let stop = CancellationToken::new();
         let unavailable = match codex {
@@ -64,12 +69,7 @@ impl AppServerPool {
                     args.push("-c".to_string());
                     args.push(item);
                 }
-                let mut env = Vec::new();
-                if let Some(proxy) = &profile.proxy {
-                    for key in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
-                        env.push((key.to_string(), proxy.clone()));
-                    }
-                }
+                let env = child_env.build(std::env::vars_os(), &codex, profile.proxy.as_deref());
                 let spec = Arc::new(WorkerSpec {
                     codex,
                     args,
@@ -122,23 +122,10 @@ impl AppServerPool {
         Err(reason.unwrap_or_else(|| "no app-server workers".to_string()))
     }
 
-    /// Per-worker metrics, including the threads each process still has loaded (asked live with
-    /// `thread/loaded/list`, so a leak of loaded threads is visible).
+    /// Per-worker metrics. Reads only figures the workers keep (atomics and their state), so `/metrics`
+    /// never waits on a worker process; `threads_loaded` is the supervisor's last poll.
     pub async fn workers_json(&self) -> Value {
-        let mut workers = Vec::with_capacity(self.workers.len());
-        for worker in &self.workers {
-            let mut value = worker.to_json();
-            if let WorkerState::Ready(connection) = worker.state() {
-                let loaded = connection
-                    .request("thread/loaded/list", json!({}), Duration::from_secs(1))
-                    .await
-                    .ok()
-                    .and_then(|result| result.get("data").and_then(Value::as_array).map(Vec::len));
-                value["threads_loaded"] = json!(loaded);
-            }
-            workers.push(value);
-        }
-        Value::Array(workers)
+        Value::Array(self.workers.iter().map(|worker| worker.to_json()).collect())
     }
 
     /// Process ids of the live workers.
@@ -245,6 +232,13 @@ impl AppServerPool {
         phases.insert("app_server_worker_wait", ms(started));
         worker.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlightTurn(worker.clone());
+        let turn = TurnContext {
+            worker: &worker,
+            connection: &connection,
+            profile,
+            deadline,
+            cancel,
+        };
 
         let started = Instant::now();
         let cwd = job.cwd.display().to_string();
@@ -254,7 +248,7 @@ impl AppServerPool {
             job.model.as_deref(),
             job.conversation.developer_instructions.as_deref(),
         );
-        let thread = call(&worker, &connection, "thread/start", params).await?;
+        let thread = turn.call("thread/start", params).await?;
         let thread_id = thread
             .pointer("/thread/id")
             .and_then(Value::as_str)
@@ -266,7 +260,7 @@ impl AppServerPool {
             })?
             .to_string();
         phases.insert("app_server_thread_start", ms(started));
-        let mut notifications = connection.subscribe_thread(&thread_id);
+        let notifications = connection.subscribe_thread(&thread_id);
         let _thread = ThreadGuard {
             connection: connection.clone(),
             thread_id: thread_id.clone(),
@@ -274,168 +268,280 @@ impl AppServerPool {
 
         let (history, input) = protocol::split_conversation(&job.conversation);
         if !history.is_empty() {
-            call(
-                &worker,
-                &connection,
-                "thread/inject_items",
-                json!({"threadId": thread_id, "items": history}),
-            )
-            .await?;
+            let items = json!({"threadId": thread_id, "items": history});
+            turn.call("thread/inject_items", items).await?;
         }
         let input = match input {
             Some(text) => json!([{"type": "text", "text": text, "text_elements": []}]),
             None => json!([]),
         };
         let started = Instant::now();
-        let turn = call(
-            &worker,
-            &connection,
-            "turn/start",
-            json!({"threadId": thread_id, "input": input}),
-        )
-        .await?;
-        let mut turn_id = turn
+        let started_turn = turn
+            .call("turn/start", json!({"threadId": thread_id, "input": input}))
+            .await?;
+        phases.insert("app_server_turn_start", ms(started));
+        let turn_id = started_turn
             .pointer("/turn/id")
             .and_then(Value::as_str)
             .map(str::to_string);
-        phases.insert("app_server_turn_start", ms(started));
+        let state = TurnState::new(turn_id, phases);
+        turn.stream(&thread_id, state, notifications, events).await
+    }
+}
 
-        let turn_started = Instant::now();
-        let mut phase_of_item: HashMap<String, Option<String>> = HashMap::new();
-        let mut streamed = String::new();
-        let mut last_message: Option<String> = None;
-        let mut usage = Usage::default();
-        let mut first_delta = true;
-        loop {
-            let (method, params) = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => {
-                    interrupt(&connection, &thread_id, turn_id.as_deref()).await;
-                    return Ok(());
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    interrupt(&connection, &thread_id, turn_id.as_deref()).await;
-                    return Err(EngineError::new(
-                        FailureKind::Timeout,
-                        format!(
-                            "Codex did not finish within the profile's timeout of {} s; the turn was interrupted",
-                            profile.timeout.as_secs()
-                        ),
-                    ));
-                }
-                next = notifications.recv() => match next {
-                    Some(next) => next,
-                    None => {
-                        return Err(EngineError::new(
-                            FailureKind::CodexFailed,
-                            "the app-server worker exited during the turn",
-                        ))
-                    }
-                },
-            };
-            match method.as_str() {
-                "turn/started" if turn_id.is_none() => {
-                    turn_id = params
-                        .pointer("/turn/id")
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                }
-                "item/started" | "item/completed" => {
-                    let item = params.get("item").unwrap_or(&Value::Null);
-                    if item.get("type").and_then(Value::as_str) == Some("agentMessage") {
-                        let id = item
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string();
-                        let phase = item
-                            .get("phase")
-                            .and_then(Value::as_str)
-                            .map(str::to_string);
-                        if method == "item/completed" && phase.as_deref() != Some("commentary") {
-                            if let Some(text) = item.get("text").and_then(Value::as_str) {
-                                last_message = Some(text.to_string());
-                            }
-                        }
-                        phase_of_item.insert(id, phase);
-                    }
-                }
-                "item/agentMessage/delta" => {
-                    let item = params.get("itemId").and_then(Value::as_str).unwrap_or("");
-                    let commentary = phase_of_item
-                        .get(item)
-                        .is_some_and(|phase| phase.as_deref() == Some("commentary"));
-                    if let (false, Some(delta)) =
-                        (commentary, params.get("delta").and_then(Value::as_str))
-                    {
-                        if first_delta {
-                            first_delta = false;
-                            phases.insert("app_server_first_delta", ms(turn_started));
-                        }
-                        streamed.push_str(delta);
-                        if events
-                            .send(EngineEvent::Delta(delta.to_string()))
-                            .await
-                            .is_err()
-                        {
-                            interrupt(&connection, &thread_id, turn_id.as_deref()).await;
-                            return Ok(());
-                        }
-                    }
-                }
-                "thread/tokenUsage/updated" => {
-                    if let Some(update) = protocol::token_usage(&params) {
-                        usage = update;
-                    }
-                }
-                "turn/completed" => {
-                    let turn = params.get("turn").unwrap_or(&Value::Null);
-                    let status = turn.get("status").and_then(Value::as_str).unwrap_or("");
-                    phases.insert("app_server_turn", ms(turn_started));
-                    match status {
-                        "completed" => {
-                            worker.served.fetch_add(1, Ordering::Relaxed);
-                            let final_text = turn
-                                .get("items")
-                                .and_then(Value::as_array)
-                                .and_then(|items| {
-                                    items.iter().rev().find(|item| {
-                                        item.get("type").and_then(Value::as_str)
-                                            == Some("agentMessage")
-                                    })
-                                })
-                                .and_then(|item| item.get("text").and_then(Value::as_str))
-                                .map(str::to_string)
-                                .or(last_message)
-                                .unwrap_or(streamed);
-                            let _ = events
-                                .send(EngineEvent::Done {
-                                    text: final_text,
-                                    usage,
-                                    phases,
-                                })
-                                .await;
-                            return Ok(());
-                        }
-                        _ => {
-                            let error = turn.get("error").cloned().unwrap_or(Value::Null);
-                            let message = error
-                                .get("message")
-                                .and_then(Value::as_str)
-                                .map(str::to_string)
-                                .unwrap_or_else(|| {
-                                    format!("the turn ended with status `{status}`")
-                                });
-                            return Err(EngineError::new(
-                                protocol::failure_kind(&error),
-                                summarize(&message),
-                            ));
-                        }
-                    }
-                }
-                _ => {}
+/// Where one turn runs and when it must end.
+struct TurnContext<'a> {
+    worker: &'a Worker,
+    connection: &'a Connection,
+    profile: &'a Profile,
+    deadline: tokio::time::Instant,
+    cancel: &'a CancellationToken,
+}
+
+/// Why a turn stopped waiting.
+enum Stop {
+    Cancelled,
+    TimedOut,
+    /// The reader found the thread's buffer full: the client is not reading the stream.
+    SlowClient,
+}
+
+impl TurnContext<'_> {
+    /// Runs `work` until it ends, the request's deadline passes, or the request is cancelled.
+    async fn race<T>(&self, work: impl std::future::Future<Output = T>) -> Result<T, Stop> {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(Stop::Cancelled),
+            _ = tokio::time::sleep_until(self.deadline) => Err(Stop::TimedOut),
+            value = work => Ok(value),
+        }
+    }
+
+    fn timed_out(&self) -> EngineError {
+        EngineError::new(
+            FailureKind::Timeout,
+            format!(
+                "Codex did not finish within the profile's timeout of {} s; the turn was interrupted",
+                self.profile.timeout.as_secs()
+            ),
+        )
+    }
+
+    /// The error of a stop before the turn started (nothing to interrupt).
+    fn stopped(&self, stop: Stop) -> EngineError {
+        match stop {
+            Stop::TimedOut => self.timed_out(),
+            Stop::Cancelled | Stop::SlowClient => {
+                EngineError::new(FailureKind::CodexFailed, "cancelled")
             }
         }
+    }
+
+    /// The error of a turn whose notification channel closed: the worker exited or broke.
+    fn worker_gone(&self) -> EngineError {
+        let message = match self.connection.failure() {
+            Some(reason) => format!("{reason}; the turn was lost, retry the request"),
+            None => "the app-server worker exited during the turn".to_string(),
+        };
+        EngineError::new(FailureKind::CodexFailed, message)
+    }
+
+    /// A request that should be answered at once, bounded by the request's deadline and cancellation.
+    async fn call(&self, method: &str, params: Value) -> Result<Value, EngineError> {
+        self.race(call(
+            self.worker,
+            self.connection,
+            method,
+            params,
+            self.deadline,
+        ))
+        .await
+        .map_err(|stop| self.stopped(stop))?
+    }
+
+    /// Forwards the turn's deltas until `turn/completed`, the deadline, cancellation, or a client that
+    /// stopped reading. Every wait, including handing a delta to the client, races the deadline.
+    async fn stream(
+        &self,
+        thread_id: &str,
+        mut state: TurnState,
+        mut notifications: ThreadEvents,
+        events: &mpsc::Sender<EngineEvent>,
+    ) -> Result<(), EngineError> {
+        let stop = loop {
+            let next = self
+                .race(async {
+                    tokio::select! {
+                        biased;
+                        _ = notifications.overflowed.cancelled() => Err(Stop::SlowClient),
+                        next = notifications.receiver.recv() => Ok(next),
+                    }
+                })
+                .await
+                .and_then(|next| next);
+            let (method, params) = match next {
+                Ok(Some(next)) => next,
+                Ok(None) => return Err(self.worker_gone()),
+                Err(stop) => break stop,
+            };
+            match state.on_notification(&method, &params) {
+                None => {}
+                Some(Step::Delta(delta)) => {
+                    match self.race(events.send(EngineEvent::Delta(delta))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break Stop::Cancelled,
+                        Err(stop) => break stop,
+                    }
+                }
+                Some(Step::Finished(result)) => {
+                    if result.is_ok() {
+                        self.worker.served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let done = result?;
+                    let _ = self.race(events.send(done)).await;
+                    return Ok(());
+                }
+            }
+        };
+        interrupt(self.connection, thread_id, state.turn_id.as_deref()).await;
+        match stop {
+            Stop::Cancelled => Ok(()),
+            Stop::TimedOut => Err(self.timed_out()),
+            Stop::SlowClient => Err(EngineError::new(
+                FailureKind::Timeout,
+                format!(
+                    "the client did not read the stream fast enough (more than {} events waited); the turn was interrupted",
+                    rpc::THREAD_BUFFER
+                ),
+            )),
+        }
+    }
+}
+
+/// What a notification means for the turn.
+enum Step {
+    Delta(String),
+    /// `turn/completed`: the `Done` event, or why the turn failed.
+    Finished(Result<EngineEvent, EngineError>),
+}
+
+/// The facts a turn collects from its notifications (no I/O).
+struct TurnState {
+    turn_id: Option<String>,
+    phases: Phases,
+    started: Instant,
+    phase_of_item: HashMap<String, Option<String>>,
+    streamed: String,
+    last_message: Option<String>,
+    usage: Usage,
+    first_delta: bool,
+}
+
+impl TurnState {
+    fn new(turn_id: Option<String>, phases: Phases) -> TurnState {
+        TurnState {
+            turn_id,
+            phases,
+            started: Instant::now(),
+            phase_of_item: HashMap::new(),
+            streamed: String::new(),
+            last_message: None,
+            usage: Usage::default(),
+            first_delta: true,
+        }
+    }
+
+    fn on_notification(&mut self, method: &str, params: &Value) -> Option<Step> {
+        match method {
+            "turn/started" if self.turn_id.is_none() => {
+                self.turn_id = params
+                    .pointer("/turn/id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+            }
+            "item/started" | "item/completed" => self.on_item(method, params),
+            "item/agentMessage/delta" => return self.on_delta(params).map(Step::Delta),
+            "thread/tokenUsage/updated" => {
+                if let Some(update) = protocol::token_usage(params) {
+                    self.usage = update;
+                }
+            }
+            "turn/completed" => return Some(Step::Finished(self.on_completed(params))),
+            _ => {}
+        }
+        None
+    }
+
+    fn on_item(&mut self, method: &str, params: &Value) {
+        let item = params.get("item").unwrap_or(&Value::Null);
+        if item.get("type").and_then(Value::as_str) != Some("agentMessage") {
+            return;
+        }
+        let id = item.get("id").and_then(Value::as_str).unwrap_or("");
+        let phase = item
+            .get("phase")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if method == "item/completed" && phase.as_deref() != Some("commentary") {
+            if let Some(text) = item.get("text").and_then(Value::as_str) {
+                self.last_message = Some(text.to_string());
+            }
+        }
+        self.phase_of_item.insert(id.to_string(), phase);
+    }
+
+    fn on_delta(&mut self, params: &Value) -> Option<String> {
+        let item = params.get("itemId").and_then(Value::as_str).unwrap_or("");
+        let commentary = self
+            .phase_of_item
+            .get(item)
+            .is_some_and(|phase| phase.as_deref() == Some("commentary"));
+        let delta = params.get("delta").and_then(Value::as_str)?;
+        if commentary {
+            return None;
+        }
+        if self.first_delta {
+            self.first_delta = false;
+            self.phases
+                .insert("app_server_first_delta", ms(self.started));
+        }
+        self.streamed.push_str(delta);
+        Some(delta.to_string())
+    }
+
+    fn on_completed(&mut self, params: &Value) -> Result<EngineEvent, EngineError> {
+        let turn = params.get("turn").unwrap_or(&Value::Null);
+        let status = turn.get("status").and_then(Value::as_str).unwrap_or("");
+        self.phases.insert("app_server_turn", ms(self.started));
+        if status != "completed" {
+            let error = turn.get("error").cloned().unwrap_or(Value::Null);
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("the turn ended with status `{status}`"));
+            return Err(EngineError::new(
+                protocol::failure_kind(&error),
+                summarize(&message),
+            ));
+        }
+        let final_text =
+            turn.get("items")
+                .and_then(Value::as_array)
+                .and_then(|items| {
+                    items.iter().rev().find(|item| {
+                        item.get("type").and_then(Value::as_str) == Some("agentMessage")
+                    })
+                })
+                .and_then(|item| item.get("text").and_then(Value::as_str))
+                .map(str::to_string)
+                .or_else(|| self.last_message.take())
+                .unwrap_or_else(|| std::mem::take(&mut self.streamed));
+        Ok(EngineEvent::Done {
+            text: final_text,
+            usage: self.usage,
+            phases: std::mem::take(&mut self.phases),
+        })
     }
 }
 
@@ -481,20 +587,22 @@ impl Drop for ThreadGuard {
     }
 }
 
-/// A request that should be answered at once: retried briefly when the server is overloaded; a worker
-/// that does not answer is killed (its supervisor restarts it).
+/// A request that should be answered at once: retried briefly when the server is overloaded. It waits
+/// at most [`RPC_TIMEOUT`], or until `deadline` when that comes first. A worker that does not answer
+/// within [`RPC_TIMEOUT`] is killed (its supervisor restarts it); a request whose own deadline comes
+/// first fails with a timeout.
 async fn call(
     worker: &Worker,
     connection: &Connection,
     method: &str,
     params: Value,
+    deadline: tokio::time::Instant,
 ) -> Result<Value, EngineError> {
     let mut delay = Duration::from_millis(100);
     for attempt in 0..=OVERLOAD_RETRIES {
-        match connection
-            .request(method, params.clone(), RPC_TIMEOUT)
-            .await
-        {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let limit = left.min(RPC_TIMEOUT);
+        match connection.request(method, params.clone(), limit).await {
             Ok(result) => return Ok(result),
             Err(RpcError::Remote { code, .. })
                 if code == OVERLOADED && attempt < OVERLOAD_RETRIES =>
@@ -514,6 +622,12 @@ async fn call(
                     format!("{method} failed: {}", summarize(&message)),
                 ))
             }
+            Err(RpcError::Timeout { .. }) if limit < RPC_TIMEOUT => {
+                return Err(EngineError::new(
+                    FailureKind::Timeout,
+                    format!("the app-server did not answer {method} before the profile's timeout; the request was stopped"),
+                ))
+            }
             Err(RpcError::Timeout { .. }) => {
                 worker.request_kill();
                 return Err(EngineError::new(
@@ -524,10 +638,11 @@ async fn call(
                 ));
             }
             Err(RpcError::Closed) => {
-                return Err(EngineError::new(
-                    FailureKind::CodexFailed,
-                    "the app-server worker exited during the request",
-                ))
+                let message = match connection.failure() {
+                    Some(reason) => format!("{reason}; retry the request"),
+                    None => "the app-server worker exited during the request".to_string(),
+                };
+                return Err(EngineError::new(FailureKind::CodexFailed, message));
             }
         }
     }

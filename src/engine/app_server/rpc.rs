@@ -1,7 +1,20 @@
 //! JSON-RPC over one app-server process's stdio: numbered requests with a pending map, notifications
-//! routed to per-thread channels by `threadId`, and server-initiated requests answered at once with a
-//! refusal. A pending id is inserted *before* the request is written; on EOF every pending request fails
-//! and every thread channel closes, so no caller waits on a dead process. Non-JSON lines are skipped.
+//! routed to bounded per-thread channels by `threadId`, and server-initiated requests answered at once
+//! with a refusal. Non-JSON lines are skipped. On EOF every pending request fails and every thread
+//! channel closes, so no caller waits on a dead process.
+//!
+//! Two tasks own the pipes, and callers never touch them:
+//! - the **reader** reads stdout ([`MAX_STDOUT_LINE`] per line at most; a longer line breaks the
+//!   connection) and never waits on anything but stdout: answers go through oneshots, notifications
+//!   through `try_send`, refusals into the writer's unbounded queue;
+//! - the **writer** owns stdin and writes whole lines, so a caller that gives up (deadline, cancellation)
+//!   can never leave half a line behind. If one `write` makes no progress for [`STDIN_STALL_LIMIT`], the
+//!   process has stopped reading: the connection is marked broken and the worker's supervisor kills it.
+//!
+//! Why the reader cannot deadlock against a large write: the reader's only interaction with stdin is
+//! pushing a refusal into an unbounded queue, which never waits. So while the writer is blocked on a full
+//! stdin pipe, the reader keeps draining stdout, and the app-server (which may itself be blocked writing
+//! to its stdout) keeps making progress and eventually reads its stdin again, or the stall limit ends it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,12 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{ChildStdin, ChildStdout};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::protocol::refusal;
+use crate::codex::lines::{read_line, Line, MAX_STDOUT_LINE};
 
 /// A JSON-RPC error answer, or the connection closing under a request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -30,49 +43,174 @@ pub enum RpcError {
 /// JSON-RPC code of "server overloaded; retry later".
 pub const OVERLOADED: i64 = -32001;
 
+/// How long one write to the app-server's stdin may make no progress before the process is declared
+/// unhealthy and restarted: 10 s. A healthy app-server reads its stdin continuously, so a pipe that stays
+/// full this long means it stopped reading.
+pub const STDIN_STALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// Notifications buffered per thread (one request's turn): 1024. A turn reads them as fast as its client
+/// takes the deltas; when the client stops reading, the buffer fills and the turn fails at once
+/// ([`ThreadEvents::overflowed`]) rather than the reader waiting on it or memory growing.
+pub const THREAD_BUFFER: usize = 1024;
+
+/// Requests and notifications queued for the writer. Callers wait for room (racing their deadline), so a
+/// stalled process pushes back on them instead of growing the queue.
+const WRITE_QUEUE: usize = 64;
+
 type Pending = HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>;
+type Notification = (String, Value);
+
+/// The routing entry of one thread in flight.
+struct ThreadRoute {
+    sender: mpsc::Sender<Notification>,
+    overflowed: CancellationToken,
+}
+
+/// One thread's notifications, as [`Connection::subscribe_thread`] hands them out.
+pub struct ThreadEvents {
+    pub receiver: mpsc::Receiver<Notification>,
+    /// Cancelled when the reader found the buffer full: the turn's client is not keeping up, and the
+    /// thread receives nothing more.
+    pub overflowed: CancellationToken,
+}
+
+impl ThreadEvents {
+    /// The next notification; `None` once the thread is forgotten, overflowed or the process is gone.
+    pub async fn recv(&mut self) -> Option<Notification> {
+        self.receiver.recv().await
+    }
+}
+
+/// Why a connection must end, shared with the writer task.
+#[derive(Default)]
+struct Health {
+    /// Cancelled when the process must be killed (stdin stalled, an overlong line).
+    broken: CancellationToken,
+    reason: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn fail(&self, reason: String) {
+        tracing::warn!("{reason}");
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(reason);
+        self.broken.cancel();
+    }
+}
 
 /// One live connection to an app-server process.
 pub struct Connection {
-    /// Writes are serialised: one line at a time.
-    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    /// Lines for the writer task (bounded: see [`WRITE_QUEUE`]).
+    outgoing: mpsc::Sender<String>,
+    /// Answers to server-initiated requests, for the writer task. Unbounded so the reader never waits;
+    /// they are rare and small, and a writer that cannot drain them is stalled and ends the process.
+    answers: mpsc::UnboundedSender<String>,
     next_id: AtomicU64,
     /// Requests waiting for their answer, by id.
     pending: Mutex<Pending>,
     /// Notification channels of the threads in flight, by thread id.
-    threads: Mutex<HashMap<String, mpsc::UnboundedSender<(String, Value)>>>,
+    threads: Mutex<HashMap<String, ThreadRoute>>,
     /// Cancelled when stdout reaches EOF (the process is gone or going).
     closed: CancellationToken,
+    health: Arc<Health>,
+    /// Cancelled to make the writer close stdin.
+    stop_writing: CancellationToken,
+}
+
+/// Removes a request's pending entry when the request ends, however it ends (answer, timeout, error, or
+/// the caller dropping the future).
+struct PendingEntry<'a> {
+    pending: &'a Mutex<Pending>,
+    id: u64,
+}
+
+impl Drop for PendingEntry<'_> {
+    fn drop(&mut self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl Connection {
-    /// Starts the reader task over `stdout` and returns the connection.
-    pub fn start(stdin: ChildStdin, stdout: ChildStdout) -> Arc<Connection> {
+    /// Starts the reader and writer tasks over the process's pipes and returns the connection.
+    pub fn start<W, R>(stdin: W, stdout: R) -> Arc<Connection>
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let (outgoing, outgoing_lines) = mpsc::channel(WRITE_QUEUE);
+        let (answers, answer_lines) = mpsc::unbounded_channel();
+        let health = Arc::new(Health::default());
+        let stop_writing = CancellationToken::new();
         let connection = Arc::new(Connection {
-            stdin: tokio::sync::Mutex::new(Some(stdin)),
+            outgoing,
+            answers,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             threads: Mutex::new(HashMap::new()),
             closed: CancellationToken::new(),
+            health: health.clone(),
+            stop_writing: stop_writing.clone(),
         });
+        tokio::spawn(write_loop(
+            stdin,
+            outgoing_lines,
+            answer_lines,
+            health,
+            stop_writing,
+        ));
         let reader = connection.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                reader.dispatch(&line).await;
-            }
+            reader.read_loop(stdout).await;
             reader.close();
         });
         connection
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(&self, stdout: R) {
+        let mut stdout = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            match read_line(&mut stdout, &mut buf, MAX_STDOUT_LINE).await {
+                Ok(Line::Complete) => self.dispatch(&buf),
+                Ok(Line::TooLong) => {
+                    self.health.fail(format!(
+                        "the app-server worker printed an output line longer than {} MiB, more than any valid message; it is being restarted",
+                        MAX_STDOUT_LINE >> 20
+                    ));
+                    return;
+                }
+                Ok(Line::Eof) | Err(_) => return,
+            }
+        }
     }
 
     pub fn closed(&self) -> &CancellationToken {
         &self.closed
     }
 
+    /// Cancelled when the process must be killed (see [`Connection::failure`] for why).
+    pub fn broken(&self) -> &CancellationToken {
+        &self.health.broken
+    }
+
+    /// Why the connection broke, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.health
+            .reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Fails everything waiting on this connection.
     fn close(&self) {
         self.closed.cancel();
+        self.stop_writing.cancel();
         let pending: Pending =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         for (_, waiter) in pending {
@@ -84,15 +222,16 @@ impl Connection {
             .clear();
     }
 
-    async fn dispatch(&self, line: &str) {
-        let Ok(message) = serde_json::from_str::<Value>(line) else {
+    /// Handles one line from stdout. Never waits (see the module comment).
+    fn dispatch(&self, line: &[u8]) {
+        let Ok(message) = serde_json::from_slice::<Value>(line) else {
             return;
         };
         let method = message.get("method").and_then(Value::as_str);
         let id = message.get("id").filter(|id| !id.is_null());
         match (method, id) {
             (Some(method), Some(id)) => {
-                // A server-initiated request: answer at once.
+                // A server-initiated request: answer at once, through the writer.
                 let answer = match refusal(method) {
                     Ok(result) => json!({"id": id, "result": result}),
                     Err((code, text)) => {
@@ -100,68 +239,80 @@ impl Connection {
                     }
                 };
                 tracing::debug!(method, "answered an app-server request with a refusal");
-                let _ = self.write(&answer).await;
+                let _ = self.answers.send(format!("{answer}\n"));
             }
-            (Some(method), None) => {
-                let params = message.get("params").cloned().unwrap_or(Value::Null);
-                let thread = params
-                    .get("threadId")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                if let Some(thread) = thread {
-                    let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(channel) = threads.get(&thread) {
-                        let _ = channel.send((method.to_string(), params));
-                    }
-                }
-            }
-            (None, Some(id)) => {
-                let Some(id) = id.as_u64() else { return };
-                let waiter = self
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
-                if let Some(waiter) = waiter {
-                    let result = match message.get("error") {
-                        Some(error) if !error.is_null() => Err(RpcError::Remote {
-                            code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
-                            message: error
-                                .get("message")
-                                .and_then(Value::as_str)
-                                .unwrap_or("unknown error")
-                                .to_string(),
-                        }),
-                        _ => Ok(message.get("result").cloned().unwrap_or(Value::Null)),
-                    };
-                    let _ = waiter.send(result);
-                }
-            }
+            (Some(method), None) => self.route_notification(method, &message),
+            (None, Some(id)) => self.answer(id, &message),
             (None, None) => {}
         }
     }
 
-    async fn write(&self, message: &Value) -> Result<(), RpcError> {
-        let mut line = message.to_string();
-        line.push('\n');
-        let mut stdin = self.stdin.lock().await;
-        let Some(pipe) = stdin.as_mut() else {
-            return Err(RpcError::Closed);
+    /// Hands a notification to its thread's channel without waiting; a full channel fails that thread.
+    fn route_notification(&self, method: &str, message: &Value) {
+        let params = message.get("params").cloned().unwrap_or(Value::Null);
+        let Some(thread) = params.get("threadId").and_then(Value::as_str) else {
+            return;
         };
-        if pipe.write_all(line.as_bytes()).await.is_err() || pipe.flush().await.is_err() {
-            return Err(RpcError::Closed);
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(route) = threads.get(thread) else {
+            return;
+        };
+        let thread = thread.to_string();
+        match route.sender.try_send((method.to_string(), params)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                route.overflowed.cancel();
+                threads.remove(&thread);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                threads.remove(&thread);
+            }
         }
-        Ok(())
     }
 
-    /// Sends a request and waits for its answer (at most `timeout`).
+    fn answer(&self, id: &Value, message: &Value) {
+        let Some(id) = id.as_u64() else { return };
+        let waiter = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some(waiter) = waiter {
+            let result = match message.get("error") {
+                Some(error) if !error.is_null() => Err(RpcError::Remote {
+                    code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
+                    message: error
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown error")
+                        .to_string(),
+                }),
+                _ => Ok(message.get("result").cloned().unwrap_or(Value::Null)),
+            };
+            let _ = waiter.send(result);
+        }
+    }
+
+    /// Queues one line for the writer.
+    async fn write(&self, message: &Value) -> Result<(), RpcError> {
+        if self.closed.is_cancelled() || self.health.broken.is_cancelled() {
+            return Err(RpcError::Closed);
+        }
+        self.outgoing
+            .send(format!("{message}\n"))
+            .await
+            .map_err(|_| RpcError::Closed)
+    }
+
+    /// Sends a request and waits for its answer. `timeout` bounds everything: waiting for room in the
+    /// write queue and for the answer. Dropping the future at any point leaves nothing behind.
     pub async fn request(
         &self,
         method: &str,
         params: Value,
         timeout: Duration,
     ) -> Result<Value, RpcError> {
-        if self.closed.is_cancelled() {
+        if self.closed.is_cancelled() || self.health.broken.is_cancelled() {
             return Err(RpcError::Closed);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -170,51 +321,64 @@ impl Connection {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, sender);
-        let sent = self
-            .write(&json!({"id": id, "method": method, "params": params}))
-            .await;
-        if let Err(err) = sent {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-            return Err(err);
-        }
-        match tokio::time::timeout(timeout, receiver).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(RpcError::Closed),
-            Err(_) => {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+        let _entry = PendingEntry {
+            pending: &self.pending,
+            id,
+        };
+        let exchange = async {
+            self.write(&json!({"id": id, "method": method, "params": params}))
+                .await?;
+            receiver.await.unwrap_or(Err(RpcError::Closed))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
                 Err(RpcError::Timeout {
                     method: method.to_string(),
                     seconds: timeout.as_secs(),
                 })
-            }
-        }
+            })
     }
 
-    /// Sends a notification (no answer).
+    /// Sends a notification (no answer), waiting at most [`STDIN_STALL_LIMIT`] for room in the write
+    /// queue.
     pub async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), RpcError> {
+        let timeout = STDIN_STALL_LIMIT;
         let mut message = json!({"method": method});
         if let Some(params) = params {
             message["params"] = params;
         }
-        self.write(&message).await
+        tokio::time::timeout(timeout, self.write(&message))
+            .await
+            .unwrap_or_else(|_| {
+                Err(RpcError::Timeout {
+                    method: method.to_string(),
+                    seconds: timeout.as_secs(),
+                })
+            })
     }
 
-    /// Routes `thread`'s notifications to the returned channel until [`Connection::forget_thread`].
-    pub fn subscribe_thread(&self, thread: &str) -> mpsc::UnboundedReceiver<(String, Value)> {
-        let (sender, receiver) = mpsc::unbounded_channel();
+    /// Routes `thread`'s notifications to the returned channel (at most [`THREAD_BUFFER`] waiting) until
+    /// [`Connection::forget_thread`].
+    pub fn subscribe_thread(&self, thread: &str) -> ThreadEvents {
+        let (sender, receiver) = mpsc::channel(THREAD_BUFFER);
+        let overflowed = CancellationToken::new();
         if !self.closed.is_cancelled() {
             self.threads
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(thread.to_string(), sender);
+                .insert(
+                    thread.to_string(),
+                    ThreadRoute {
+                        sender,
+                        overflowed: overflowed.clone(),
+                    },
+                );
         }
-        receiver
+        ThreadEvents {
+            receiver,
+            overflowed,
+        }
     }
 
     pub fn forget_thread(&self, thread: &str) {
@@ -224,8 +388,204 @@ impl Connection {
             .remove(thread);
     }
 
-    /// Closes stdin: the app-server exits on its own within ~30 ms.
-    pub async fn close_stdin(&self) {
-        self.stdin.lock().await.take();
+    /// Closes stdin once the queued lines are written: the app-server exits on its own within ~30 ms.
+    pub fn close_stdin(&self) {
+        self.stop_writing.cancel();
+    }
+
+    /// How many requests wait for an answer (for tests).
+    #[cfg(test)]
+    fn pending_count(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// The writer task: writes whole lines to stdin, answers first, until stopped, the pipe fails, or a
+/// write stalls past [`STDIN_STALL_LIMIT`] (then `health` says why).
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut stdin: W,
+    mut outgoing: mpsc::Receiver<String>,
+    mut answers: mpsc::UnboundedReceiver<String>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    loop {
+        let line = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            Some(line) = answers.recv() => line,
+            Some(line) = outgoing.recv() => line,
+            else => return,
+        };
+        let written = tokio::select! {
+            written = write_with_progress(&mut stdin, line.as_bytes()) => written,
+            _ = stop.cancelled() => return,
+        };
+        match written {
+            Ok(()) => {}
+            Err(WriteFailure::Stalled) => {
+                health.fail(format!(
+                    "the app-server worker stopped reading its stdin for {} s; it is being restarted",
+                    STDIN_STALL_LIMIT.as_secs()
+                ));
+                return;
+            }
+            Err(WriteFailure::Closed) => return,
+        }
+    }
+}
+
+enum WriteFailure {
+    Stalled,
+    Closed,
+}
+
+/// Writes all of `bytes`, failing when one `write` makes no progress for [`STDIN_STALL_LIMIT`].
+async fn write_with_progress<W: AsyncWrite + Unpin>(
+    stdin: &mut W,
+    bytes: &[u8],
+) -> Result<(), WriteFailure> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match tokio::time::timeout(STDIN_STALL_LIMIT, stdin.write(&bytes[written..])).await {
+            Err(_) => return Err(WriteFailure::Stalled),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(WriteFailure::Closed),
+            Ok(Ok(count)) => written += count,
+        }
+    }
+    match tokio::time::timeout(STDIN_STALL_LIMIT, stdin.flush()).await {
+        Err(_) => Err(WriteFailure::Stalled),
+        Ok(Err(_)) => Err(WriteFailure::Closed),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    /// A connection whose process never reads stdin (a small pipe that nobody drains) and never writes.
+    fn deaf_connection() -> (Arc<Connection>, impl Sized) {
+        let (stdin, unread) = tokio::io::duplex(64);
+        let (silent, stdout) = tokio::io::duplex(64);
+        (Connection::start(stdin, stdout), (unread, silent))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_cancelled_while_waiting_leaves_no_pending_entry() {
+        let (connection, _pipes) = deaf_connection();
+        // The request's line fills the pipe, and no answer ever comes.
+        let big = json!({"text": "x".repeat(4096)});
+        let waiting = {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                connection
+                    .request("stuck", big, Duration::from_secs(3600))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(connection.pending_count(), 1);
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(connection.pending_count(), 0);
+        // And the timeout path.
+        let result = connection
+            .request("again", json!({}), Duration::from_secs(1))
+            .await;
+        assert!(
+            matches!(result, Err(RpcError::Timeout { .. })),
+            "{result:?}"
+        );
+        assert_eq!(connection.pending_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_process_that_stops_reading_stdin_is_declared_broken() {
+        let (connection, _pipes) = deaf_connection();
+        let big = json!({"text": "x".repeat(4096)});
+        let result = connection
+            .request("stuck", big, Duration::from_secs(2))
+            .await;
+        assert!(
+            matches!(result, Err(RpcError::Timeout { .. })),
+            "{result:?}"
+        );
+        assert!(!connection.broken().is_cancelled());
+        tokio::time::sleep(STDIN_STALL_LIMIT).await;
+        assert!(connection.broken().is_cancelled());
+        assert!(connection
+            .failure()
+            .unwrap()
+            .contains("stopped reading its stdin"));
+        // A broken connection refuses new requests at once.
+        let result = connection
+            .request("later", json!({}), Duration::from_secs(3600))
+            .await;
+        assert!(matches!(result, Err(RpcError::Closed)), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_full_thread_buffer_fails_only_that_thread() {
+        let (stdin, _unread) = tokio::io::duplex(1 << 20);
+        let (mut server, stdout) = tokio::io::duplex(1 << 20);
+        let connection = Connection::start(stdin, stdout);
+        let slow = connection.subscribe_thread("slow");
+        let mut fast = connection.subscribe_thread("fast");
+        for index in 0..THREAD_BUFFER + 1 {
+            let line = json!({"method": "delta", "params": {"threadId": "slow", "n": index}});
+            server
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        let line = json!({"method": "delta", "params": {"threadId": "fast"}});
+        server
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        // The reader did not wait on the slow thread: the fast one gets its notification.
+        let (method, _) = fast.receiver.recv().await.unwrap();
+        assert_eq!(method, "delta");
+        assert!(slow.overflowed.is_cancelled());
+        assert!(!fast.overflowed.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn refusals_do_not_wait_for_a_blocked_writer() {
+        // A process that answers nothing but sends a server request; its stdin is never read.
+        let (stdin, unread) = tokio::io::duplex(64);
+        let (mut server, stdout) = tokio::io::duplex(1 << 16);
+        let connection = Connection::start(stdin, stdout);
+        let mut thread = connection.subscribe_thread("t");
+        // Block the writer on a large request.
+        let blocked = {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                let big = json!({"text": "x".repeat(1 << 16)});
+                connection.request("big", big, Duration::from_secs(5)).await
+            })
+        };
+        while connection.pending_count() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Let the writer start the large write and block on the full pipe.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let request = json!({"id": 7, "method": "item/tool/requestUserInput", "params": {}});
+        let note = json!({"method": "n", "params": {"threadId": "t"}});
+        server
+            .write_all(format!("{request}\n{note}\n").as_bytes())
+            .await
+            .unwrap();
+        // The reader went on past the server request to the notification.
+        assert_eq!(thread.receiver.recv().await.unwrap().0, "n");
+        // Once stdin drains, the large request and then the refusal arrive, each as a whole line.
+        let mut lines = tokio::io::BufReader::new(unread).lines();
+        let first = lines.next_line().await.unwrap().unwrap();
+        assert!(first.contains("\"big\""));
+        let second = lines.next_line().await.unwrap().unwrap();
+        assert!(second.contains("\"id\":7"), "{second}");
+        blocked.abort();
     }
 }

@@ -3,12 +3,11 @@
 //! capped exponential backoff whenever it exits. Stopping closes stdin, then SIGTERM, then SIGKILL.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::protocol::initialize_params;
 use super::rpc::Connection;
 use crate::codex::launch::{spawn_in_group, GroupKiller, ResolvedCodex, StderrTail};
+use crate::codex::lines::for_each_capped_line;
 
 /// How long finished threads stay loaded in the app-server (its default is 30 min: memory grows).
 const THREAD_UNLOAD_DELAY_SECS: u32 = 5;
@@ -25,13 +25,17 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_GRACE: Duration = Duration::from_secs(2);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How often a ready worker is asked how many threads it has loaded (`thread/loaded/list`). `/metrics`
+/// shows the last answer and never waits on a worker.
+const LOADED_POLL: Duration = Duration::from_secs(1);
 
 /// Everything needed to (re)start the processes of one pool.
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
     pub codex: ResolvedCodex,
     pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
+    /// The complete environment (see `codex::env`); `CODEX_HOME` is set on top.
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     pub codex_home: PathBuf,
     pub working_dir: PathBuf,
 }
@@ -70,6 +74,8 @@ pub struct Worker {
     /// Consecutive failed starts (0 once a process came up): a profile whose workers all fail to start
     /// answers 503 at once instead of making requests wait.
     pub start_failures: AtomicU32,
+    /// Threads the current process had loaded at the last poll ([`LOADED_POLL`]); -1 when unknown.
+    pub threads_loaded: AtomicI64,
     /// Cancelled by a request that saw the current process stop answering; the supervisor kills it.
     /// Replaced by a fresh token for every new process.
     kill_slot: Mutex<CancellationToken>,
@@ -86,6 +92,7 @@ impl Worker {
             served: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             start_failures: AtomicU32::new(0),
+            threads_loaded: AtomicI64::new(-1),
             kill_slot: Mutex::new(CancellationToken::new()),
         })
     }
@@ -126,6 +133,10 @@ impl Worker {
             "turns_in_flight": self.in_flight.load(Ordering::Relaxed),
             "turns_served": self.served.load(Ordering::Relaxed),
             "restarts": self.restarts.load(Ordering::Relaxed),
+            "threads_loaded": match self.threads_loaded.load(Ordering::Relaxed) {
+                loaded if loaded >= 0 => json!(loaded),
+                _ => Value::Null,
+            },
         });
         if let WorkerState::Down(reason) = state {
             value["error"] = json!(reason);
@@ -141,9 +152,18 @@ fn user_codex_home() -> PathBuf {
         .unwrap_or_else(|| crate::config::home_dir().join(".codex"))
 }
 
-/// Prepares the private `CODEX_HOME`: the directory, and a symlink to the user's `auth.json`.
+/// Prepares the private `CODEX_HOME`: the directory (and any missing parent) created 0700, an existing
+/// one made 0700 too (it holds the login link and Codex's state), and a symlink to the user's `auth.json`.
 pub fn prepare_codex_home(home: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(home)?;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(home)?;
+    let mode = std::fs::metadata(home)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))?;
+    }
     let source = user_codex_home().join("auth.json");
     let link = home.join("auth.json");
     if source.exists() && std::fs::canonicalize(&source).ok() != std::fs::canonicalize(&link).ok() {
@@ -194,11 +214,9 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
     let mut command = Command::new(&spec.codex.program);
     command
         .args(&spec.args)
-        .envs(spec.codex.env.iter().map(|(k, v)| (k, v)))
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env_clear()
+        .envs(spec.env.iter().cloned())
         .env("CODEX_HOME", &spec.codex_home)
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("CODEX_PROXY_API_KEY")
         .current_dir(&spec.working_dir);
     let (mut child, group) = spawn_in_group(&mut command).map_err(|err| {
         format!(
@@ -209,12 +227,9 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
     let tail = Arc::new(Mutex::new(StderrTail::default()));
     if let Some(stderr) = child.stderr.take() {
         let tail = tail.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tail.lock().unwrap_or_else(|e| e.into_inner()).push(&line);
-            }
-        });
+        tokio::spawn(for_each_capped_line(stderr, move |line| {
+            tail.lock().unwrap_or_else(|e| e.into_inner()).push(line)
+        }));
     }
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err("the app-server's stdio was not captured".to_string());
@@ -249,7 +264,7 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
 
 /// Stops a running process: close stdin, wait, SIGTERM, wait, SIGKILL.
 async fn stop_process(mut running: Running) {
-    running.connection.close_stdin().await;
+    running.connection.close_stdin();
     if tokio::time::timeout(STOP_GRACE, running.child.wait())
         .await
         .is_err()
@@ -281,47 +296,11 @@ pub async fn supervise(worker: Arc<Worker>, spec: Arc<WorkerSpec>, stop: Cancell
             _ = stop.cancelled() => break,
         };
         match started {
-            Ok(mut running) => {
-                let pid = running.child.id().unwrap_or(0);
-                worker.pid.store(pid, Ordering::Relaxed);
-                worker.start_failures.store(0, Ordering::Relaxed);
-                worker.set_state(WorkerState::Ready(running.connection.clone()));
-                tracing::info!(worker = worker.index, pid, "app-server worker ready");
+            Ok(running) => {
                 let up_since = Instant::now();
-                let connection = running.connection.clone();
-                tokio::select! {
-                    _ = connection.closed().cancelled() => {}
-                    _ = kill.cancelled() => {
-                        tracing::warn!(worker = worker.index, pid, "app-server worker stopped answering: killing it");
-                        running.group.kill();
-                    }
-                    _ = stop.cancelled() => {
-                        worker.set_state(WorkerState::Stopped);
-                        stop_process(running).await;
-                        worker.pid.store(0, Ordering::Relaxed);
-                        worker.set_state(WorkerState::Stopped);
-                        return;
-                    }
-                }
-                running.group.kill();
-                let status = tokio::time::timeout(Duration::from_secs(2), running.child.wait())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .map(|status| status.to_string())
-                    .unwrap_or_else(|| "unknown status".to_string());
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let detail = running
-                    .tail
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .last_meaningful()
-                    .unwrap_or_default();
-                let reason = format!("the app-server worker exited ({status}) {detail}")
-                    .trim()
-                    .to_string();
-                tracing::warn!(worker = worker.index, pid, "{reason}");
-                worker.pid.store(0, Ordering::Relaxed);
+                let Some(reason) = serve(&worker, running, &kill, &stop).await else {
+                    return;
+                };
                 worker.set_state(WorkerState::Down(reason));
                 if up_since.elapsed() > Duration::from_secs(30) {
                     failures = 0;
@@ -345,4 +324,87 @@ pub async fn supervise(worker: Arc<Worker>, spec: Arc<WorkerSpec>, stop: Cancell
         }
     }
     worker.set_state(WorkerState::Stopped);
+}
+
+/// Publishes a started process and waits for it to end: it exits, a request asks to `kill` it (it
+/// stopped answering), or its connection breaks (stdin stalled, an overlong line). Returns why it ended,
+/// or `None` when `stop` stopped it.
+async fn serve(
+    worker: &Arc<Worker>,
+    mut running: Running,
+    kill: &CancellationToken,
+    stop: &CancellationToken,
+) -> Option<String> {
+    let pid = running.child.id().unwrap_or(0);
+    worker.pid.store(pid, Ordering::Relaxed);
+    worker.start_failures.store(0, Ordering::Relaxed);
+    worker.set_state(WorkerState::Ready(running.connection.clone()));
+    tracing::info!(worker = worker.index, pid, "app-server worker ready");
+    let connection = running.connection.clone();
+    let _poller = spawn_loaded_poller(worker, &connection);
+    tokio::select! {
+        _ = connection.closed().cancelled() => {}
+        _ = kill.cancelled() => {
+            tracing::warn!(worker = worker.index, pid, "app-server worker stopped answering: killing it");
+        }
+        _ = connection.broken().cancelled() => {}
+        _ = stop.cancelled() => {
+            worker.set_state(WorkerState::Stopped);
+            stop_process(running).await;
+            worker.pid.store(0, Ordering::Relaxed);
+            worker.set_state(WorkerState::Stopped);
+            return None;
+        }
+    }
+    running.group.kill();
+    worker.threads_loaded.store(-1, Ordering::Relaxed);
+    let status = tokio::time::timeout(Duration::from_secs(2), running.child.wait())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|status| status.to_string())
+        .unwrap_or_else(|| "unknown status".to_string());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let detail = connection.failure().unwrap_or_else(|| {
+        running
+            .tail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_meaningful()
+            .unwrap_or_default()
+    });
+    let reason = format!("the app-server worker exited ({status}) {detail}")
+        .trim()
+        .to_string();
+    tracing::warn!(worker = worker.index, pid, "{reason}");
+    worker.pid.store(0, Ordering::Relaxed);
+    Some(reason)
+}
+
+/// Asks the process every [`LOADED_POLL`] how many threads it has loaded and stores the answer in
+/// [`Worker::threads_loaded`], until the returned guard is dropped.
+fn spawn_loaded_poller(worker: &Arc<Worker>, connection: &Arc<Connection>) -> AbortOnDrop {
+    let connection = connection.clone();
+    let worker = worker.clone();
+    AbortOnDrop(tokio::spawn(async move {
+        loop {
+            let loaded = connection
+                .request("thread/loaded/list", json!({}), LOADED_POLL)
+                .await
+                .ok()
+                .and_then(|result| result.get("data").and_then(Value::as_array).map(Vec::len));
+            let loaded = loaded.map_or(-1, |count| count as i64);
+            worker.threads_loaded.store(loaded, Ordering::Relaxed);
+            tokio::time::sleep(LOADED_POLL).await;
+        }
+    }))
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
