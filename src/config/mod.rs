@@ -8,6 +8,9 @@
 pub mod raw;
 pub mod watch;
 
+#[cfg(test)]
+mod proptests;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

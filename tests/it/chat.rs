@@ -1,7 +1,7 @@
 //! End-to-end: the real proxy binary, the real Codex CLI, the mock model. Successful requests in both
 //! response shapes, what reaches the model, routing, `/v1/models` and the operational endpoints.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

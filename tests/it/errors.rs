@@ -3,7 +3,7 @@
 //! `{"error":{"message","type","param","code"}}`; after each fault the same profile still serves a normal
 //! request, and no Codex process outlives its request.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 //! rows (HTTP 500/429/401 from the model, cut streams, crashes, timeouts) are in `errors.rs` (exec) and
 //! `app_server.rs`.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

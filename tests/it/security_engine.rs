@@ -3,7 +3,7 @@
 //! and private directory modes. Faults the real Codex CLI cannot show use the fakes of
 //! `support::fake_hostile`; the slow streaming client runs the real CLI against the mock model.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::path::Path;

@@ -1,14 +1,17 @@
-//! Shared support code for the integration tests: the mock Responses API
-//! server (`mock_model`) and lookup of the real Codex CLI binaries installed by
-//! `npm ci` in the repository root.
+//! Shared support code for the integration tests: the mock Responses API server (`mock_model`), the
+//! proxy launcher (`app`), fake Codex scripts (`fake_codex`), complete HTTP answers from reqwest or a
+//! raw socket (`http`), TOML quoting (`toml_text`), and lookup of the real Codex CLI binaries installed
+//! by `npm ci` in the repository root.
 //!
-//! Include it from an integration test with `mod support;`.
+//! `tests/it/main.rs` declares it once; a suite module brings it in with `use crate::support;`.
 #![allow(dead_code)]
 
 pub mod app;
 pub mod fake_codex;
 pub mod fake_hostile;
+pub mod http;
 pub mod mock_model;
+pub mod toml_text;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! `tests/sdk/client.mjs` against the proxy (real Codex CLI, mock model) and must get completions,
 //! streams and models back, and raise the right exception class for each error.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! `stop`, `reload`, `check`) with a private HOME per test, the real Codex CLI and the mock model.
 //! Every daemon a test starts is killed by a [`DaemonGuard`] even when the test fails.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

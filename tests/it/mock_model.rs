@@ -3,7 +3,7 @@
 //! and must see the mock's replies, usage and failures; plus a few direct HTTP
 //! checks of the mock's SSE stream and bookkeeping.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

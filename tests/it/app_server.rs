@@ -2,7 +2,7 @@
 //! deltas as they are generated, multiplexed turns on one worker, history replay, interrupts on
 //! disconnect and timeout, worker crashes, failure mapping, and bounded resources over many requests.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -14,6 +14,9 @@
 //!
 //! Every invocation appends its pid to `fake-codex.pids` next to the script, so a test can tell how
 //! often it ran.
+//!
+//! [`write_instant`] puts a second, simpler fake into a test directory for the hostile-input tests: no
+//! directives, it answers every run at once with [`INSTANT_REPLY`] and records where and how it ran.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -32,7 +35,7 @@ pub fn write(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
     let script = format!(
         r#"#!/bin/sh
-# A fake `codex` for fault tests (see tests/support/fake_codex.rs).
+# A fake `codex` for fault tests (see tests/it/support/fake_codex.rs).
 here=$(dirname "$0")
 echo "$$" >> "$here/fake-codex.pids"
 if [ "$1" = "--version" ]; then
@@ -76,4 +79,41 @@ pub fn runs(dir: &Path) -> usize {
     std::fs::read_to_string(dir.join("fake-codex.pids"))
         .map(|text| text.lines().count())
         .unwrap_or(0)
+}
+
+/// What the instant fake ([`write_instant`]) answers.
+pub const INSTANT_REPLY: &str = "ok";
+/// Where the instant fake records its physical working directory (`pwd -P`), next to the script.
+pub const INSTANT_CWD_FILE: &str = "fake-codex.cwd";
+/// Where the instant fake records its arguments (one a line) and then its environment (`env`).
+pub const INSTANT_INVOCATION_FILE: &str = "fake-codex.invocation";
+
+/// Writes the instant fake `codex` as `<dir>/fake-codex` (mode 0755) and returns its path. It answers
+/// `--version`, reads the whole prompt, records its physical working directory
+/// ([`INSTANT_CWD_FILE`]) and its arguments and environment ([`INSTANT_INVOCATION_FILE`]), then prints
+/// one successful exec run whose answer is [`INSTANT_REPLY`] and whose usage is 1 input and 1 output
+/// token.
+pub fn write_instant(dir: &Path) -> PathBuf {
+    let path = dir.join("fake-codex");
+    let script = format!(
+        r#"#!/bin/sh
+if [ "$1" = "--version" ]; then
+  echo "{FAKE_VERSION}"
+  exit 0
+fi
+here=$(dirname "$0")
+cat > /dev/null
+pwd -P > "$here/{INSTANT_CWD_FILE}"
+{{ for arg in "$@"; do printf '%s\n' "$arg"; done; env; }} > "$here/{INSTANT_INVOCATION_FILE}"
+echo '{{"type":"thread.started","thread_id":"t"}}'
+echo '{{"type":"turn.started"}}'
+echo '{{"type":"item.completed","item":{{"id":"item_0","type":"agent_message","text":"{INSTANT_REPLY}"}}}}'
+echo '{{"type":"turn.completed","usage":{{"input_tokens":1,"cached_input_tokens":0,"output_tokens":1,"reasoning_output_tokens":0}}}}'
+exit 0
+"#
+    );
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
 }

@@ -4,7 +4,7 @@
 //! config serving and report the error; requests in flight finish on their old settings; continuous
 //! load across reloads loses nothing; pools of unchanged profiles survive reloads.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
