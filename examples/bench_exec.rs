@@ -58,7 +58,7 @@ async fn direct_run(
         .expect("codex starts");
     let mut stdin = child.stdin.take().unwrap();
     stdin
-        .write_all(job.conversation.transcript().as_bytes())
+        .write_all(codex_api_proxy::codex::prompt::transcript(&job.request).as_bytes())
         .await
         .unwrap();
     drop(stdin);
@@ -143,7 +143,7 @@ async fn main() {
     let codex = resolve(&config.server.codex_bin).expect("the Codex CLI resolves");
     let job = Job {
         request_id: "bench".to_string(),
-        conversation: Conversation::from_messages(&[json!({"role": "user", "content": PROMPT})]),
+        request: Conversation::from_messages(&[json!({"role": "user", "content": PROMPT})]).into(),
         cwd: workspace.clone(),
         model: profile.model.clone(),
         received_at: Instant::now(),

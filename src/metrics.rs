@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::engine::Usage;
+use crate::turn::Usage;
 
 /// Counters of one profile.
 #[derive(Debug, Default)]

@@ -24,7 +24,7 @@ use crate::api::{authenticate, authorize_profile, RequestId};
 use crate::codex::prompt::Conversation;
 use crate::config::EngineKind;
 use crate::engine::exec::{developer_instructions_arg, MAX_ARG_BYTES};
-use crate::engine::{ms, EngineEvent, Job, Phases, RunHandle, Usage};
+use crate::engine::{ms, Completion, Job, Phases, RunHandle, TurnEvent, Usage};
 use crate::metrics::{InFlight, ProfileStats};
 use crate::state::AppState;
 
@@ -259,7 +259,7 @@ async fn handle(
 
     let job = Job {
         request_id: request_id.clone(),
-        conversation,
+        request: conversation.into(),
         cwd,
         model: if profile.pass_model {
             Some(request.model.clone())
@@ -314,13 +314,14 @@ async fn handle(
             _ = abort.cancelled() => break Err(shutting_down()),
         };
         match event {
-            Some(EngineEvent::Delta(_)) => continue,
-            Some(EngineEvent::Done {
+            Some(TurnEvent::Done(Completion {
                 text,
                 usage,
                 phases,
-            }) => break Ok((text, usage, phases)),
-            Some(EngineEvent::Failed(error)) => break Err(ApiError::from(error)),
+                ..
+            })) => break Ok((text, usage, phases)),
+            Some(TurnEvent::Failed(error)) => break Err(ApiError::from(error)),
+            Some(_) => continue,
             None => {
                 break Err(ApiError::CodexFailed {
                     message: "Codex stopped without reporting a result".to_string(),
@@ -489,13 +490,15 @@ impl SseState {
                     }
                 };
                 match event {
-                    Some(EngineEvent::Delta(text)) => stream.content(text),
-                    Some(EngineEvent::Done {
+                    Some(TurnEvent::TextDelta(text)) => stream.content(text),
+                    Some(TurnEvent::Done(Completion {
                         text,
                         usage,
                         phases,
-                    }) => stream.done(text, usage, phases),
-                    Some(EngineEvent::Failed(error)) => stream.fail(ApiError::from(error)),
+                        ..
+                    })) => stream.done(text, usage, phases),
+                    Some(TurnEvent::Failed(error)) => stream.fail(ApiError::from(error)),
+                    Some(_) => continue,
                     None => stream.fail(ApiError::CodexFailed {
                         message: "Codex stopped without reporting a result".to_string(),
                         code: "codex_failed",

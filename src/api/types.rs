@@ -326,6 +326,17 @@ fn validate_message(index: usize, message: &Value) -> Result<(), ApiError> {
 }
 
 /// The non-streaming `chat.completion` body.
+/// The OpenAI chat `usage` object.
+pub fn usage_json(usage: &Usage) -> Value {
+    json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    })
+}
+
 pub fn completion_body(id: &str, created: u64, model: &str, text: &str, usage: &Usage) -> Value {
     json!({
         "id": id,
@@ -338,7 +349,7 @@ pub fn completion_body(id: &str, created: u64, model: &str, text: &str, usage: &
             "logprobs": null,
             "finish_reason": "stop",
         }],
-        "usage": usage.to_json(),
+        "usage": usage_json(usage),
         "system_fingerprint": null,
     })
 }
@@ -375,7 +386,7 @@ pub fn usage_chunk_body(id: &str, created: u64, model: &str, usage: &Usage) -> V
         "model": model,
         "system_fingerprint": null,
         "choices": [],
-        "usage": usage.to_json(),
+        "usage": usage_json(usage),
     })
 }
 

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::engine::{FailureKind, Usage};
+use crate::turn::{FailureKind, Usage};
 
 /// What one stdout line of `codex exec --json` means to the proxy.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,6 +14,30 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+/// `-c`/`--disable` arguments that remove Codex's own tools and its environment, permissions and skills
+/// blocks (see `no_tools_config` in `engine/app_server/protocol.rs` for the same
+/// settings per thread): a plain model call.
+pub const NO_TOOLS_ARGS: &[&str] = &[
+    "--disable",
+    "shell_tool",
+    "--disable",
+    "view_image",
+    "--disable",
+    "multi_agent",
+    "--disable",
+    "goals",
+    "-c",
+    "web_search=\"disabled\"",
+    "-c",
+    "tools.experimental_request_user_input.enabled=false",
+    "-c",
+    "skills.include_instructions=false",
+    "-c",
+    "include_permissions_instructions=false",
+    "-c",
+    "include_environment_context=false",
+];
+
 /// The program that actually runs for a configured `codex_bin`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedCodex {

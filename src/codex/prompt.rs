@@ -8,6 +8,8 @@
 
 use serde_json::Value;
 
+use crate::turn::{Item, Role, TurnRequest};
+
 /// One message reduced to its role and plain text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Turn {
@@ -65,6 +67,57 @@ impl Conversation {
         out.push('\n');
         out
     }
+}
+
+impl From<Conversation> for TurnRequest {
+    /// Plain text messages: `user` and `assistant` keep their roles, `tool` and `function` text stays
+    /// text (labelled by its role in the transcript), any other role counts as the user's.
+    fn from(conversation: Conversation) -> TurnRequest {
+        TurnRequest::from_texts(
+            conversation.developer_instructions,
+            conversation.turns.into_iter().map(|turn| {
+                let role = match turn.role.as_str() {
+                    "assistant" => Role::Assistant,
+                    "tool" => Role::Tool,
+                    "function" => Role::Function,
+                    _ => Role::User,
+                };
+                (role, turn.text)
+            }),
+        )
+    }
+}
+
+/// The exec prompt of a request: `[role]\ncontent` blocks, a blank line between, a trailing newline.
+/// Tool calls and results of the conversation appear as `[assistant called NAME]` and `[tool result]`
+/// blocks.
+pub fn transcript(request: &TurnRequest) -> String {
+    let mut out = String::new();
+    for (index, item) in request.items.iter().enumerate() {
+        if index > 0 {
+            out.push_str("\n\n");
+        }
+        match item {
+            Item::Message { role, .. } => {
+                let (_, text) = item.message_text().unwrap_or((*role, String::new()));
+                out.push('[');
+                out.push_str(role.as_str());
+                out.push_str("]\n");
+                out.push_str(&text);
+            }
+            Item::ToolCall {
+                name, arguments, ..
+            } => {
+                out.push_str(&format!("[assistant called {name}]\n{arguments}"));
+            }
+            Item::ToolResult { output, .. } => {
+                out.push_str("[tool result]\n");
+                out.push_str(output);
+            }
+        }
+    }
+    out.push('\n');
+    out
 }
 
 /// The text of a message's `content`: a string as is; text parts joined with newlines; any other part
@@ -133,6 +186,10 @@ mod tests {
         assert_eq!(
             conversation.developer_instructions.as_deref(),
             Some("Be terse.\n\nUse metric.")
+        );
+        assert_eq!(
+            transcript(&TurnRequest::from(conversation.clone())),
+            conversation.transcript()
         );
         assert_eq!(
             conversation.transcript(),

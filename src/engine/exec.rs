@@ -21,31 +21,10 @@ use crate::codex::launch::{spawn_in_group, ResolvedCodex, StderrTail};
 use crate::codex::lines::{for_each_capped_line, read_line, Line, MAX_STDOUT_LINE};
 use crate::codex::prompt::toml_string;
 use crate::config::Profile;
-use crate::engine::{ms, spawn_run, EngineError, EngineEvent, FailureKind, Job, Phases, RunHandle};
-use crate::pool::Permit;
-
-/// `-c`/`--disable` arguments that remove Codex's own tools and its environment, permissions and skills
-/// blocks (protocol notes §6.3): a plain model call.
-pub const NO_TOOLS_ARGS: &[&str] = &[
-    "--disable",
-    "shell_tool",
-    "--disable",
-    "view_image",
-    "--disable",
-    "multi_agent",
-    "--disable",
-    "goals",
-    "-c",
-    "web_search=\"disabled\"",
-    "-c",
-    "tools.experimental_request_user_input.enabled=false",
-    "-c",
-    "skills.include_instructions=false",
-    "-c",
-    "include_permissions_instructions=false",
-    "-c",
-    "include_environment_context=false",
-];
+use crate::engine::{
+    ms, spawn_run, Completion, EngineError, FailureKind, FinishReason, Job, Phases, RunHandle,
+    TurnEvent,
+};
 
 /// The longest single argument Linux passes to a program (`MAX_ARG_STRLEN`, 32 pages, less its NUL);
 /// a longer one fails the spawn with E2BIG.
@@ -83,12 +62,16 @@ pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
         // value instead of being parsed as an option.
         args.push(format!("--model={model}").into());
     }
-    if let Some(instructions) = &job.conversation.developer_instructions {
+    if let Some(instructions) = &job.request.instructions {
         args.push("-c".into());
         args.push(developer_instructions_arg(instructions).into());
     }
     if !profile.tools {
-        args.extend(NO_TOOLS_ARGS.iter().map(OsString::from));
+        args.extend(
+            crate::codex::launch::NO_TOOLS_ARGS
+                .iter()
+                .map(OsString::from),
+        );
     }
     for item in profile.effective_codex_config() {
         args.push("-c".into());
@@ -108,7 +91,7 @@ pub fn start(
     codex: Result<ResolvedCodex, String>,
     child_env: Arc<ChildEnv>,
     job: Job,
-    permit: Permit,
+    permit: impl Send + 'static,
 ) -> RunHandle {
     spawn_run(permit, 8, |events, cancel| async move {
         run(&profile, codex, &child_env, &job, &events, &cancel).await
@@ -121,7 +104,7 @@ async fn run(
     codex: Result<ResolvedCodex, String>,
     child_env: &ChildEnv,
     job: &Job,
-    events: &mpsc::Sender<EngineEvent>,
+    events: &mpsc::Sender<TurnEvent>,
     cancel: &CancellationToken,
 ) -> Result<(), EngineError> {
     let codex =
@@ -160,7 +143,7 @@ async fn run(
     });
     // stdin: the transcript, then EOF. Written in its own task so a huge prompt cannot block reading.
     let stdin_started = Instant::now();
-    let prompt = job.conversation.transcript();
+    let prompt = crate::codex::prompt::transcript(&job.request);
     let stdin_write_ms: Arc<Mutex<Option<f64>>> = Arc::default();
     if let Some(mut stdin) = child.stdin.take() {
         let stdin_write_ms = stdin_write_ms.clone();
@@ -248,11 +231,13 @@ async fn run(
                     break;
                 };
                 let _ = events
-                    .send(EngineEvent::Done {
+                    .send(TurnEvent::Done(Completion {
                         text,
+                        tool_calls: Vec::new(),
                         usage,
+                        finish: FinishReason::Stop,
                         phases: phases.clone(),
-                    })
+                    }))
                     .await;
                 // Keep draining until Codex exits on its own (bounded below), holding the slot.
             }
@@ -338,10 +323,11 @@ mod tests {
         .unwrap();
         let job = Job {
             request_id: "r".into(),
-            conversation: Conversation::from_messages(&[
+            request: Conversation::from_messages(&[
                 json!({"role": "system", "content": "Say \"hi\"\nplease"}),
                 json!({"role": "user", "content": "x"}),
-            ]),
+            ])
+            .into(),
             cwd: "/work/dir".into(),
             model: Some("gpt-x".into()),
             received_at: Instant::now(),

@@ -39,13 +39,19 @@ impl Role {
 pub enum Content {
     Text(String),
     /// An image by URL: `data:` or `https:`.
-    Image { url: String, detail: Option<String> },
+    Image {
+        url: String,
+        detail: Option<String>,
+    },
 }
 
 /// One item of the conversation, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Item {
-    Message { role: Role, content: Vec<Content> },
+    Message {
+        role: Role,
+        content: Vec<Content>,
+    },
     /// A function call the assistant made earlier in the conversation.
     ToolCall {
         call_id: String,

@@ -26,9 +26,9 @@ use crate::codex::events::summarize;
 use crate::codex::launch::ResolvedCodex;
 use crate::config::Profile;
 use crate::engine::{
-    ms, spawn_run, EngineError, EngineEvent, FailureKind, Job, Phases, RunHandle, Usage,
+    ms, spawn_run, Completion, EngineError, FailureKind, FinishReason, Job, Phases, RunHandle,
+    TurnEvent, Usage,
 };
-use crate::pool::Permit;
 use rpc::{Connection, RpcError, ThreadEvents, OVERLOADED};
 use worker::{supervise, Worker, WorkerSpec, WorkerState};
 
@@ -60,7 +60,7 @@ impl AppServerPool {
                 let mut args = worker::base_args();
                 if !profile.tools {
                     args.extend(
-                        crate::engine::exec::NO_TOOLS_ARGS
+                        crate::codex::launch::NO_TOOLS_ARGS
                             .iter()
                             .map(|arg| arg.to_string()),
                     );
@@ -138,7 +138,12 @@ impl AppServerPool {
     }
 
     /// Starts one request's turn in its own task.
-    pub fn run(self: &Arc<Self>, profile: Arc<Profile>, job: Job, permit: Permit) -> RunHandle {
+    pub fn run(
+        self: &Arc<Self>,
+        profile: Arc<Profile>,
+        job: Job,
+        permit: impl Send + 'static,
+    ) -> RunHandle {
         let pool = self.clone();
         spawn_run(permit, 64, |events, cancel| async move {
             pool.turn(&profile, &job, &events, &cancel).await
@@ -222,7 +227,7 @@ impl AppServerPool {
         &self,
         profile: &Profile,
         job: &Job,
-        events: &mpsc::Sender<EngineEvent>,
+        events: &mpsc::Sender<TurnEvent>,
         cancel: &CancellationToken,
     ) -> Result<(), EngineError> {
         let deadline = tokio::time::Instant::from_std(job.received_at) + profile.timeout;
@@ -246,7 +251,7 @@ impl AppServerPool {
             profile,
             &cwd,
             job.model.as_deref(),
-            job.conversation.developer_instructions.as_deref(),
+            job.request.instructions.as_deref(),
         );
         let thread = turn.call("thread/start", params).await?;
         let thread_id = thread
@@ -266,7 +271,7 @@ impl AppServerPool {
             thread_id: thread_id.clone(),
         };
 
-        let (history, input) = protocol::split_conversation(&job.conversation);
+        let (history, input) = protocol::split_conversation(&job.request);
         if !history.is_empty() {
             let items = json!({"threadId": thread_id, "items": history});
             turn.call("thread/inject_items", items).await?;
@@ -366,7 +371,7 @@ impl TurnContext<'_> {
         thread_id: &str,
         mut state: TurnState,
         mut notifications: ThreadEvents,
-        events: &mpsc::Sender<EngineEvent>,
+        events: &mpsc::Sender<TurnEvent>,
     ) -> Result<(), EngineError> {
         let stop = loop {
             let next = self
@@ -387,7 +392,7 @@ impl TurnContext<'_> {
             match state.on_notification(&method, &params) {
                 None => {}
                 Some(Step::Delta(delta)) => {
-                    match self.race(events.send(EngineEvent::Delta(delta))).await {
+                    match self.race(events.send(TurnEvent::TextDelta(delta))).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break Stop::Cancelled,
                         Err(stop) => break stop,
@@ -422,7 +427,7 @@ impl TurnContext<'_> {
 enum Step {
     Delta(String),
     /// `turn/completed`: the `Done` event, or why the turn failed.
-    Finished(Result<EngineEvent, EngineError>),
+    Finished(Result<TurnEvent, EngineError>),
 }
 
 /// The facts a turn collects from its notifications (no I/O).
@@ -509,7 +514,7 @@ impl TurnState {
         Some(delta.to_string())
     }
 
-    fn on_completed(&mut self, params: &Value) -> Result<EngineEvent, EngineError> {
+    fn on_completed(&mut self, params: &Value) -> Result<TurnEvent, EngineError> {
         let turn = params.get("turn").unwrap_or(&Value::Null);
         let status = turn.get("status").and_then(Value::as_str).unwrap_or("");
         self.phases.insert("app_server_turn", ms(self.started));
@@ -537,11 +542,13 @@ impl TurnState {
                 .map(str::to_string)
                 .or_else(|| self.last_message.take())
                 .unwrap_or_else(|| std::mem::take(&mut self.streamed));
-        Ok(EngineEvent::Done {
+        Ok(TurnEvent::Done(Completion {
             text: final_text,
+            tool_calls: Vec::new(),
             usage: self.usage,
+            finish: FinishReason::Stop,
             phases: std::mem::take(&mut self.phases),
-        })
+        }))
     }
 }
 

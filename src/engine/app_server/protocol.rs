@@ -4,9 +4,8 @@
 use serde_json::{json, Value};
 
 use crate::codex::events::classify_failure;
-use crate::codex::prompt::{Conversation, Turn};
 use crate::config::Profile;
-use crate::engine::{FailureKind, Usage};
+use crate::turn::{FailureKind, Item, Role, TurnRequest, Usage};
 
 /// The `config` of `thread/start` that removes Codex's own tools and its environment, permissions and
 /// skills blocks (protocol notes §6.3).
@@ -58,36 +57,64 @@ pub fn thread_start_params(
     params
 }
 
-/// A Responses API message item for `thread/inject_items`.
-pub fn history_item(turn: &Turn) -> Value {
-    match turn.role.as_str() {
-        "assistant" => json!({
-            "type": "message",
-            "role": "assistant",
-            "content": [{"type": "output_text", "text": turn.text}],
+/// A Responses API item for `thread/inject_items`. Text-only messages keep today's shape; `tool` and
+/// `function` text messages are replayed as user text labelled with their role.
+pub fn history_item(item: &Item) -> Value {
+    match item {
+        Item::Message { role, .. } => {
+            let (_, text) = item.message_text().unwrap_or((*role, String::new()));
+            match role {
+                Role::Assistant => json!({
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": text}],
+                }),
+                Role::User => json!({
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": text}],
+                }),
+                other => json!({
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": format!("[{}]\n{text}", other.as_str())}],
+                }),
+            }
+        }
+        Item::ToolCall {
+            call_id,
+            name,
+            arguments,
+        } => json!({
+            "type": "function_call",
+            "call_id": call_id,
+            "name": name,
+            "arguments": arguments,
         }),
-        "user" => json!({
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": turn.text}],
-        }),
-        other => json!({
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_text", "text": format!("[{other}]\n{}", turn.text)}],
+        Item::ToolResult {
+            call_id, output, ..
+        } => json!({
+            "type": "function_call_output",
+            "call_id": call_id,
+            "output": output,
         }),
     }
 }
 
-/// Splits a conversation into replayed history and the turn's input text: the last message is the input
-/// when it is the user's; otherwise everything is history and the turn continues from it.
-pub fn split_conversation(conversation: &Conversation) -> (Vec<Value>, Option<String>) {
-    match conversation.turns.split_last() {
-        Some((last, earlier)) if last.role == "user" => (
+/// Splits a conversation into replayed history and the turn's input text: the last item is the input
+/// when it is a user message; otherwise everything is history and the turn continues from it.
+pub fn split_conversation(request: &TurnRequest) -> (Vec<Value>, Option<String>) {
+    match request.items.split_last() {
+        Some((
+            last @ Item::Message {
+                role: Role::User, ..
+            },
+            earlier,
+        )) => (
             earlier.iter().map(history_item).collect(),
-            Some(last.text.clone()),
+            last.message_text().map(|(_, text)| text),
         ),
-        _ => (conversation.turns.iter().map(history_item).collect(), None),
+        _ => (request.items.iter().map(history_item).collect(), None),
     }
 }
 
@@ -200,24 +227,15 @@ mod tests {
 
     #[test]
     fn the_last_user_message_is_the_input() {
-        let conversation = Conversation {
-            developer_instructions: None,
-            turns: vec![
-                Turn {
-                    role: "user".into(),
-                    text: "a".into(),
-                },
-                Turn {
-                    role: "assistant".into(),
-                    text: "b".into(),
-                },
-                Turn {
-                    role: "user".into(),
-                    text: "c".into(),
-                },
+        let request = TurnRequest::from_texts(
+            None,
+            [
+                (Role::User, "a".to_string()),
+                (Role::Assistant, "b".to_string()),
+                (Role::User, "c".to_string()),
             ],
-        };
-        let (history, input) = split_conversation(&conversation);
+        );
+        let (history, input) = split_conversation(&request);
         assert_eq!(history.len(), 2);
         assert_eq!(history[1]["content"][0]["type"], "output_text");
         assert_eq!(input.as_deref(), Some("c"));
