@@ -166,6 +166,9 @@ async fn main() {
     command
         .args(&args)
         .env("CODEX_HOME", dir.path().join("direct-home"))
+        // The same HOME as the proxy: Codex snapshots the login shell of HOME for each thread.
+        .env("HOME", dir.path().join("home"))
+        .env_remove("RUST_LOG")
         .current_dir(&workspace);
     let (mut child, _group) = spawn_in_group(&mut command).unwrap();
     let connection = Connection::start(child.stdin.take().unwrap(), child.stdout.take().unwrap());

@@ -152,6 +152,9 @@ async fn start_worker(
         .args(&args)
         .envs(codex.env.iter().map(|(k, v)| (k, v)))
         .env("CODEX_HOME", codex_home)
+        // An empty HOME, as the benchmarks give the proxy: Codex snapshots the login shell of HOME for
+        // each thread that has an environment, so a heavy shell profile would dominate the figures.
+        .env("HOME", codex_home.parent().unwrap().join("home"))
         .env_remove("RUST_LOG")
         .current_dir(cwd);
     let (mut child, group) = spawn_in_group(&mut command).expect("codex app-server starts");
@@ -332,7 +335,7 @@ async fn main() {
     let dir = scratch_dir(
         &harness::bench_envs(),
         "direct-",
-        &["codex-home", "workspace"],
+        &["codex-home", "workspace", "home"],
     );
     // results[variant][round] = (cells, request size)
     let mut results: Vec<Vec<(Vec<Cell>, usize)>> = vec![Vec::new(); VARIANTS.len()];

@@ -2,7 +2,9 @@
 //! (codex-api-proxy 0.1.1 from PyPI, installed at benchmark time by `bench/python_contender.sh`), both
 //! with their app-server engine and two workers, against the same mock model and the same native Codex
 //! binary. The workloads run interleaved (this proxy, then the Python tool, for each workload) over
-//! [`ROUNDS`] rounds; the medians of the rounds and their ratios are printed.
+//! [`ROUNDS`] rounds; the medians of the rounds and their ratios are printed. With `BENCH_PERF_DATA=FILE`
+//! the 4-client workload of this proxy runs under `perf record --call-graph dwarf` (FILE keeps the last
+//! round's profile; the profiler's overhead skews that proxy's figures, so use it for profiles only).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -194,12 +196,34 @@ async fn throughput(client: &reqwest::Client, side: &Side) -> f64 {
     (CLIENTS * PER_CLIENT) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// `perf record` with DWARF call graphs on `pid`, writing `output` (overwritten each round).
+fn start_perf(pid: u32, output: &Path) -> std::process::Child {
+    let child = Command::new("perf")
+        .args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-p"])
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(output)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("perf starts (install linux-perf)");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child
+}
+
 /// One round of every workload for one side, with the CPU per request over the whole round.
 async fn round(client: &reqwest::Client, side: &Side, requests: usize) -> Figures {
     let before = cpu_sample(side.proxy.pid());
     let sequential_p50 = sequential(client, side, requests).await;
     let (first_chunk_p50, streamed_p50) = streamed(client, side, requests).await;
+    let profiler = std::env::var_os("BENCH_PERF_DATA")
+        .filter(|_| side.label == "this proxy")
+        .map(|path| start_perf(side.proxy.pid(), Path::new(&path)));
     let throughput = throughput(client, side).await;
+    if let Some(mut perf) = profiler {
+        harness::send_signal(perf.id(), libc::SIGINT);
+        let _ = perf.wait();
+    }
     let total = 2 * requests + CLIENTS * PER_CLIENT;
     let (proxy_cpu, codex_cpu) = cpu_per_request(&before, &cpu_sample(side.proxy.pid()), total);
     Figures {
