@@ -15,6 +15,7 @@
 //! + stime from `/proc`, the whole process tree, see `harness::cpu_sample`).
 //!
 //! Run: `cargo build --release && cargo run --release --example bench_app_server [N] [--python]`
+//! (`--python-only` runs section 4 alone)
 //! (needs `npm ci` for the pinned Codex CLI).
 
 #[path = "support/contender.rs"]
@@ -121,7 +122,9 @@ async fn main() {
         .skip(1)
         .find_map(|arg| arg.parse().ok())
         .unwrap_or(40);
-    let with_python = std::env::args().any(|arg| arg == "--python")
+    let python_only = std::env::args().any(|arg| arg == "--python-only");
+    let with_python = python_only
+        || std::env::args().any(|arg| arg == "--python")
         || std::env::var("BENCH_PYTHON").is_ok_and(|value| value == "1");
     let dir = scratch_dir(
         &bench_envs(),
@@ -138,6 +141,11 @@ async fn main() {
         .chain(["model=\"mock-model\"".to_string()])
         .collect();
     let client = reqwest::Client::new();
+
+    if python_only {
+        contender::compare(&client, &mock, &launcher, &workspace, requests).await;
+        return;
+    }
 
     // --- 1. Sequential latency: proxy vs direct JSON-RPC on the same binary.
     let profile = |name: &str, extra: &str| {
