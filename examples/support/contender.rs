@@ -287,6 +287,9 @@ pub async fn compare(
     print_medians(&sides, &figures, requests);
 }
 
+/// A printed row: label, the figure it shows, and the goal it is held against.
+type Row = (&'static str, fn(&Figures) -> f64, &'static str);
+
 fn print_medians(sides: &[Side; 2], figures: &[Vec<Figures>; 2], requests: usize) {
     println!(
         "== this proxy vs the Python tool 0.1.1, app-server engine, 2 workers, medians of {ROUNDS} interleaved rounds =="
@@ -298,7 +301,7 @@ fn print_medians(sides: &[Side; 2], figures: &[Vec<Figures>; 2], requests: usize
         "{:<28} {:>12} {:>12} {:>8}",
         "", sides[0].label, sides[1].label, "ratio"
     );
-    let rows: [(&str, fn(&Figures) -> f64, &str); 6] = [
+    let rows: [Row; 6] = [
         (
             "warm sequential p50 (ms)",
             |f| f.sequential_p50,
