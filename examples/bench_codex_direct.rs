@@ -20,7 +20,7 @@
 //! spread (min–max of the rounds) of turns/s so the noise of a shared machine shows. The model request size
 //! of each option is printed too.
 //!
-//! Run: `cargo run --release --example bench_codex_direct -- [TURNS_PER_CELL] [ROUNDS]` (default 40, 2;
+//! Run: `cargo run --release --example bench_codex_direct -- [TURNS_PER_CELL] [ROUNDS]` (default 40, 3; use an odd ROUNDS, the median of an even count is the upper middle one;
 //! needs `npm ci` for the pinned Codex CLI).
 
 #[path = "support/harness.rs"]
@@ -329,7 +329,7 @@ async fn main() {
         .skip(1)
         .filter_map(|a| a.parse::<usize>().ok());
     let turns = numbers.next().unwrap_or(40).max(4);
-    let rounds = numbers.next().unwrap_or(2).max(1);
+    let rounds = numbers.next().unwrap_or(3).max(1);
     let mock = MockModel::start().await;
     let codex = resolve(codex_launcher().to_str().unwrap()).expect("run `npm ci` first");
     let dir = scratch_dir(
