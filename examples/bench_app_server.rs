@@ -6,10 +6,20 @@
 //!    an instant mock and a mock that takes about one second per answer; plus the memory of the proxy and
 //!    its Codex processes after each run.
 //! 3. The size of the model request with and without `tools = false`.
+//! 4. With `--python` (or `BENCH_PYTHON=1`): the earlier Python tool (codex-api-proxy 0.1.1, installed
+//!    into a venv under `target/` by `bench/python_contender.sh`) side by side with this proxy, same mock,
+//!    same native Codex binary, both app-server engines with two workers, interleaved over 3 rounds:
+//!    warm sequential p50, streamed p50, 4-client throughput, and CPU per request; medians and ratios.
 //!
-//! Run: `cargo build --release && cargo run --release --example bench_app_server [N]`
+//! Every run also prints the CPU time per request of the proxy process and of its Codex processes (utime
+//! + stime from `/proc`, the whole process tree, see `harness::cpu_sample`).
+//!
+//! Run: `cargo build --release && cargo run --release --example bench_app_server [N] [--python]`
+//! (`--python-only` runs section 4 alone)
 //! (needs `npm ci` for the pinned Codex CLI).
 
+#[path = "support/contender.rs"]
+mod contender;
 #[path = "support/harness.rs"]
 mod harness;
 #[path = "../tests/support/mock_model.rs"]
@@ -25,8 +35,8 @@ use codex_api_proxy::engine::app_server::protocol::initialize_params;
 use codex_api_proxy::engine::app_server::rpc::Connection;
 use codex_api_proxy::engine::app_server::worker::base_args;
 use harness::{
-    bench_envs, codex_launcher, memory_mib, percentile, prebuilt_proxy, profile_toml,
-    proxy_command, scratch_dir, server_toml, toml_string_list, Proxy,
+    bench_envs, codex_launcher, cpu_per_request, cpu_sample, memory_mib, percentile,
+    prebuilt_proxy, profile_toml, proxy_command, scratch_dir, server_toml, toml_string_list, Proxy,
 };
 use mock_model::MockModel;
 use serde_json::json;
@@ -54,7 +64,7 @@ async fn start_proxy(client: &reqwest::Client, dir: &Path, config: &str) -> Prox
     proxy
 }
 
-async fn post(client: &reqwest::Client, url: &str, model: &str, text: &str) -> f64 {
+pub async fn post(client: &reqwest::Client, url: &str, model: &str, text: &str) -> f64 {
     let started = Instant::now();
     let response = client
         .post(format!("{url}/v1/chat/completions"))
@@ -109,9 +119,13 @@ async fn direct_turn(connection: &Connection, cwd: &str, text: &str) -> f64 {
 #[tokio::main]
 async fn main() {
     let requests: usize = std::env::args()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
+        .skip(1)
+        .find_map(|arg| arg.parse().ok())
         .unwrap_or(40);
+    let python_only = std::env::args().any(|arg| arg == "--python-only");
+    let with_python = python_only
+        || std::env::args().any(|arg| arg == "--python")
+        || std::env::var("BENCH_PYTHON").is_ok_and(|value| value == "1");
     let dir = scratch_dir(
         &bench_envs(),
         "bench-",
@@ -127,6 +141,11 @@ async fn main() {
         .chain(["model=\"mock-model\"".to_string()])
         .collect();
     let client = reqwest::Client::new();
+
+    if python_only {
+        contender::compare(&client, &mock, &launcher, &workspace, requests).await;
+        return;
+    }
 
     // --- 1. Sequential latency: proxy vs direct JSON-RPC on the same binary.
     let profile = |name: &str, extra: &str| {
@@ -155,6 +174,9 @@ async fn main() {
     command
         .args(&args)
         .env("CODEX_HOME", dir.path().join("direct-home"))
+        // The same HOME as the proxy: Codex snapshots the login shell of HOME for each thread.
+        .env("HOME", dir.path().join("home"))
+        .env_remove("RUST_LOG")
         .current_dir(&workspace);
     let (mut child, _group) = spawn_in_group(&mut command).unwrap();
     let connection = Connection::start(child.stdin.take().unwrap(), child.stdout.take().unwrap());
@@ -178,10 +200,16 @@ async fn main() {
     }
     let mut direct = Vec::new();
     let mut through = Vec::new();
+    let proxy_before = cpu_sample(proxy.pid());
+    let direct_pid = child.id().unwrap();
+    let direct_before = cpu_sample(direct_pid);
     for _ in 0..requests {
         direct.push(direct_turn(&connection, &cwd, "hello").await);
         through.push(post(&client, &proxy.base_url, "as1", "hello").await);
     }
+    let (proxy_cpu, codex_cpu) = cpu_per_request(&proxy_before, &cpu_sample(proxy.pid()), requests);
+    let (direct_cpu, direct_children) =
+        cpu_per_request(&direct_before, &cpu_sample(direct_pid), requests);
     let (d50, d90) = (percentile(&direct, 0.5), percentile(&direct, 0.9));
     let (p50, p90) = (percentile(&through, 0.5), percentile(&through, 0.9));
     println!("== sequential latency, {requests} requests each, instant mock (ms) ==");
@@ -192,6 +220,10 @@ async fn main() {
         p50 / d50,
         p90 / d90
     );
+    println!(
+        "CPU per request (ms): proxy process {proxy_cpu:.2}, its Codex {codex_cpu:.1}; direct Codex {:.1}",
+        direct_cpu + direct_children
+    );
     drop(connection);
     let _ = child.kill().await;
 
@@ -200,8 +232,8 @@ async fn main() {
     println!();
     println!("== throughput (requests/s) and peak memory of proxy + its Codex processes (MiB) ==");
     println!(
-        "{:<10} {:<14} {:>5} {:>9} {:>9}",
-        "mock", "engine", "conc", "req/s", "MiB"
+        "{:<10} {:<14} {:>5} {:>9} {:>9} {:>12} {:>12}",
+        "mock", "engine", "conc", "req/s", "MiB", "proxy ms/req", "codex ms/req"
     );
     let setups = [
         ("exec", profile("bench", "")),
@@ -225,6 +257,7 @@ async fn main() {
         {
             for concurrency in [1usize, 4, 8] {
                 let per = per_client * concurrency.max(2) / concurrency;
+                let cpu_before = cpu_sample(proxy.pid());
                 let started = Instant::now();
                 let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let sampler = {
@@ -258,7 +291,11 @@ async fn main() {
                 done.store(true, std::sync::atomic::Ordering::Relaxed);
                 let peak = sampler.await.unwrap();
                 let rate = (per * concurrency) as f64 / elapsed;
-                println!("{mock_name:<10} {label:<14} {concurrency:>5} {rate:>9.2} {peak:>9.0}");
+                let (proxy_cpu, codex_cpu) =
+                    cpu_per_request(&cpu_before, &cpu_sample(proxy.pid()), per * concurrency);
+                println!(
+                    "{mock_name:<10} {label:<14} {concurrency:>5} {rate:>9.2} {peak:>9.0} {proxy_cpu:>12.2} {codex_cpu:>12.1}"
+                );
                 table.push((mock_name, *label, concurrency, rate));
             }
         }
@@ -306,4 +343,9 @@ async fn main() {
     println!("tools = true   {with_tools}");
     println!("tools = false  {without}");
     drop(proxy);
+
+    if with_python {
+        println!();
+        contender::compare(&client, &mock, &launcher, &workspace, requests).await;
+    }
 }

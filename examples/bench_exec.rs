@@ -4,7 +4,9 @@
 //! the same native `codex exec --json` binary with the same arguments, prompt, HOME and CODEX_HOME, all
 //! against the test suite's mock model. Direct runs are timed twice: to the `turn.completed` line (when
 //! the proxy answers) and to process exit. The runs alternate (direct, proxy, direct, …) after a warm-up,
-//! so slow drift of the machine hits both sides alike.
+//! so slow drift of the machine hits both sides alike. Beside latency it prints the CPU time per request
+//! of the proxy process, of the Codex processes it started (reaped children, from its cutime + cstime),
+//! and of the direct runs (this program's reaped children), all read from `/proc`.
 //!
 //! Run: `bench/exec_latency.sh [N]`, or `cargo run --release --example bench_exec -- [N]` (default 30;
 //! needs `npm ci` for the pinned Codex CLI). Target: proxy p50 ≤ 1.05 × direct p50 to `turn.completed`.
@@ -24,8 +26,9 @@ use codex_api_proxy::config::{parse, Profile, ServerOverrides};
 use codex_api_proxy::engine::exec::exec_args;
 use codex_api_proxy::engine::Job;
 use harness::{
-    build_release_proxy, codex_bin, manifest_dir, mean, millis, percentile, profile_toml,
-    proxy_command, server_toml, start_proxy, toml_string_list,
+    build_release_proxy, codex_bin, cpu_per_request, cpu_sample, manifest_dir, mean, millis,
+    percentile, profile_toml, proxy_command, reaped_children_ms, server_toml, start_proxy,
+    toml_string_list,
 };
 use mock_model::{MockModel, DEFAULT_REPLY};
 use serde_json::{json, Value};
@@ -171,12 +174,17 @@ async fn main() {
     let mut direct_completed = Vec::with_capacity(runs);
     let mut direct_exit = Vec::with_capacity(runs);
     let mut through_proxy = Vec::with_capacity(runs);
+    let proxy_before = cpu_sample(proxy.pid());
+    let mut direct_cpu = 0.0;
     for _ in 0..runs {
+        let direct_before = reaped_children_ms(std::process::id());
         let (completed, exited) = direct_run(&codex, &profile, &job, &home, &codex_home).await;
+        direct_cpu += reaped_children_ms(std::process::id()) - direct_before;
         direct_completed.push(completed);
         direct_exit.push(exited);
         through_proxy.push(proxy_run(&client, &url).await);
     }
+    let (proxy_cpu, codex_cpu) = cpu_per_request(&proxy_before, &cpu_sample(proxy.pid()), runs);
     drop(proxy);
     let (direct_completed, direct_exit, through_proxy) = (
         millis(&direct_completed),
@@ -230,6 +238,10 @@ async fn main() {
     println!(
         "paired median of proxy_i / direct_i (turn.completed): {:.3}×",
         paired[paired.len() / 2]
+    );
+    println!(
+        "CPU per request (ms): proxy process {proxy_cpu:.2}, its codex exec processes {codex_cpu:.1}, direct codex exec {:.1}",
+        direct_cpu / runs as f64
     );
     let ratio = percentile(&through_proxy, 0.5) / percentile(&direct_completed, 0.5);
     println!(

@@ -279,3 +279,100 @@ pub fn create_subdirs(dir: &Path, subdirs: &[&str]) {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
 }
+
+/// CPU time (ms) of a process tree at one moment, read from `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSample {
+    /// utime + stime of the root process (all its threads).
+    pub root_ms: f64,
+    /// utime + stime of every live descendant (found through `ppid` chains), plus the root's
+    /// cutime + cstime (children that exited and were reaped) and the descendants' own cutime + cstime.
+    pub children_ms: f64,
+}
+
+impl CpuSample {
+    /// The CPU spent between `self` (earlier) and `later`, as (root, children) in ms.
+    pub fn until(&self, later: &CpuSample) -> (f64, f64) {
+        (
+            later.root_ms - self.root_ms,
+            later.children_ms - self.children_ms,
+        )
+    }
+}
+
+/// Clock ticks per second of the `/proc/PID/stat` times.
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// (ppid, utime + stime, cutime + cstime) in ticks from `/proc/PID/stat`; `None` when it is gone.
+fn stat_times(pid: u32) -> Option<(u32, u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: the fields start after the last `)`.
+    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    let number = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|field| field.parse::<u64>().ok())
+    };
+    let ppid = number(1)? as u32;
+    Some((ppid, number(11)? + number(12)?, number(13)? + number(14)?))
+}
+
+/// Every live process whose `ppid` chain leads to `root` (not `root` itself).
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Some((ppid, _, _)) = stat_times(pid) {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid) in &parents {
+            if ppid == parent && !found.contains(&pid) {
+                found.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// The CPU times of `root` and its process tree now.
+pub fn cpu_sample(root: u32) -> CpuSample {
+    let tick_ms = 1000.0 / ticks_per_second();
+    let (_, root_own, root_reaped) = stat_times(root).unwrap_or_default();
+    let children: u64 = descendants(root)
+        .into_iter()
+        .filter_map(stat_times)
+        .map(|(_, own, reaped)| own + reaped)
+        .sum();
+    CpuSample {
+        root_ms: root_own as f64 * tick_ms,
+        children_ms: (root_reaped + children) as f64 * tick_ms,
+    }
+}
+
+/// CPU of `root` and of its process tree per request between two samples, in ms: (root, children).
+pub fn cpu_per_request(before: &CpuSample, after: &CpuSample, requests: usize) -> (f64, f64) {
+    let (root, children) = before.until(after);
+    let n = requests.max(1) as f64;
+    (root / n, children / n)
+}
+
+/// cutime + cstime of `pid` in ms: the CPU of its children that exited and were reaped.
+pub fn reaped_children_ms(pid: u32) -> f64 {
+    let (_, _, reaped) = stat_times(pid).unwrap_or_default();
+    reaped as f64 * 1000.0 / ticks_per_second()
+}

@@ -1,0 +1,332 @@
+//! The side-by-side comparison of `bench_app_server --python`: this proxy and the earlier Python tool
+//! (codex-api-proxy 0.1.1 from PyPI, installed at benchmark time by `bench/python_contender.sh`), both
+//! with their app-server engine and two workers, against the same mock model and the same native Codex
+//! binary. The workloads run interleaved (this proxy, then the Python tool, for each workload) over
+//! [`ROUNDS`] rounds; the medians of the rounds and their ratios are printed. With `BENCH_PERF_DATA=FILE`
+//! the 4-client workload of this proxy runs under `perf record --call-graph dwarf` (FILE keeps the last
+//! round's profile; the profiler's overhead skews that proxy's figures, so use it for profiles only).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use codex_api_proxy::codex::launch::resolve;
+use serde_json::json;
+
+use crate::harness::{
+    self, cpu_per_request, cpu_sample, manifest_dir, percentile, prebuilt_proxy, profile_toml,
+    proxy_command, scratch_dir, server_toml, toml_string_list, Proxy,
+};
+use crate::mock_model::MockModel;
+
+/// Interleaved rounds; the medians of their figures are reported.
+pub const ROUNDS: usize = 3;
+/// Concurrent clients of the throughput workload.
+const CLIENTS: usize = 4;
+/// Requests per client in the throughput workload.
+const PER_CLIENT: usize = 15;
+/// Warm-up requests per contender before the first round.
+const WARMUP: usize = 6;
+
+/// One contender: its base URL, the model name its requests use, and the process to measure.
+struct Side {
+    label: &'static str,
+    proxy: Proxy,
+    model: &'static str,
+}
+
+/// One round's figures of one contender.
+#[derive(Default, Clone, Copy)]
+struct Figures {
+    sequential_p50: f64,
+    streamed_p50: f64,
+    first_chunk_p50: f64,
+    throughput: f64,
+    proxy_cpu: f64,
+    codex_cpu: f64,
+}
+
+/// Installs the Python tool (a no-op when its venv is there) and returns its `codex-api-proxy` script.
+fn install_python_tool() -> PathBuf {
+    let output = Command::new(manifest_dir().join("bench/python_contender.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("bench/python_contender.sh runs");
+    assert!(
+        output.status.success(),
+        "installing codex-api-proxy 0.1.1 failed: check that python3 has venv and PyPI is reachable"
+    );
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the Python tool in the foreground with its app-server engine, two workers and the mock model.
+fn start_python(mock: &MockModel, codex_bin: &Path, workspace: &Path, dir: &Path) -> Proxy {
+    let script = install_python_tool();
+    let codex = resolve(codex_bin.to_str().unwrap()).expect("the Codex CLI resolves");
+    let port = free_port();
+    let mut command = Command::new(script);
+    command
+        .args(["start", "--foreground", "--host", "127.0.0.1"])
+        .args(["--port", &port.to_string()])
+        .args(["--engine", "app-server", "--workers", "2"])
+        .args(["--max-concurrency", "8", "--log-level", "warning"])
+        .arg("--codex-bin")
+        .arg(&codex.program)
+        .args(["--model", "mock-model"])
+        .arg("--default-cwd")
+        .arg(workspace)
+        .arg("--allowed-root")
+        .arg(workspace)
+        .arg("--app-server-codex-home")
+        .arg(dir.join("codex-home"))
+        .args(["--pid-file", "/dev/null"])
+        .envs(codex.env.iter().map(|(k, v)| (k, v)))
+        .env("HOME", dir.join("home"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for item in mock.provider_overrides() {
+        command.arg("--codex-config").arg(item);
+    }
+    let child = command.spawn().expect("the Python tool starts");
+    Proxy {
+        child,
+        base_url: format!("http://127.0.0.1:{port}"),
+        stop_signal: libc::SIGTERM,
+    }
+}
+
+/// Starts this proxy with one app-server profile `bench` of two workers.
+fn start_rust(mock: &MockModel, codex_bin: &Path, workspace: &Path, dir: &Path) -> Proxy {
+    let config = format!(
+        "{}{}engine = \"app-server\"\nworkers = 2\nmax_concurrency = 8\nmax_queue_size = 64\n",
+        server_toml(codex_bin),
+        profile_toml(
+            "bench",
+            workspace,
+            &toml_string_list(&mock.provider_overrides())
+        ),
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    harness::start_proxy(
+        proxy_command(
+            &prebuilt_proxy(),
+            &["--log-level", "warning"],
+            &path,
+            &dir.join("home"),
+            &dir.join("codex-home"),
+        )
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null()),
+    )
+}
+
+/// One streamed request: (time to the first `data:` chunk, time to the end of the stream), in ms.
+async fn post_streamed(client: &reqwest::Client, url: &str, model: &str) -> (f64, f64) {
+    let started = Instant::now();
+    let mut response = client
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut first = None;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        first.get_or_insert_with(|| started.elapsed().as_secs_f64() * 1000.0);
+        body.extend_from_slice(&chunk);
+    }
+    let total = started.elapsed().as_secs_f64() * 1000.0;
+    assert!(
+        String::from_utf8_lossy(&body).contains("[DONE]"),
+        "the stream ended without [DONE]"
+    );
+    (first.unwrap_or(total), total)
+}
+
+/// `requests` plain requests one after another: their p50.
+async fn sequential(client: &reqwest::Client, side: &Side, requests: usize) -> f64 {
+    let mut samples = Vec::new();
+    for _ in 0..requests {
+        samples.push(crate::post(client, &side.proxy.base_url, side.model, "hello").await);
+    }
+    percentile(&samples, 0.5)
+}
+
+/// `requests` streamed requests one after another: (first chunk p50, whole stream p50).
+async fn streamed(client: &reqwest::Client, side: &Side, requests: usize) -> (f64, f64) {
+    let mut first = Vec::new();
+    let mut total = Vec::new();
+    for _ in 0..requests {
+        let (head, whole) = post_streamed(client, &side.proxy.base_url, side.model).await;
+        first.push(head);
+        total.push(whole);
+    }
+    (percentile(&first, 0.5), percentile(&total, 0.5))
+}
+
+/// [`CLIENTS`] clients sending [`PER_CLIENT`] requests each: requests per second.
+async fn throughput(client: &reqwest::Client, side: &Side) -> f64 {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, url, model) = (client.clone(), side.proxy.base_url.clone(), side.model);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..PER_CLIENT {
+                crate::post(&client, &url, model, "hello").await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    (CLIENTS * PER_CLIENT) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// `perf record` with DWARF call graphs on `pid`, writing `output` (overwritten each round).
+fn start_perf(pid: u32, output: &Path) -> std::process::Child {
+    let child = Command::new("perf")
+        .args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-p"])
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(output)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("perf starts (install linux-perf)");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child
+}
+
+/// One round of every workload for one side, with the CPU per request over the whole round.
+async fn round(client: &reqwest::Client, side: &Side, requests: usize) -> Figures {
+    let before = cpu_sample(side.proxy.pid());
+    let sequential_p50 = sequential(client, side, requests).await;
+    let (first_chunk_p50, streamed_p50) = streamed(client, side, requests).await;
+    let profiler = std::env::var_os("BENCH_PERF_DATA")
+        .filter(|_| side.label == "this proxy")
+        .map(|path| start_perf(side.proxy.pid(), Path::new(&path)));
+    let throughput = throughput(client, side).await;
+    if let Some(mut perf) = profiler {
+        harness::send_signal(perf.id(), libc::SIGINT);
+        let _ = perf.wait();
+    }
+    let total = 2 * requests + CLIENTS * PER_CLIENT;
+    let (proxy_cpu, codex_cpu) = cpu_per_request(&before, &cpu_sample(side.proxy.pid()), total);
+    Figures {
+        sequential_p50,
+        streamed_p50,
+        first_chunk_p50,
+        throughput,
+        proxy_cpu,
+        codex_cpu,
+    }
+}
+
+fn median(rounds: &[Figures], field: fn(&Figures) -> f64) -> f64 {
+    percentile(&rounds.iter().map(field).collect::<Vec<_>>(), 0.5)
+}
+
+/// Runs the comparison and prints it.
+pub async fn compare(
+    client: &reqwest::Client,
+    mock: &MockModel,
+    codex_bin: &Path,
+    workspace: &Path,
+    requests: usize,
+) {
+    let rust_dir = scratch_dir(&harness::bench_envs(), "rust-", &["home", "codex-home"]);
+    let python_dir = scratch_dir(&harness::bench_envs(), "python-", &["home", "codex-home"]);
+    let sides = [
+        Side {
+            label: "this proxy",
+            proxy: start_rust(mock, codex_bin, workspace, rust_dir.path()),
+            model: "bench",
+        },
+        Side {
+            label: "Python 0.1.1",
+            proxy: start_python(mock, codex_bin, workspace, python_dir.path()),
+            model: "codex-local",
+        },
+    ];
+    for side in &sides {
+        assert!(
+            harness::wait_ready(client, &side.proxy.base_url, 600).await,
+            "{} never became ready",
+            side.label
+        );
+        for _ in 0..WARMUP {
+            crate::post(client, &side.proxy.base_url, side.model, "warm").await;
+        }
+    }
+    let mut figures = [Vec::new(), Vec::new()];
+    for number in 1..=ROUNDS {
+        for (index, side) in sides.iter().enumerate() {
+            let result = round(client, side, requests).await;
+            println!(
+                "round {number} {:<13} seq p50 {:6.1} ms  stream p50 {:6.1} ms (first chunk {:6.1})  {CLIENTS} clients {:6.1} req/s  CPU/req proxy {:5.2} ms, codex {:5.1} ms",
+                side.label, result.sequential_p50, result.streamed_p50, result.first_chunk_p50,
+                result.throughput, result.proxy_cpu, result.codex_cpu
+            );
+            figures[index].push(result);
+        }
+    }
+    print_medians(&sides, &figures, requests);
+}
+
+/// A printed row: label, the figure it shows, and the goal it is held against.
+type Row = (&'static str, fn(&Figures) -> f64, &'static str);
+
+fn print_medians(sides: &[Side; 2], figures: &[Vec<Figures>; 2], requests: usize) {
+    println!(
+        "== this proxy vs the Python tool 0.1.1, app-server engine, 2 workers, medians of {ROUNDS} interleaved rounds =="
+    );
+    println!(
+        "({requests} sequential and {requests} streamed requests, then {CLIENTS} clients × {PER_CLIENT} requests, per round)"
+    );
+    println!(
+        "{:<28} {:>12} {:>12} {:>8}",
+        "", sides[0].label, sides[1].label, "ratio"
+    );
+    let rows: [Row; 6] = [
+        (
+            "warm sequential p50 (ms)",
+            |f| f.sequential_p50,
+            "≤ 0.8 goal",
+        ),
+        ("streamed p50 (ms)", |f| f.streamed_p50, ""),
+        ("streamed first chunk p50", |f| f.first_chunk_p50, ""),
+        (
+            "4 clients, 2 workers (req/s)",
+            |f| f.throughput,
+            "≥ 1.3 goal",
+        ),
+        (
+            "proxy CPU per request (ms)",
+            |f| f.proxy_cpu,
+            "< 0.5 ms goal",
+        ),
+        ("Codex CPU per request (ms)", |f| f.codex_cpu, ""),
+    ];
+    for (label, field, goal) in rows {
+        let ours = median(&figures[0], field);
+        let theirs = median(&figures[1], field);
+        println!(
+            "{label:<28} {ours:>12.2} {theirs:>12.2} {:>7.2}×  {goal}",
+            ours / theirs
+        );
+    }
+}
