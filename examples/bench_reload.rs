@@ -15,7 +15,7 @@
 
 #[path = "support/harness.rs"]
 mod harness;
-#[path = "../tests/support/mock_model.rs"]
+#[path = "../tests/it/support/mock_model.rs"]
 mod mock_model;
 
 use std::path::{Path, PathBuf};
