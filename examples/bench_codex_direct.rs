@@ -311,7 +311,7 @@ async fn run_variant(
         cells.push(run_cell(&workers, count, per_worker, turns, &params, unsubscribe).await);
     }
     for mut worker in workers {
-        worker.connection.close_stdin().await;
+        worker.connection.close_stdin();
         let _ = tokio::time::timeout(Duration::from_secs(2), worker.child.wait()).await;
     }
     (cells, size)
