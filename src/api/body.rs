@@ -52,8 +52,7 @@ fn reserve(limit: usize, bytes: usize) -> Result<OwnedSemaphorePermit, ApiError>
     let units = u32::try_from(units).unwrap_or(u32::MAX);
     budget(limit).try_acquire_many_owned(units).map_err(|_| ApiError::Busy {
         message: format!(
-            "The proxy is already reading and parsing {} MiB of request bodies, its limit (max_inflight_body_bytes); retry in a moment, or raise [server] max_inflight_body_bytes.",
-            limit / (1024 * 1024)
+            "The proxy is already reading and parsing as many request bodies as its limit of {limit} bytes at once allows (max_inflight_body_bytes); retry in a moment, or raise [server] max_inflight_body_bytes."
         ),
         code: "server_busy",
         retry_after_seconds: 1,

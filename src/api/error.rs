@@ -135,9 +135,7 @@ impl ApiError {
             ApiError::RateLimited { code, .. } => ("rate_limit_error", Some(code), None),
             ApiError::CodexFailed { code, .. }
             | ApiError::Unavailable { code, .. }
-            | ApiError::Busy { code, .. } => {
-                ("server_error", Some(code), None)
-            }
+            | ApiError::Busy { code, .. } => ("server_error", Some(code), None),
             ApiError::Timeout(_) => ("server_error", Some("timeout"), None),
             ApiError::ShuttingDown(_) => ("server_error", Some("shutting_down"), None),
         }

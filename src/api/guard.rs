@@ -30,7 +30,8 @@ use crate::state::AppState;
 pub struct Loaded(pub Arc<Snapshot>);
 
 /// Request headers a listed origin may send when the browser does not name them in its preflight.
-const ALLOW_HEADERS: &str = "authorization, content-type, accept, openai-organization, openai-project, x-request-id";
+const ALLOW_HEADERS: &str =
+    "authorization, content-type, accept, openai-organization, openai-project, x-request-id";
 /// Response headers a listed origin's scripts may read.
 const EXPOSE_HEADERS: &str = "x-request-id, retry-after, www-authenticate";
 
@@ -243,7 +244,14 @@ mod tests {
             allowed_hosts: vec!["proxy.lan".into()],
             ..ServerConfig::default()
         };
-        for name in ["localhost", "127.0.0.1", "127.1.2.3", "::1", "192.168.1.5", "proxy.lan"] {
+        for name in [
+            "localhost",
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "192.168.1.5",
+            "proxy.lan",
+        ] {
             assert!(host_allowed(&server, name), "{name}");
         }
         for name in ["evil.example", "192.168.1.6", "localhost.evil.example"] {
@@ -256,10 +264,19 @@ mod tests {
 
     #[test]
     fn json_content_types() {
-        for ok in ["application/json", "Application/JSON; charset=utf-8", " application/json ;x=y"] {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ;x=y",
+        ] {
             assert!(is_json(ok), "{ok}");
         }
-        for bad in ["text/plain", "application/x-www-form-urlencoded", "application/jsonx", ""] {
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonx",
+            "",
+        ] {
             assert!(!is_json(bad), "{bad}");
         }
     }

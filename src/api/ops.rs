@@ -7,8 +7,8 @@ use std::time::UNIX_EPOCH;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::Extension;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde_json::{json, Value};
 

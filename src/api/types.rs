@@ -215,8 +215,56 @@ fn not_json(err: serde_json::Error) -> ApiError {
     )
 }
 
+/// Any JSON value, checked exactly as `serde_json::Value` would check it (string escapes, number range,
+/// nesting depth) without keeping any of it.
+struct Valid;
+
+impl<'de> Deserialize<'de> for Valid {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Valid, D::Error> {
+        struct ValidVisitor;
+        impl<'de> Visitor<'de> for ValidVisitor {
+            type Value = Valid;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_unit<E>(self) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+                while seq.next_element::<Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Valid, A::Error> {
+                while map.next_entry::<Valid, Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+        }
+        deserializer.deserialize_any(ValidVisitor)
+    }
+}
+
 impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
+        // The raw values below are not fully checked as they are split off; this pass is.
+        serde_json::from_slice::<Valid>(body).map_err(not_json)?;
         let raw: &RawValue = serde_json::from_slice(body).map_err(not_json)?;
         if raw_type(raw) != "an object" {
             return Err(ApiError::invalid(
@@ -424,7 +472,9 @@ fn check_unsupported(members: &Members) -> Result<(), ApiError> {
         Some(Value::Number(number)) if number.as_u64() == Some(1) => {}
         Some(Value::Number(number)) if number.is_u64() || number.is_i64() => {
             return Err(ApiError::invalid(
-                format!("n={number} is not supported: this proxy returns exactly one choice (n=1)."),
+                format!(
+                    "n={number} is not supported: this proxy returns exactly one choice (n=1)."
+                ),
                 Some("n"),
             ))
         }
@@ -439,17 +489,22 @@ fn check_unsupported(members: &Members) -> Result<(), ApiError> {
     match members.scalar("tool_choice") {
         None => {}
         Some(Value::String(choice)) if choice == "none" || choice == "auto" => {}
-        Some(_) => return Err(ApiError::invalid(
-            "'tool_choice' is not supported by this proxy yet (only \"none\" and \"auto\").",
-            Some("tool_choice"),
-        )),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "'tool_choice' is not supported by this proxy yet (only \"none\" and \"auto\").",
+                Some("tool_choice"),
+            ))
+        }
     }
     if let Some(format) = members.object("response_format")? {
         let kind = format.scalar("type");
         let kind = kind.as_ref().and_then(Value::as_str);
         if kind != Some("text") {
             return Err(ApiError::invalid(
-                format!("response_format type '{}' is not supported by this proxy yet; only 'text' is.", kind.unwrap_or("?")),
+                format!(
+                    "response_format type '{}' is not supported by this proxy yet; only 'text' is.",
+                    kind.unwrap_or("?")
+                ),
                 Some("response_format"),
             ));
         }
@@ -464,7 +519,10 @@ fn check_unsupported(members: &Members) -> Result<(), ApiError> {
             Some("stop"),
         ));
     }
-    if members.raw("logprobs").is_some_and(|raw| raw.get().trim() == "true") {
+    if members
+        .raw("logprobs")
+        .is_some_and(|raw| raw.get().trim() == "true")
+    {
         return Err(ApiError::invalid(
             "'logprobs' is not supported by this proxy.",
             Some("logprobs"),
