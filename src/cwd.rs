@@ -1,7 +1,11 @@
 //! Choosing the working directory Codex runs in: `metadata.cwd` if the client sent one, else the
 //! profile's `default_cwd`. Both must be directories inside one of the profile's `allowed_roots` after
 //! canonicalisation, so `..` and symlinks that lead out of the roots are rejected. Pure filesystem
-//! reads; the caller turns an error into a 400.
+//! reads; the caller turns an error into a 400. The caller checks again after the queue wait and hands
+//! the engine the path from that second check (see `api::chat`).
+//!
+//! Directories created here (the default workspace and, under `~/.codex-api-proxy`, that directory
+//! itself) are created mode 0700: they hold what Codex writes for the user.
 
 use std::path::{Path, PathBuf};
 
@@ -12,9 +16,19 @@ use crate::config::Profile;
 #[error("{0}")]
 pub struct CwdError(pub String);
 
-/// Creates the profile's default working directory if it is missing (the default workspace is empty).
+/// Creates the profile's default working directory if it is missing (the default workspace is empty),
+/// with every missing parent, each mode 0700; directories that exist keep their mode.
 pub fn ensure_default_cwd(profile: &Profile) -> std::io::Result<()> {
-    std::fs::create_dir_all(&profile.default_cwd)
+    create_private_dir_all(&profile.default_cwd)
+}
+
+/// `mkdir -p` whose new directories are mode 0700 (less if the umask says so).
+pub fn create_private_dir_all(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
 }
 
 /// The canonical directory for a request.
@@ -31,7 +45,7 @@ pub fn resolve(profile: &Profile, requested: Option<&str>) -> Result<PathBuf, Cw
         }
         None => {
             // The default workspace is ours: recreate it if someone deleted it while we run.
-            let _ = std::fs::create_dir_all(&profile.default_cwd);
+            let _ = create_private_dir_all(&profile.default_cwd);
             (profile.default_cwd.clone(), false)
         }
     };
@@ -103,6 +117,15 @@ mod tests {
         let canonical_root = std::fs::canonicalize(&root).unwrap();
 
         assert_eq!(resolve(&profile, None).unwrap(), canonical_root);
+        // A default workspace created here is private, and so are its new parents.
+        let mut private = profile.clone();
+        private.default_cwd = dir.path().join("new").join("workspace");
+        ensure_default_cwd(&private).unwrap();
+        for path in [dir.path().join("new"), private.default_cwd.clone()] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", path.display());
+        }
         let sub = root.join("sub");
         assert_eq!(
             resolve(&profile, Some(sub.to_str().unwrap())).unwrap(),

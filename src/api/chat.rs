@@ -1,14 +1,14 @@
 //! `POST /v1/chat/completions`, plain and streaming.
 //!
 //! Everything fallible happens before a response starts (auth, body, validation, routing, cwd, queue
-//! admission), so those failures get real HTTP statuses. Then the profile's pool starts the engine run;
+//! admission, the cwd check again after the queue), so those failures get real HTTP statuses. Then the profile's pool starts the engine run;
 //! the [`RunHandle`] lives in the handler future (plain) or inside the SSE stream (streaming), so a client
 //! that disconnects drops it and the Codex work is cancelled at once. After SSE headers, errors go in-band.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -18,11 +18,14 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
+use crate::api::body::read_body;
 use crate::api::error::ApiError;
+use crate::api::guard::Loaded;
 use crate::api::types::{chunk_body, completion_body, usage_chunk_body, ChatRequest};
 use crate::api::{authenticate, authorize_profile, RequestId};
 use crate::codex::prompt::Conversation;
 use crate::config::EngineKind;
+use crate::config::Profile;
 use crate::engine::exec::{developer_instructions_arg, MAX_ARG_BYTES};
 use crate::engine::{ms, Completion, Job, Phases, RunHandle, TurnEvent, Usage};
 use crate::metrics::{InFlight, ProfileStats};
@@ -70,12 +73,19 @@ impl LatencyLog {
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    Extension(Loaded(snapshot)): Extension<Loaded>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let received_at = Instant::now();
     let mut stats: Option<Arc<ProfileStats>> = None;
-    match handle(&state, request_id, received_at, &headers, body, &mut stats).await {
+    let request = Incoming {
+        request_id,
+        received_at,
+        headers: &headers,
+        body,
+    };
+    match handle(&state, snapshot, request, &mut stats).await {
         Ok(response) => response,
         Err(error) => {
             if stats.is_none() {
@@ -85,48 +95,6 @@ pub async fn chat_completions(
                 .metrics()
                 .request_error(stats.as_deref(), error.status().as_u16());
             error.into_response()
-        }
-    }
-}
-
-async fn read_body(
-    body: Body,
-    limit: usize,
-    headers: &HeaderMap,
-    timeout: Duration,
-) -> Result<Vec<u8>, ApiError> {
-    let too_large = || {
-        ApiError::PayloadTooLarge(format!(
-            "The request body is larger than the proxy's limit of {limit} bytes (max_request_bytes)."
-        ))
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err(too_large());
-    }
-    let Ok(read) = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await else {
-        return Err(ApiError::RequestTimeout(format!(
-            "The request body was not received within {} s.",
-            timeout.as_secs_f64()
-        )));
-    };
-    match read {
-        Ok(bytes) => Ok(bytes.to_vec()),
-        Err(err) => {
-            let mut source: Option<&dyn std::error::Error> = Some(&err);
-            while let Some(current) = source {
-                if current.to_string().contains("length limit exceeded") {
-                    return Err(too_large());
-                }
-                source = current.source();
-            }
-            Err(ApiError::invalid(
-                format!("Could not read the request body: {err}"),
-                None,
-            ))
         }
     }
 }
@@ -167,37 +135,74 @@ fn check_exec_instructions(profile: &str, conversation: &Conversation) -> Result
     })
 }
 
-async fn handle(
-    state: &AppState,
+/// What the handler received, before anything is checked.
+struct Incoming<'a> {
     request_id: String,
     received_at: Instant,
+    headers: &'a HeaderMap,
+    body: Body,
+}
+
+/// The working directory for a request, as a 400 (client's `metadata.cwd`) or 503 (profile default).
+fn resolve_cwd(profile: &Profile, requested: Option<&str>) -> Result<std::path::PathBuf, ApiError> {
+    crate::cwd::resolve(profile, requested).map_err(|err| {
+        if requested.is_some() {
+            ApiError::invalid(err.0, Some("metadata.cwd"))
+        } else {
+            // The profile's own default_cwd is unusable: a server-side problem, not the client's.
+            ApiError::Unavailable {
+                message: format!("The profile's working directory is unavailable: {}", err.0),
+                code: "workspace_unavailable",
+            }
+        }
+    })
+}
+
+/// Reads the body under the in-flight budget and parses it; the budget is released when this returns.
+async fn receive(
+    state: &AppState,
+    snapshot: &crate::snapshot::Snapshot,
     headers: &HeaderMap,
     body: Body,
+) -> Result<ChatRequest, ApiError> {
+    let server = &snapshot.config.server;
+    let bytes = read_body(
+        body,
+        server.max_request_bytes,
+        server.inflight_body_limit(),
+        headers,
+        state.client_timeout(),
+    )
+    .await?;
+    ChatRequest::parse(&bytes)
+}
+
+async fn handle(
+    state: &AppState,
+    snapshot: Arc<crate::snapshot::Snapshot>,
+    incoming: Incoming<'_>,
     stats_slot: &mut Option<Arc<ProfileStats>>,
 ) -> Result<Response, ApiError> {
-    // The one snapshot load of this request: everything below uses `snapshot`.
-    let snapshot = state.snapshot();
+    let Incoming {
+        request_id,
+        received_at,
+        headers,
+        body,
+    } = incoming;
     if state.shutdown().is_cancelled() {
         return Err(ApiError::ShuttingDown(
             "The proxy is shutting down; retry in a moment.".to_string(),
         ));
     }
-    let key = authenticate(&snapshot, headers)?;
-    let bytes = read_body(
-        body,
-        snapshot.config.server.max_request_bytes,
-        headers,
-        state.client_timeout(),
-    )
-    .await?;
-    let request = ChatRequest::parse(&bytes)?;
+    let caller = authenticate(&snapshot, headers)?;
+    let mut request = receive(state, &snapshot, headers, body).await?;
 
     let Some(route) = snapshot.route(&request.model) else {
         let available: Vec<String> = snapshot
             .config
             .profiles
             .iter()
-            .filter(|profile| crate::api::may_use(profile, key.as_deref()))
+            .filter(|profile| crate::api::may_use(&snapshot, profile, &caller))
             .flat_map(|p| std::iter::once(p.name.clone()).chain(p.aliases.iter().cloned()))
             .collect();
         return Err(ApiError::ModelNotFound(format!(
@@ -212,7 +217,7 @@ async fn handle(
     };
     let profile = route.profile.clone();
     let pool = route.pool.clone();
-    authorize_profile(&profile, &request.model, key.as_deref())?;
+    authorize_profile(&snapshot, &profile, &request.model, &caller)?;
     if profile.pass_model {
         check_passed_model(&request.model)?;
     }
@@ -232,21 +237,13 @@ async fn handle(
     };
 
     let started = Instant::now();
-    let cwd = crate::cwd::resolve(&profile, request.cwd.as_deref()).map_err(|err| {
-        if request.cwd.is_some() {
-            ApiError::invalid(err.0, Some("metadata.cwd"))
-        } else {
-            // The profile's own default_cwd is unusable: a server-side problem, not the client's.
-            ApiError::Unavailable {
-                message: format!("The profile's working directory is unavailable: {}", err.0),
-                code: "workspace_unavailable",
-            }
-        }
-    })?;
+    // An early answer for a directory that is already wrong; the path used is the one checked again
+    // after the queue wait, below.
+    resolve_cwd(&profile, request.cwd.as_deref())?;
     log.phases.insert("cwd_resolve", ms(started));
 
     let started = Instant::now();
-    let conversation = Conversation::from_messages(&request.messages);
+    let conversation = request.take_conversation();
     if profile.engine == EngineKind::Exec {
         check_exec_instructions(&profile.name, &conversation)?;
     }
@@ -256,6 +253,9 @@ async fn handle(
     let started = Instant::now();
     let permit = pool.admit().await?;
     log.phases.insert("queue_wait", ms(started));
+    // The directory may have been replaced (by a symlink out of the roots, say) while the request
+    // waited: check it again now and give the engine this canonical path, just before the spawn.
+    let cwd = resolve_cwd(&profile, request.cwd.as_deref())?;
 
     let job = Job {
         request_id: request_id.clone(),

@@ -25,6 +25,9 @@ pub enum ApiError {
     /// 403 `permission_error`: the key may not use this profile.
     #[error("{0}")]
     Forbidden(String),
+    /// 403 `permission_error` with its own code: a `Host` or `Origin` the server does not accept.
+    #[error("{message}")]
+    AccessDenied { message: String, code: &'static str },
     /// 404 `invalid_request_error`, code `model_not_found`.
     #[error("{0}")]
     ModelNotFound(String),
@@ -40,6 +43,9 @@ pub enum ApiError {
     /// 413 `invalid_request_error`, code `request_too_large`.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 415 `invalid_request_error`, code `unsupported_media_type`: a body that is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 429 `rate_limit_error`: the queue is full or the wait timed out (local), or the model service
     /// rate-limited / ran out of quota (upstream). `Retry-After` is set when known.
     #[error("{message}")]
@@ -54,6 +60,13 @@ pub enum ApiError {
     /// 503 `server_error`: Codex cannot run (`codex_unavailable`) or the model service is overloaded.
     #[error("{message}")]
     Unavailable { message: String, code: &'static str },
+    /// 503 `server_error` with `Retry-After`: the server is too busy to take this request now.
+    #[error("{message}")]
+    Busy {
+        message: String,
+        code: &'static str,
+        retry_after_seconds: u64,
+    },
     /// 504 `server_error`, code `timeout`.
     #[error("{0}")]
     Timeout(String),
@@ -75,14 +88,15 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::AccessDenied { .. } => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound(_) | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::CodexFailed { .. } => StatusCode::BAD_GATEWAY,
-            ApiError::Unavailable { .. } | ApiError::ShuttingDown(_) => {
+            ApiError::Unavailable { .. } | ApiError::Busy { .. } | ApiError::ShuttingDown(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -99,6 +113,7 @@ impl ApiError {
             ApiError::Forbidden(_) => {
                 ("permission_error", Some("model_not_allowed"), Some("model"))
             }
+            ApiError::AccessDenied { code, .. } => ("permission_error", Some(code), None),
             ApiError::ModelNotFound(_) => (
                 "invalid_request_error",
                 Some("model_not_found"),
@@ -112,10 +127,15 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => {
                 ("invalid_request_error", Some("request_too_large"), None)
             }
+            ApiError::UnsupportedMediaType(_) => (
+                "invalid_request_error",
+                Some("unsupported_media_type"),
+                None,
+            ),
             ApiError::RateLimited { code, .. } => ("rate_limit_error", Some(code), None),
-            ApiError::CodexFailed { code, .. } | ApiError::Unavailable { code, .. } => {
-                ("server_error", Some(code), None)
-            }
+            ApiError::CodexFailed { code, .. }
+            | ApiError::Unavailable { code, .. }
+            | ApiError::Busy { code, .. } => ("server_error", Some(code), None),
             ApiError::Timeout(_) => ("server_error", Some("timeout"), None),
             ApiError::ShuttingDown(_) => ("server_error", Some("shutting_down"), None),
         }
@@ -214,6 +234,12 @@ impl IntoResponse for ApiError {
                 ..
             } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+            }
+            ApiError::Busy {
+                retry_after_seconds,
+                ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
             }
             _ => {}
         }

@@ -1,9 +1,16 @@
-//! The HTTP surface. [`router`] is the only place routes are listed; it adds the request-id layer.
-//! Authentication helpers live here because every protected handler uses the snapshot it already loaded
-//! (one snapshot load per request), rather than a middleware that would load its own.
+//! The HTTP surface. [`router`] is the only place routes are listed; it adds the request-id layer and
+//! [`guard::guard`] (Host, Origin and Content-Type checks, which loads the request's one snapshot).
+//! Authentication helpers live here; each handler calls them with that snapshot.
+//!
+//! Who may use what: a server key (`[server] api_keys`) opens every profile that sets no `api_keys`; a
+//! profile key opens only the profiles that list it. Without server keys, profiles without `api_keys`
+//! are open to every caller, whatever key it sends. `/ready` and `/metrics` need a server key whenever
+//! any key is configured, unless `[server] public_metrics = true`.
 
+pub mod body;
 pub mod chat;
 pub mod error;
+pub mod guard;
 pub mod models;
 pub mod ops;
 pub mod types;
@@ -34,6 +41,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/reload", post(ops::admin_reload))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .layer(axum::middleware::from_fn(request_id_layer))
         .with_state(state)
 }
@@ -99,29 +110,53 @@ fn key_in(keys: &[String], key: &str) -> bool {
     })
 }
 
+/// Who sent a request, as far as the keys tell.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The bearer token, if any (checked against profile keys later).
+    pub token: Option<String>,
+    /// The token is one of `[server] api_keys`.
+    pub server_key: bool,
+}
+
+/// Whether any key is configured: server keys or any profile's keys.
+pub fn keys_configured(snapshot: &Snapshot) -> bool {
+    !snapshot.config.server.api_keys.is_empty()
+        || snapshot
+            .config
+            .profiles
+            .iter()
+            .any(|profile| !profile.api_keys.is_empty())
+}
+
 /// Server-level authentication. With no server keys configured, anyone passes (the bearer, if any, is
-/// returned for per-profile checks); otherwise the bearer must be a server key or a profile key.
-pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// kept for per-profile checks); otherwise the bearer must be a server key or a profile key.
+pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let token = bearer(headers).map(str::to_string);
     let server_keys = &snapshot.config.server.api_keys;
+    let server_key = token
+        .as_deref()
+        .is_some_and(|token| key_in(server_keys, token));
     if server_keys.is_empty() {
-        return Ok(token);
+        return Ok(Caller { token, server_key });
     }
     let Some(token) = token else {
         return Err(ApiError::Unauthorized(
             "Missing API key: send it as 'Authorization: Bearer <key>'.".to_string(),
         ));
     };
-    let known = key_in(server_keys, &token)
-        | snapshot
-            .config
-            .profiles
-            .iter()
-            .fold(false, |found, profile| {
-                key_in(&profile.api_keys, &token) | found
-            });
-    if known {
-        Ok(Some(token))
+    let profile_key = snapshot
+        .config
+        .profiles
+        .iter()
+        .fold(false, |found, profile| {
+            key_in(&profile.api_keys, &token) | found
+        });
+    if server_key | profile_key {
+        Ok(Caller {
+            token: Some(token),
+            server_key,
+        })
     } else {
         Err(ApiError::Unauthorized(
             "Incorrect API key provided. Use a key listed in the proxy's api_keys.".to_string(),
@@ -147,26 +182,50 @@ pub fn authenticate_admin(snapshot: &Snapshot, headers: &HeaderMap) -> Result<()
     }
 }
 
-/// Whether `key` may use `profile` (its own `api_keys`, when set).
-pub fn may_use(profile: &Profile, key: Option<&str>) -> bool {
-    profile.api_keys.is_empty() || key.is_some_and(|key| key_in(&profile.api_keys, key))
-}
-
-/// Per-profile authorisation: 401 without a key, 403 with a key the profile does not list.
-pub fn authorize_profile(
-    profile: &Profile,
-    model: &str,
-    key: Option<&str>,
-) -> Result<(), ApiError> {
-    if may_use(profile, key) {
+/// Access to `/ready` and `/metrics` (and the details of `/health`): open when no key is configured
+/// or `public_metrics` is set, else only with a server key.
+pub fn authorize_ops(snapshot: &Snapshot, headers: &HeaderMap) -> Result<(), ApiError> {
+    if snapshot.config.server.public_metrics || !keys_configured(snapshot) {
         return Ok(());
     }
-    match key {
+    let server_keys = &snapshot.config.server.api_keys;
+    match bearer(headers) {
+        Some(token) if key_in(server_keys, token) => Ok(()),
+        _ => Err(ApiError::Unauthorized(
+            "This endpoint needs a server-level key (one of [server] api_keys) as 'Authorization: Bearer <key>'. To open it to scrapers on a trusted network, set [server] public_metrics = true."
+                .to_string(),
+        )),
+    }
+}
+
+/// Whether `caller` may use `profile`: a profile with `api_keys` only with one of them; any other
+/// profile with a server key, or by anyone when no server keys are configured.
+pub fn may_use(snapshot: &Snapshot, profile: &Profile, caller: &Caller) -> bool {
+    if !profile.api_keys.is_empty() {
+        return caller
+            .token
+            .as_deref()
+            .is_some_and(|key| key_in(&profile.api_keys, key));
+    }
+    snapshot.config.server.api_keys.is_empty() || caller.server_key
+}
+
+/// Per-profile authorisation: 401 without a key, 403 with a key that may not use the profile.
+pub fn authorize_profile(
+    snapshot: &Snapshot,
+    profile: &Profile,
+    model: &str,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    if may_use(snapshot, profile, caller) {
+        return Ok(());
+    }
+    match caller.token {
         None => Err(ApiError::Unauthorized(format!(
             "The model `{model}` requires an API key: send it as 'Authorization: Bearer <key>'."
         ))),
         Some(_) => Err(ApiError::Forbidden(format!(
-            "This API key is not allowed to use the model `{model}`."
+            "This API key is not allowed to use the model `{model}`: a profile's own key opens only that profile; use a server key or the key listed in its api_keys."
         ))),
     }
 }

@@ -1,19 +1,19 @@
 //! `GET /v1/models` (one entry per profile, with its aliases, engine and description) and
 //! `GET /v1/models/{model}` (any model name that routes, answered with its profile's entry).
-//! With keys configured, a key only sees the profiles it may use.
+//! A caller only sees the profiles it may use ([`may_use`]).
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
+use crate::api::guard::Loaded;
 use crate::api::{authenticate, may_use};
 use crate::config::Profile;
 use crate::snapshot::Snapshot;
-use crate::state::AppState;
 
 fn entry(snapshot: &Snapshot, profile: &Profile, id: &str) -> Value {
     json!({
@@ -28,9 +28,11 @@ fn entry(snapshot: &Snapshot, profile: &Profile, id: &str) -> Value {
     })
 }
 
-pub async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let snapshot = state.snapshot();
-    let key = match authenticate(&snapshot, &headers) {
+pub async fn list_models(
+    Extension(Loaded(snapshot)): Extension<Loaded>,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match authenticate(&snapshot, &headers) {
         Ok(key) => key,
         Err(error) => return error.into_response(),
     };
@@ -38,19 +40,18 @@ pub async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> R
         .config
         .profiles
         .iter()
-        .filter(|profile| may_use(profile, key.as_deref()))
+        .filter(|profile| may_use(&snapshot, profile, &caller))
         .map(|profile| entry(&snapshot, profile, &profile.name))
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
 pub async fn get_model(
-    State(state): State<AppState>,
+    Extension(Loaded(snapshot)): Extension<Loaded>,
     model: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
-    let snapshot = state.snapshot();
-    let key = match authenticate(&snapshot, &headers) {
+    let caller = match authenticate(&snapshot, &headers) {
         Ok(key) => key,
         Err(error) => return error.into_response(),
     };
@@ -66,7 +67,7 @@ pub async fn get_model(
         }
     };
     match snapshot.route(&model) {
-        Some(route) if may_use(route.profile, key.as_deref()) => {
+        Some(route) if may_use(&snapshot, route.profile, &caller) => {
             Json(entry(&snapshot, route.profile, &model)).into_response()
         }
         _ => ApiError::ModelNotFound(format!("The model `{model}` does not exist on this proxy."))

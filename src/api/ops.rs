@@ -1,25 +1,36 @@
 //! Operational endpoints: `/health` (the process answers), `/ready` (every profile's Codex binary runs,
 //! and the config's reload state), `/metrics` (JSON counters), `POST /admin/reload`, and the JSON 404/405
-//! fallbacks. None of them ever shows an API key.
+//! fallbacks. None of them ever shows an API key. `/health` is public but says only `status` and `pid`
+//! to callers that may not read `/ready`; `/ready` and `/metrics` follow [`authorize_ops`].
 
 use std::time::UNIX_EPOCH;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::api::authenticate_admin;
 use crate::api::error::ApiError;
+use crate::api::guard::Loaded;
+use crate::api::{authenticate_admin, authorize_ops};
 use crate::reload::{reload, ReloadError};
 use crate::snapshot::Snapshot;
 use crate::state::AppState;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-pub async fn health(State(state): State<AppState>) -> Json<Value> {
-    let snapshot = state.snapshot();
+/// `status`, and the pid (the daemon commands check that the server answering is the one they started;
+/// any local user sees it in `/proc` anyway). Version, uptime and config details only with ops access.
+pub async fn health(
+    State(state): State<AppState>,
+    Extension(Loaded(snapshot)): Extension<Loaded>,
+    headers: HeaderMap,
+) -> Json<Value> {
+    if authorize_ops(&snapshot, &headers).is_err() {
+        return Json(json!({"status": "ok", "pid": std::process::id()}));
+    }
     Json(json!({
         "status": "ok",
         "version": VERSION,
@@ -47,8 +58,14 @@ fn config_json(state: &AppState, snapshot: &Snapshot) -> Value {
     })
 }
 
-pub async fn ready(State(state): State<AppState>) -> Response {
-    let snapshot = state.snapshot();
+pub async fn ready(
+    State(state): State<AppState>,
+    Extension(Loaded(snapshot)): Extension<Loaded>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(error) = authorize_ops(&snapshot, &headers) {
+        return error.into_response();
+    }
     let codex = &snapshot.codex;
     let mut all_ready = true;
     let mut profiles = serde_json::Map::new();
@@ -85,8 +102,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Json<Value> {
-    let snapshot = state.snapshot();
+pub async fn metrics(
+    State(state): State<AppState>,
+    Extension(Loaded(snapshot)): Extension<Loaded>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(error) = authorize_ops(&snapshot, &headers) {
+        return error.into_response();
+    }
     let metrics = state.metrics();
     let mut body = metrics.global_json();
     let mut profiles = serde_json::Map::new();
@@ -104,11 +127,14 @@ pub async fn metrics(State(state): State<AppState>) -> Json<Value> {
     }
     body["profiles"] = Value::Object(profiles);
     body["config"] = config_json(&state, &snapshot);
-    Json(body)
+    Json(body).into_response()
 }
 
-pub async fn admin_reload(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let snapshot = state.snapshot();
+pub async fn admin_reload(
+    State(state): State<AppState>,
+    Extension(Loaded(snapshot)): Extension<Loaded>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(error) = authenticate_admin(&snapshot, &headers) {
         return error.into_response();
     }

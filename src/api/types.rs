@@ -1,21 +1,31 @@
 //! OpenAI chat request validation and response bodies.
 //!
 //! [`ChatRequest::parse`] turns raw JSON into a validated request or a precise 400 naming the parameter
-//! ("parse, don't validate"): the body is inspected as a `serde_json::Value` so every wrong type gets
-//! its own message. Parameters that are accepted but ignored are type-checked too. Response and chunk
-//! bodies are built here so their shapes live in one file.
+//! ("parse, don't validate"). The body is never turned into one `serde_json::Value` tree, whose nodes
+//! cost many times the bytes they came from: the top level is split into borrowed raw values, each
+//! message is deserialized straight into a typed [`Message`] that owns only its strings, and only a
+//! message that fails the typed form is re-read as a `Value` to name what is wrong with it. Parameters
+//! that are accepted but ignored are type-checked from their first byte. Response and chunk bodies are
+//! built here so their shapes live in one file.
 
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
+use crate::codex::prompt::{Conversation, Turn};
 use crate::engine::Usage;
 
 /// A validated chat completion request.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
     pub model: String,
-    /// Validated message objects (role known, content a string, parts array or null).
-    pub messages: Vec<Value>,
+    /// Validated messages, in order.
+    pub messages: Vec<Message>,
     pub stream: bool,
     pub include_usage: bool,
     /// `metadata.cwd`, not yet checked against the allowed roots.
@@ -32,6 +42,100 @@ pub const ROLES: &[&str] = &[
     "function",
 ];
 
+/// One validated message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// One of [`ROLES`].
+    pub role: &'static str,
+    pub content: Content,
+}
+
+/// A message's `content`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// `null` or absent (allowed for `assistant`).
+    Null,
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+/// One content part: its `type` and, when it is a string, its `text`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Part {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+impl Content {
+    /// The plain text: a string as is; text parts joined with newlines; any other part replaced by a
+    /// placeholder naming its type (as `codex::prompt::content_text` does for `Value` content).
+    pub fn into_text(self) -> String {
+        match self {
+            Content::Null => String::new(),
+            Content::Text(text) => text,
+            Content::Parts(parts) => parts
+                .into_iter()
+                .map(|part| match (part.kind.as_str(), part.text) {
+                    ("text" | "input_text", Some(text)) => text,
+                    (kind, _) => format!("[{kind} content omitted: not supported by this proxy]"),
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Content, D::Error> {
+        struct ContentVisitor;
+        impl<'de> Visitor<'de> for ContentVisitor {
+            type Value = Content;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or an array of parts")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Content, E> {
+                Ok(Content::Text(text.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Content, E> {
+                Ok(Content::Text(text))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Content, E> {
+                Ok(Content::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Content, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(part) = seq.next_element::<Part>()? {
+                    parts.push(part);
+                }
+                Ok(Content::Parts(parts))
+            }
+        }
+        deserializer.deserialize_any(ContentVisitor)
+    }
+}
+
+/// The typed form of one message; anything it does not accept goes to [`validate_message`].
+#[derive(Deserialize)]
+struct WireMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+/// The JSON type of a raw value, from its first byte (the value is known to be valid JSON).
+fn raw_type(raw: &RawValue) -> &'static str {
+    match raw.get().trim_start().as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
+    }
+}
+
 fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -44,200 +148,387 @@ fn type_name(value: &Value) -> &'static str {
 }
 
 fn wrong_type(param: &str, expected: &str, found: &Value) -> ApiError {
+    wrong_type_named(param, expected, type_name(found))
+}
+
+fn wrong_type_named(param: &str, expected: &str, found: &str) -> ApiError {
     ApiError::invalid(
-        format!(
-            "Invalid type for '{param}': expected {expected}, but got {}.",
-            type_name(found)
-        ),
+        format!("Invalid type for '{param}': expected {expected}, but got {found}."),
         Some(param),
     )
 }
 
+/// The top-level members of the body, as borrowed raw JSON (`null` members count as absent).
+struct Members<'a>(HashMap<String, &'a RawValue>);
+
+impl<'a> Members<'a> {
+    fn raw(&self, name: &str) -> Option<&'a RawValue> {
+        self.0
+            .get(name)
+            .copied()
+            .filter(|raw| raw_type(raw) != "null")
+    }
+
+    /// A member parsed as a `Value`: only for members whose accepted forms are small (scalars and
+    /// small objects); arrays and objects are type-checked without being built.
+    fn scalar(&self, name: &str) -> Option<Value> {
+        let raw = self.raw(name)?;
+        match raw_type(raw) {
+            "an array" => Some(Value::Array(Vec::new())),
+            "an object" => Some(Value::Object(Default::default())),
+            _ => serde_json::from_str(raw.get()).ok(),
+        }
+    }
+
+    fn object(&self, name: &str) -> Result<Option<Members<'a>>, ApiError> {
+        let Some(raw) = self.raw(name) else {
+            return Ok(None);
+        };
+        if raw_type(raw) != "an object" {
+            return Err(wrong_type_named(name, "an object", raw_type(raw)));
+        }
+        Ok(Some(Members(serde_json::from_str(raw.get()).map_err(
+            |err| ApiError::invalid(format!("Invalid '{name}': {err}"), Some(name)),
+        )?)))
+    }
+
+    /// The number of elements of an array member, without building them.
+    fn array_len(&self, name: &str) -> Result<Option<usize>, ApiError> {
+        let Some(raw) = self.raw(name) else {
+            return Ok(None);
+        };
+        if raw_type(raw) != "an array" {
+            return Err(wrong_type_named(name, "an array", raw_type(raw)));
+        }
+        let items: Vec<IgnoredAny> = serde_json::from_str(raw.get())
+            .map_err(|err| ApiError::invalid(format!("Invalid '{name}': {err}"), Some(name)))?;
+        Ok(Some(items.len()))
+    }
+}
+
+fn not_json(err: serde_json::Error) -> ApiError {
+    ApiError::invalid(
+        format!(
+            "The request body is not valid JSON ({err}). Send a JSON object with `model` and `messages`."
+        ),
+        None,
+    )
+}
+
+/// Any JSON value, checked exactly as `serde_json::Value` would check it (string escapes, number range,
+/// nesting depth) without keeping any of it.
+struct Valid;
+
+impl<'de> Deserialize<'de> for Valid {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Valid, D::Error> {
+        struct ValidVisitor;
+        impl<'de> Visitor<'de> for ValidVisitor {
+            type Value = Valid;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_unit<E>(self) -> Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Valid, A::Error> {
+                while seq.next_element::<Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Valid, A::Error> {
+                while map.next_entry::<Valid, Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+        }
+        deserializer.deserialize_any(ValidVisitor)
+    }
+}
+
 impl ChatRequest {
     pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
-        let value: Value = serde_json::from_slice(body).map_err(|err| {
-            ApiError::invalid(
-                format!(
-                    "The request body is not valid JSON ({err}). Send a JSON object with `model` and `messages`."
-                ),
-                None,
-            )
-        })?;
-        let Value::Object(object) = &value else {
+        // The raw values below are not fully checked as they are split off; this pass is.
+        serde_json::from_slice::<Valid>(body).map_err(not_json)?;
+        let raw: &RawValue = serde_json::from_slice(body).map_err(not_json)?;
+        if raw_type(raw) != "an object" {
             return Err(ApiError::invalid(
                 format!(
                     "The request body must be a JSON object, but got {}.",
-                    type_name(&value)
+                    raw_type(raw)
                 ),
                 None,
             ));
-        };
-
-        let model = match object.get("model") {
-            None | Some(Value::Null) => {
+        }
+        let members = Members(serde_json::from_str(raw.get()).map_err(not_json)?);
+        let model = match members.scalar("model") {
+            None => {
                 return Err(ApiError::invalid(
                     "You must provide a model parameter.",
                     Some("model"),
                 ))
             }
-            Some(Value::String(model)) if model.trim().is_empty() => {
+            Some(Value::String(model)) if model.is_empty() => {
                 return Err(ApiError::invalid(
                     "The 'model' parameter must not be empty.",
                     Some("model"),
                 ))
             }
-            Some(Value::String(model)) => model.clone(),
-            Some(other) => return Err(wrong_type("model", "a string", other)),
+            Some(Value::String(model)) => model,
+            Some(other) => return Err(wrong_type("model", "a string", &other)),
         };
-
-        let messages = match object.get("messages") {
-            None | Some(Value::Null) => {
-                return Err(ApiError::invalid(
-                    "Missing required parameter: 'messages'.",
-                    Some("messages"),
-                ))
-            }
-            Some(Value::Array(messages)) => messages,
-            Some(other) => return Err(wrong_type("messages", "an array", other)),
+        let messages = parse_messages(&members)?;
+        let stream = optional_bool(members.scalar("stream").as_ref(), "stream")?.unwrap_or(false);
+        let include_usage = match members.object("stream_options")? {
+            None => false,
+            Some(options) => optional_bool(
+                options.scalar("include_usage").as_ref(),
+                "stream_options.include_usage",
+            )?
+            .unwrap_or(false),
         };
-        if messages.is_empty() {
-            return Err(ApiError::invalid(
-                "'messages' must contain at least one message.",
-                Some("messages"),
-            ));
-        }
-        for (index, message) in messages.iter().enumerate() {
-            validate_message(index, message)?;
-        }
-        if !messages.iter().any(|message| {
-            message.get("role").and_then(Value::as_str) != Some("system")
-                && message.get("role").and_then(Value::as_str) != Some("developer")
-        }) {
-            return Err(ApiError::invalid(
-                "'messages' must contain at least one user or assistant message, not only system/developer messages.",
-                Some("messages"),
-            ));
-        }
-
-        let stream = optional_bool(object.get("stream"), "stream")?.unwrap_or(false);
-        let include_usage = match object.get("stream_options") {
-            None | Some(Value::Null) => false,
-            Some(Value::Object(options)) => {
-                optional_bool(options.get("include_usage"), "stream_options.include_usage")?
-                    .unwrap_or(false)
-            }
-            Some(other) => return Err(wrong_type("stream_options", "an object", other)),
-        };
-
-        for param in [
-            "temperature",
-            "top_p",
-            "presence_penalty",
-            "frequency_penalty",
-        ] {
-            match object.get(param) {
-                None | Some(Value::Null) | Some(Value::Number(_)) => {}
-                Some(other) => return Err(wrong_type(param, "a number", other)),
-            }
-        }
-        for param in ["max_tokens", "max_completion_tokens", "seed"] {
-            match object.get(param) {
-                None | Some(Value::Null) => {}
-                Some(Value::Number(number)) if number.is_i64() || number.is_u64() => {}
-                Some(other) => return Err(wrong_type(param, "an integer", other)),
-            }
-        }
-        match object.get("user") {
-            None | Some(Value::Null) | Some(Value::String(_)) => {}
-            Some(other) => return Err(wrong_type("user", "a string", other)),
-        }
-
-        match object.get("n") {
-            None | Some(Value::Null) => {}
-            Some(Value::Number(number)) if number.as_u64() == Some(1) => {}
-            Some(Value::Number(number)) if number.is_u64() || number.is_i64() => {
-                return Err(ApiError::invalid(
-                    format!(
-                        "n={number} is not supported: this proxy returns exactly one choice (n=1)."
-                    ),
-                    Some("n"),
-                ))
-            }
-            Some(other) => return Err(wrong_type("n", "an integer", other)),
-        }
-        match object.get("tools") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(tools)) if tools.is_empty() => {}
-            Some(Value::Array(_)) => {
-                return Err(ApiError::invalid(
-                    "Function calling ('tools') is not supported by this proxy yet; send the request without 'tools'.",
-                    Some("tools"),
-                ))
-            }
-            Some(other) => return Err(wrong_type("tools", "an array", other)),
-        }
-        match object.get("tool_choice") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(choice)) if choice == "none" || choice == "auto" => {}
-            Some(_) => return Err(ApiError::invalid(
-                "'tool_choice' is not supported by this proxy yet (only \"none\" and \"auto\").",
-                Some("tool_choice"),
-            )),
-        }
-        match object.get("response_format") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(format))
-                if format.get("type").and_then(Value::as_str) == Some("text") => {}
-            Some(Value::Object(format)) => {
-                let kind = format.get("type").and_then(Value::as_str).unwrap_or("?");
-                return Err(ApiError::invalid(
-                    format!("response_format type '{kind}' is not supported by this proxy yet; only 'text' is."),
-                    Some("response_format"),
-                ));
-            }
-            Some(other) => return Err(wrong_type("response_format", "an object", other)),
-        }
-        match object.get("stop") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) if items.is_empty() => {}
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "'stop' sequences are not supported by this proxy; send the request without 'stop'.",
-                    Some("stop"),
-                ))
-            }
-        }
-        if object.get("logprobs").and_then(Value::as_bool) == Some(true) {
-            return Err(ApiError::invalid(
-                "'logprobs' is not supported by this proxy.",
-                Some("logprobs"),
-            ));
-        }
-
-        let cwd = match object.get("metadata") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(metadata)) => match metadata.get("cwd") {
-                None | Some(Value::Null) => None,
+        check_ignored(&members)?;
+        check_unsupported(&members)?;
+        let cwd = match members.object("metadata")? {
+            None => None,
+            Some(metadata) => match metadata.scalar("cwd") {
+                None => None,
                 Some(Value::String(cwd)) if cwd.is_empty() => {
                     return Err(ApiError::invalid(
                         "'metadata.cwd' must not be empty.",
                         Some("metadata.cwd"),
                     ))
                 }
-                Some(Value::String(cwd)) => Some(cwd.clone()),
-                Some(other) => return Err(wrong_type("metadata.cwd", "a string", other)),
+                Some(Value::String(cwd)) => Some(cwd),
+                Some(other) => return Err(wrong_type("metadata.cwd", "a string", &other)),
             },
-            Some(other) => return Err(wrong_type("metadata", "an object", other)),
         };
-
         Ok(ChatRequest {
             model,
-            messages: messages.clone(),
+            messages,
             stream,
             include_usage,
             cwd,
         })
     }
+
+    /// Moves the messages out into what Codex receives (system/developer text → developer
+    /// instructions; the rest → turns), without copying their text.
+    pub fn take_conversation(&mut self) -> Conversation {
+        let messages = std::mem::take(&mut self.messages);
+        let mut instructions: Vec<String> = Vec::new();
+        let mut turns = Vec::with_capacity(messages.len());
+        for message in messages {
+            let text = message.content.into_text();
+            if message.role == "system" || message.role == "developer" {
+                if !text.is_empty() {
+                    instructions.push(text);
+                }
+            } else {
+                turns.push(Turn {
+                    role: message.role.to_string(),
+                    text,
+                });
+            }
+        }
+        Conversation {
+            developer_instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
+            turns,
+        }
+    }
+}
+
+fn parse_messages(members: &Members) -> Result<Vec<Message>, ApiError> {
+    let Some(raw) = members.raw("messages") else {
+        return Err(ApiError::invalid(
+            "Missing required parameter: 'messages'.",
+            Some("messages"),
+        ));
+    };
+    if raw_type(raw) != "an array" {
+        return Err(wrong_type_named("messages", "an array", raw_type(raw)));
+    }
+    let items: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(not_json)?;
+    if items.is_empty() {
+        return Err(ApiError::invalid(
+            "'messages' must contain at least one message.",
+            Some("messages"),
+        ));
+    }
+    let mut messages = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        messages.push(parse_message(index, item)?);
+    }
+    if messages
+        .iter()
+        .all(|message| message.role == "system" || message.role == "developer")
+    {
+        return Err(ApiError::invalid(
+            "'messages' must contain at least one user or assistant message, not only system/developer messages.",
+            Some("messages"),
+        ));
+    }
+    Ok(messages)
+}
+
+/// One message: the typed form when it fits, else the `Value` form, which names what is wrong.
+fn parse_message(index: usize, raw: &RawValue) -> Result<Message, ApiError> {
+    if let Ok(wire) = serde_json::from_str::<WireMessage>(raw.get()) {
+        let role = ROLES.iter().find(|role| **role == wire.role).copied();
+        let content = wire.content.unwrap_or(Content::Null);
+        let parts_ok = match &content {
+            Content::Parts(parts) => parts
+                .iter()
+                .all(|part| part.kind != "text" || part.text.is_some()),
+            _ => true,
+        };
+        if let Some(role) = role {
+            if parts_ok && (content != Content::Null || role == "assistant") {
+                return Ok(Message { role, content });
+            }
+        }
+    }
+    let value: Value = serde_json::from_str(raw.get()).map_err(not_json)?;
+    validate_message(index, &value)?;
+    Ok(message_from_value(value))
+}
+
+/// A message that [`validate_message`] accepted.
+fn message_from_value(value: Value) -> Message {
+    let Value::Object(mut object) = value else {
+        unreachable!("validate_message accepts only objects")
+    };
+    let role_text = object.get("role").and_then(Value::as_str).unwrap_or("user");
+    let role = ROLES
+        .iter()
+        .find(|role| **role == role_text)
+        .copied()
+        .unwrap_or("user");
+    let content = match object.remove("content") {
+        Some(Value::String(text)) => Content::Text(text),
+        Some(Value::Array(parts)) => Content::Parts(
+            parts
+                .into_iter()
+                .map(|part| Part {
+                    kind: part
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown")
+                        .to_string(),
+                    text: part.get("text").and_then(Value::as_str).map(str::to_string),
+                })
+                .collect(),
+        ),
+        _ => Content::Null,
+    };
+    Message { role, content }
+}
+
+/// Parameters that are accepted but ignored still must have the right type.
+fn check_ignored(members: &Members) -> Result<(), ApiError> {
+    for param in [
+        "temperature",
+        "top_p",
+        "presence_penalty",
+        "frequency_penalty",
+    ] {
+        match members.scalar(param) {
+            None | Some(Value::Number(_)) => {}
+            Some(other) => return Err(wrong_type(param, "a number", &other)),
+        }
+    }
+    for param in ["max_tokens", "max_completion_tokens", "seed"] {
+        match members.scalar(param) {
+            None => {}
+            Some(Value::Number(number)) if number.is_i64() || number.is_u64() => {}
+            Some(other) => return Err(wrong_type(param, "an integer", &other)),
+        }
+    }
+    match members.scalar("user") {
+        None | Some(Value::String(_)) => Ok(()),
+        Some(other) => Err(wrong_type("user", "a string", &other)),
+    }
+}
+
+/// Parameters the proxy cannot honour: refused unless they ask for the default.
+fn check_unsupported(members: &Members) -> Result<(), ApiError> {
+    match members.scalar("n") {
+        None => {}
+        Some(Value::Number(number)) if number.as_u64() == Some(1) => {}
+        Some(Value::Number(number)) if number.is_u64() || number.is_i64() => {
+            return Err(ApiError::invalid(
+                format!(
+                    "n={number} is not supported: this proxy returns exactly one choice (n=1)."
+                ),
+                Some("n"),
+            ))
+        }
+        Some(other) => return Err(wrong_type("n", "an integer", &other)),
+    }
+    if members.array_len("tools")?.is_some_and(|len| len > 0) {
+        return Err(ApiError::invalid(
+            "Function calling ('tools') is not supported by this proxy yet; send the request without 'tools'.",
+            Some("tools"),
+        ));
+    }
+    match members.scalar("tool_choice") {
+        None => {}
+        Some(Value::String(choice)) if choice == "none" || choice == "auto" => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "'tool_choice' is not supported by this proxy yet (only \"none\" and \"auto\").",
+                Some("tool_choice"),
+            ))
+        }
+    }
+    if let Some(format) = members.object("response_format")? {
+        let kind = format.scalar("type");
+        let kind = kind.as_ref().and_then(Value::as_str);
+        if kind != Some("text") {
+            return Err(ApiError::invalid(
+                format!(
+                    "response_format type '{}' is not supported by this proxy yet; only 'text' is.",
+                    kind.unwrap_or("?")
+                ),
+                Some("response_format"),
+            ));
+        }
+    }
+    let stop_is_empty_list = members
+        .raw("stop")
+        .is_some_and(|raw| raw_type(raw) == "an array")
+        && members.array_len("stop")? == Some(0);
+    if members.raw("stop").is_some() && !stop_is_empty_list {
+        return Err(ApiError::invalid(
+            "'stop' sequences are not supported by this proxy; send the request without 'stop'.",
+            Some("stop"),
+        ));
+    }
+    if members
+        .raw("logprobs")
+        .is_some_and(|raw| raw.get().trim() == "true")
+    {
+        return Err(ApiError::invalid(
+            "'logprobs' is not supported by this proxy.",
+            Some("logprobs"),
+        ));
+    }
+    Ok(())
 }
 
 fn optional_bool(value: Option<&Value>, param: &str) -> Result<Option<bool>, ApiError> {

@@ -133,25 +133,42 @@ pub(super) async fn get_json(address: SocketAddr, path: &str, key: Option<&str>)
     }
 }
 
-/// `/ready` answers 503 while not ready, with the same body.
-pub(super) async fn get_ready(address: SocketAddr) -> Option<Value> {
-    match http(address, "GET", "/ready", None, PROBE_TIMEOUT).await {
-        Ok(reply) if reply.status == 200 || reply.status == 503 => Some(reply.json()),
-        _ => None,
+/// `/ready` (with the first key the server accepts) answers 503 while not ready, with the same body.
+pub(super) async fn get_ready(address: SocketAddr, keys: &[String]) -> Option<Value> {
+    for key in key_candidates(keys) {
+        match http(address, "GET", "/ready", key, PROBE_TIMEOUT).await {
+            Ok(reply) if reply.status == 200 || reply.status == 503 => return Some(reply.json()),
+            _ => {}
+        }
     }
+    None
+}
+
+/// Each key, or no key when there are none.
+fn key_candidates(keys: &[String]) -> Vec<Option<&str>> {
+    if keys.is_empty() {
+        return vec![None];
+    }
+    keys.iter().map(|key| Some(key.as_str())).collect()
+}
+
+/// A GET with the first key the server accepts (`/v1/models`, `/metrics`).
+pub(super) async fn get_json_keyed(
+    address: SocketAddr,
+    path: &str,
+    keys: &[String],
+) -> Option<Value> {
+    for key in key_candidates(keys) {
+        if let Some(value) = get_json(address, path, key).await {
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// `/v1/models` with the first key the server accepts.
 pub(super) async fn get_models(address: SocketAddr, keys: &[String]) -> Option<Value> {
-    if keys.is_empty() {
-        return get_json(address, "/v1/models", None).await;
-    }
-    for key in keys {
-        if let Some(models) = get_json(address, "/v1/models", Some(key)).await {
-            return Some(models);
-        }
-    }
-    None
+    get_json_keyed(address, "/v1/models", keys).await
 }
 
 /// Where to connect to a server bound to `bound` (an unspecified address is reached over loopback).

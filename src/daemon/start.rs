@@ -124,7 +124,7 @@ pub(super) async fn start_locked(mut args: StartArgs, files: &DaemonFiles) -> an
         }
     };
     let connect = connect_address(address);
-    let ready = get_ready(connect).await;
+    let ready = get_ready(connect, &keys).await;
     if let Some(error) = ready
         .as_ref()
         .and_then(|ready| ready.pointer("/codex/error"))

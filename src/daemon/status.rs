@@ -15,7 +15,7 @@ use super::display::{
     profile_names, string_items, REDACTED,
 };
 use super::files::{DaemonFiles, DaemonState};
-use super::http::{get_health, get_json, get_ready, health_pid};
+use super::http::{get_health, get_json_keyed, get_ready, health_pid};
 use super::process::PidFile;
 
 /// What `status` found out.
@@ -91,8 +91,13 @@ async fn observe(files: &DaemonFiles, saved: Option<&DaemonState>) -> Observatio
             pid_or_unknown(answered_by)
         ));
     }
-    let ready = get_ready(saved.address).await;
-    let metrics = get_json(saved.address, "/metrics", None).await;
+    let keys = saved.keys();
+    let ready = get_ready(saved.address, &keys).await;
+    let metrics = get_json_keyed(saved.address, "/metrics", &keys).await;
+    // With keys configured, only a keyed `/health` shows the version and uptime.
+    let health = get_json_keyed(saved.address, "/health", &keys)
+        .await
+        .unwrap_or(health);
     Observation {
         state: "running",
         pid: Some(pid),

@@ -328,7 +328,16 @@ async fn keys_give_401_and_403_and_no_route_bypasses_a_profile_key() {
     key_ok("restricted-alias", "k2").await;
     key_ok("unlisted-model", "k2").await;
     assert_eq!(env.mock.request_count(), 3);
-    let metrics = app.get_json("/metrics").await.1;
+    // With keys configured, /metrics needs a server key.
+    let metrics: Value = App::client()
+        .get(app.url("/metrics"))
+        .bearer_auth("k1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(metrics["errors_by_status"]["401"], 4);
     assert_eq!(metrics["errors_by_status"]["403"], 4);
 }

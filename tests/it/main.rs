@@ -17,3 +17,4 @@ mod mock_model;
 mod reload;
 mod sdk;
 mod security_engine;
+mod security_http;

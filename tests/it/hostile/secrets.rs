@@ -141,10 +141,13 @@ fn keys_are_enforced_on_every_route_kind_and_never_shown() {
         let reply = seen.keep(get(&path, Some(PROFILE_KEY)));
         assert_eq!(reply.status, 200, "{path}: {}", reply.text());
     }
-    // `open` takes every key the server accepts, a profile key included.
-    for key in [SERVER_KEY, PROFILE_KEY, OTHER_KEY] {
+    // `open` takes the server key; a profile key opens only the profiles that list it.
+    let reply = seen.keep(post(&chat_body("open", "hi"), Some(SERVER_KEY)));
+    assert_eq!(reply.status, 200, "{SERVER_KEY}: {}", reply.text());
+    for key in [PROFILE_KEY, OTHER_KEY] {
         let reply = seen.keep(post(&chat_body("open", "hi"), Some(key)));
-        assert_eq!(reply.status, 200, "{key}: {}", reply.text());
+        assert_eq!(reply.status, 403, "{key}: {}", reply.text());
+        openai_error(&reply).unwrap();
     }
     // The codex process never sees a key in its arguments or environment.
     let invocation =
@@ -201,13 +204,13 @@ fn keys_are_enforced_on_every_route_kind_and_never_shown() {
     let reply = seen.keep(runtime.block_on(send(request)).unwrap());
     assert_eq!(reply.status, 200, "{}", reply.text());
 
-    // /v1/models lists only what the key may use.
+    // /v1/models lists only what the key may use: a profile key, only its own profiles.
     let reply = seen.keep(get("/v1/models", None));
     assert_eq!(reply.status, 401);
     for (key, expected) in [
         (SERVER_KEY, vec!["open"]),
-        (PROFILE_KEY, vec!["open", "private"]),
-        (OTHER_KEY, vec!["open", "other"]),
+        (PROFILE_KEY, vec!["private"]),
+        (OTHER_KEY, vec!["other"]),
     ] {
         let reply = seen.keep(get("/v1/models", Some(key)));
         assert_eq!(reply.status, 200, "{}", reply.text());
@@ -255,13 +258,14 @@ fn keys_are_enforced_on_every_route_kind_and_never_shown() {
         let reply = seen.keep(runtime.block_on(send(request)).unwrap());
         assert_eq!(reply.status, 422, "{}", reply.text());
         openai_error(&reply).unwrap();
-        let ready = seen.keep(get("/ready", None));
+        // With keys configured, /ready and /metrics need a server key.
+        let ready = seen.keep(get("/ready", Some(SERVER_KEY)));
         assert!(
             ready.json()["config"]["last_error"].is_string(),
             "{}",
             ready.text()
         );
-        seen.keep(get("/metrics", None));
+        seen.keep(get("/metrics", Some(SERVER_KEY)));
     }
     std::fs::write(&proxy.config_path, &valid).unwrap();
     for path in ["/health", "/ready", "/metrics"] {
