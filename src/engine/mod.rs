@@ -16,9 +16,30 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::config::EngineKind;
 pub use crate::turn::{
-    ms, Completion, EngineError, FailureKind, FinishReason, Phases, TurnEvent, TurnRequest, Usage,
+    ms, Capabilities, Completion, EngineError, FailureKind, FinishReason, Phases, TurnEvent,
+    TurnRequest, Usage,
 };
+
+/// What each engine can carry beyond plain text. An API adapter compares it with
+/// [`TurnRequest::needs`] and answers 400 before admission when the profile's engine lacks something.
+pub fn capabilities(engine: EngineKind) -> Capabilities {
+    match engine {
+        EngineKind::Exec => Capabilities {
+            client_tools: false,
+            images: false,
+            output_schema: false,
+            streams_deltas: false,
+        },
+        EngineKind::AppServer => Capabilities {
+            client_tools: false,
+            images: false,
+            output_schema: false,
+            streams_deltas: true,
+        },
+    }
+}
 
 /// One request's work, as the engine needs it.
 #[derive(Debug, Clone)]
