@@ -6,12 +6,14 @@
 //! ([`StartArgs::to_flags`]) and merging them ([`StartArgs::merged_over`]). No I/O beyond reading the
 //! config file and the environment.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, Config, EngineKind, ImplicitProfile, ServerOverrides};
+use crate::config::{self, limits, Config, EngineKind, ImplicitProfile, ServerOverrides};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -127,11 +129,18 @@ pub struct StartArgs {
     /// printed only as <redacted> [env: CODEX_PROXY_API_KEY]
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
-    /// Internal (the background server): read the api key from the first line of stdin, so it shows
-    /// in neither a process listing nor the environment Codex inherits
+    /// Internal (the background server): read the api key and the values of the config's `${VAR}`s
+    /// from the first line of stdin (one JSON object), so the key shows in neither a process listing
+    /// nor the environment Codex inherits
     #[arg(long, hide = true, requires = "foreground")]
     #[serde(skip)]
-    pub api_key_stdin: bool,
+    pub secrets_stdin: bool,
+    /// The values of the variables the config file references through `${VAR}`, as the last start saw
+    /// them: a background server expands the file with them (its own environment lacks
+    /// `CODEX_PROXY_API_KEY`), and `restart` falls back to them for variables its own environment
+    /// lacks. Never a flag; kept in the state file (mode 0600) like the api key.
+    #[arg(skip)]
+    pub config_env: BTreeMap<String, String>,
     /// Codex executable (an npm install's launcher is bypassed for its native binary) [env: CODEX_PROXY_CODEX_BIN] [default: codex]
     #[arg(long, value_name = "PATH")]
     pub codex_bin: Option<String>,
@@ -149,13 +158,13 @@ pub struct StartArgs {
     #[arg(long)]
     pub engine: Option<String>,
     /// Long-lived app-server workers (no --config) [env: CODEX_PROXY_WORKERS] [default: 1]
-    #[arg(long)]
+    #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_WORKERS))]
     pub workers: Option<usize>,
     /// Waiting requests beyond this get 429 (no --config) [env: CODEX_PROXY_MAX_QUEUE_SIZE] [default: 64]
-    #[arg(long)]
+    #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(0..=limits::MAX_QUEUE_SIZE))]
     pub max_queue_size: Option<usize>,
     /// Longest wait for a Codex slot before 429 (no --config) [env: CODEX_PROXY_QUEUE_TIMEOUT_SECONDS] [default: 30]
-    #[arg(long)]
+    #[arg(long, value_parser = RangedU64ValueParser::<u64>::new().range(1..=limits::MAX_SECONDS))]
     pub queue_timeout_seconds: Option<u64>,
     /// Private CODEX_HOME of app-server workers (no --config) [env: CODEX_PROXY_APP_SERVER_CODEX_HOME] [default: ~/.codex-api-proxy/codex-home/codex-local]
     #[arg(long, value_name = "DIR")]
@@ -185,15 +194,15 @@ pub struct StartArgs {
     #[arg(long, value_name = "DIR")]
     pub allowed_root: Vec<PathBuf>,
     /// Per-request timeout in seconds (no --config) [env: CODEX_PROXY_TIMEOUT_SECONDS] [default: 300]
-    #[arg(long)]
+    #[arg(long, value_parser = RangedU64ValueParser::<u64>::new().range(1..=limits::MAX_SECONDS))]
     pub timeout_seconds: Option<u64>,
     /// Simultaneous Codex runs (no --config) [env: CODEX_PROXY_MAX_CONCURRENCY] [default: 1 for exec, 4 per worker for app-server]
-    #[arg(long)]
+    #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_CONCURRENCY))]
     pub max_concurrency: Option<usize>,
 
     /// On stop (SIGTERM, Ctrl-C, `stop`): seconds in-flight requests get to finish before they are ended
     /// with an error [default: 10]
-    #[arg(long)]
+    #[arg(long, value_parser = RangedU64ValueParser::<u64>::new().range(0..=limits::MAX_SECONDS))]
     pub grace_seconds: Option<u64>,
 
     #[command(flatten)]
@@ -206,7 +215,7 @@ pub struct StopArgs {
     /// Seconds this command waits for the server to finish in-flight requests and exit before it kills
     /// the server's whole session (plus a 5 s margin). Only the waiting changes: the server ends
     /// requests after its own grace period, set by `start --grace-seconds` [default: the start setting, else 10]
-    #[arg(long)]
+    #[arg(long, value_parser = RangedU64ValueParser::<u64>::new().range(0..=limits::MAX_SECONDS))]
     pub grace_seconds: Option<u64>,
     #[command(flatten)]
     pub files: FileArgs,
@@ -263,6 +272,31 @@ fn env_number<T: std::str::FromStr>(name: &str) -> Result<Option<T>, String> {
             .parse()
             .map(Some)
             .map_err(|_| format!("{name}={value} is not a valid number")),
+    }
+}
+
+/// A number of the implicit profile: the flag's value (clap checked its range), else the variable's,
+/// which must lie in `min..=max` like the flag's, else `default`.
+fn bounded(
+    flag: Option<u64>,
+    variable: &str,
+    (min, max): (u64, u64),
+    default: u64,
+) -> Result<u64, String> {
+    let value = match flag {
+        Some(value) => value,
+        None => env_number::<u64>(variable)?.unwrap_or(default),
+    };
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        let flag = variable
+            .trim_start_matches("CODEX_PROXY_")
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        Err(format!(
+            "--{flag} (or {variable}) must be from {min} to {max}, found {value}"
+        ))
     }
 }
 
@@ -327,19 +361,21 @@ impl StartArgs {
         given
     }
 
-    /// The implicit profile's settings from flags, then `CODEX_PROXY_*` variables, then defaults.
-    fn implicit_profile(&self) -> Result<ImplicitProfile, String> {
+    /// `--engine`, else `CODEX_PROXY_ENGINE`, else exec.
+    fn implicit_engine(&self) -> Result<EngineKind, String> {
         let engine_text = self.engine.clone().or_else(|| env("CODEX_PROXY_ENGINE"));
-        let engine = match engine_text.as_deref() {
-            None | Some("exec") => EngineKind::Exec,
-            Some("app-server") => EngineKind::AppServer,
-            Some(other) => {
-                return Err(format!(
-                    "unknown engine `{other}`: use --engine exec or --engine app-server"
-                ))
-            }
-        };
-        let codex_config = if self.codex_config.is_empty() {
+        match engine_text.as_deref() {
+            None | Some("exec") => Ok(EngineKind::Exec),
+            Some("app-server") => Ok(EngineKind::AppServer),
+            Some(other) => Err(format!(
+                "unknown engine `{other}`: use --engine exec or --engine app-server"
+            )),
+        }
+    }
+
+    /// `--codex-config` items, else `CODEX_PROXY_CODEX_CONFIGS` (`;;`-separated), each `key=value`.
+    fn implicit_codex_config(&self) -> Result<Vec<String>, String> {
+        let codex_config: Vec<String> = if self.codex_config.is_empty() {
             env("CODEX_PROXY_CODEX_CONFIGS")
                 .map(|value| {
                     value
@@ -360,21 +396,12 @@ impl StartArgs {
                 ));
             }
         }
-        let ephemeral = if self.no_ephemeral {
-            false
-        } else if self.ephemeral {
-            true
-        } else {
-            env_bool("CODEX_PROXY_EPHEMERAL").unwrap_or(true)
-        };
-        let agent = if self.no_agent {
-            false
-        } else if self.agent {
-            true
-        } else {
-            env_bool("CODEX_PROXY_AGENT").unwrap_or(false)
-        };
-        let allowed_roots = if self.allowed_root.is_empty() {
+        Ok(codex_config)
+    }
+
+    /// `--allowed-root` paths, else `CODEX_PROXY_ALLOWED_ROOTS` (colon-separated), made absolute.
+    fn implicit_allowed_roots(&self) -> Vec<PathBuf> {
+        if self.allowed_root.is_empty() {
             env("CODEX_PROXY_ALLOWED_ROOTS")
                 .map(|value| {
                     value
@@ -389,46 +416,75 @@ impl StartArgs {
                 .iter()
                 .map(|root| config::resolve_path(&root.to_string_lossy(), None))
                 .collect()
+        }
+    }
+
+    /// The implicit profile's settings from flags, then `CODEX_PROXY_*` variables, then defaults.
+    fn implicit_profile(&self) -> Result<ImplicitProfile, String> {
+        let engine = self.implicit_engine()?;
+        let codex_config = self.implicit_codex_config()?;
+        let ephemeral = if self.no_ephemeral {
+            false
+        } else if self.ephemeral {
+            true
+        } else {
+            env_bool("CODEX_PROXY_EPHEMERAL").unwrap_or(true)
         };
+        let agent = if self.no_agent {
+            false
+        } else if self.agent {
+            true
+        } else {
+            env_bool("CODEX_PROXY_AGENT").unwrap_or(false)
+        };
+        let allowed_roots = self.implicit_allowed_roots();
         let default_cwd = self
             .default_cwd
             .as_ref()
             .map(|dir| dir.to_string_lossy().to_string())
             .or_else(|| env("CODEX_PROXY_DEFAULT_CWD"))
             .map(|dir| config::resolve_path(&dir, None));
-        let workers = match self.workers {
-            Some(workers) => workers,
-            None => env_number("CODEX_PROXY_WORKERS")?.unwrap_or(1),
-        };
-        if workers == 0 {
-            return Err("--workers must be at least 1".to_string());
-        }
+        let workers = bounded(
+            self.workers.map(|v| v as u64),
+            "CODEX_PROXY_WORKERS",
+            (1, limits::MAX_WORKERS),
+            1,
+        )? as usize;
         let max_concurrency = match self.max_concurrency {
-            Some(value) => Some(value),
-            None => env_number("CODEX_PROXY_MAX_CONCURRENCY")?,
+            Some(value) => Some(value as u64),
+            None => env_number::<u64>("CODEX_PROXY_MAX_CONCURRENCY")?,
         };
-        if max_concurrency == Some(0) {
-            return Err("--max-concurrency must be at least 1".to_string());
-        }
-        let timeout_seconds = match self.timeout_seconds {
-            Some(value) => value,
-            None => env_number("CODEX_PROXY_TIMEOUT_SECONDS")?.unwrap_or(300),
+        let max_concurrency = match max_concurrency {
+            Some(value) => Some(bounded(
+                Some(value),
+                "CODEX_PROXY_MAX_CONCURRENCY",
+                (1, limits::MAX_CONCURRENCY),
+                1,
+            )? as usize),
+            None => None,
         };
-        if timeout_seconds == 0 {
-            return Err("--timeout-seconds must be at least 1".to_string());
-        }
+        let timeout_seconds = bounded(
+            self.timeout_seconds,
+            "CODEX_PROXY_TIMEOUT_SECONDS",
+            (1, limits::MAX_SECONDS),
+            300,
+        )?;
         Ok(ImplicitProfile {
             model: self.model.clone().or_else(|| env("CODEX_PROXY_MODEL")),
             engine,
             workers,
-            max_queue_size: match self.max_queue_size {
-                Some(value) => value,
-                None => env_number("CODEX_PROXY_MAX_QUEUE_SIZE")?.unwrap_or(64),
-            },
-            queue_timeout_seconds: match self.queue_timeout_seconds {
-                Some(value) => value,
-                None => env_number("CODEX_PROXY_QUEUE_TIMEOUT_SECONDS")?.unwrap_or(30),
-            },
+            max_queue_size: bounded(
+                self.max_queue_size.map(|v| v as u64),
+                "CODEX_PROXY_MAX_QUEUE_SIZE",
+                (0, limits::MAX_QUEUE_SIZE),
+                64,
+            )? as usize,
+            queue_timeout_seconds: bounded(
+                self.queue_timeout_seconds,
+                "CODEX_PROXY_QUEUE_TIMEOUT_SECONDS",
+                (1, limits::MAX_SECONDS),
+                30,
+            )?,
             codex_home: self
                 .app_server_codex_home
                 .clone()
@@ -446,7 +502,8 @@ impl StartArgs {
         })
     }
 
-    /// The configuration this `start` describes, fully validated.
+    /// The configuration this `start` describes, fully validated. `${VAR}`s in the file take their
+    /// value from the environment, else from [`StartArgs::config_env`].
     pub fn load_config(&self) -> anyhow::Result<Config> {
         let overrides = self.server_overrides().map_err(anyhow::Error::msg)?;
         match &self.config {
@@ -461,7 +518,16 @@ impl StartArgs {
                     );
                 }
                 let path = config::resolve_path(&path.to_string_lossy(), None);
-                Ok(config::load_file(&path, &overrides)?)
+                let text = std::fs::read_to_string(&path).map_err(|err| config::ConfigErrors {
+                    path: path.display().to_string(),
+                    problems: vec![config::Problem {
+                        line: None,
+                        profile: None,
+                        message: format!("cannot read the file: {err}"),
+                    }],
+                })?;
+                let lookup = |name: &str| config_env_lookup(&self.config_env, name);
+                Ok(config::parse(&text, &path, &overrides, &lookup)?)
             }
             None => {
                 let settings = self.implicit_profile().map_err(anyhow::Error::msg)?;
@@ -469,6 +535,25 @@ impl StartArgs {
             }
         }
     }
+
+    /// Keeps in [`StartArgs::config_env`] the value of every variable `config` references, as
+    /// [`StartArgs::load_config`] found it (what a background server and a later `restart` need).
+    pub fn keep_config_env(&mut self, config: &Config) {
+        self.config_env = config
+            .env_refs
+            .iter()
+            .filter_map(|name| {
+                config_env_lookup(&self.config_env, name).map(|value| (name.clone(), value))
+            })
+            .collect();
+    }
+}
+
+/// The value of `${name}` in a config file: the environment's, else the one in `saved`.
+pub fn config_env_lookup(saved: &BTreeMap<String, String>, name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .or_else(|| saved.get(name).cloned())
 }
 
 /// An absolute form of a path given on the command line (`~` expanded, relative to the current directory).
@@ -509,7 +594,7 @@ impl StartArgs {
 
     /// These settings as `start` flags (`--name=value`), for the background server's command line.
     /// Neither `--foreground`, the daemon file flags nor the api key are included: the key is handed
-    /// over on stdin (`--api-key-stdin`) so it never shows in a process listing.
+    /// over on stdin (`--secrets-stdin`) so it never shows in a process listing.
     pub fn to_flags(&self) -> Vec<OsString> {
         fn value(flags: &mut Vec<OsString>, name: &str, value: impl Into<OsString>) {
             let mut flag = OsString::from(format!("--{name}="));
@@ -598,7 +683,12 @@ impl StartArgs {
             host: now.host.or(saved.host),
             port: now.port.or(saved.port),
             api_key: now.api_key.or(saved.api_key),
-            api_key_stdin: now.api_key_stdin,
+            secrets_stdin: now.secrets_stdin,
+            config_env: {
+                let mut env = saved.config_env;
+                env.extend(now.config_env);
+                env
+            },
             codex_bin: now.codex_bin.or(saved.codex_bin),
             log_level: now.log_level.or(saved.log_level),
             proxy: now.proxy.or(saved.proxy),

@@ -3,7 +3,9 @@
 //! logged once (the same error again is only counted).
 //!
 //! Entry point: [`reload`], called by the file watcher ([`crate::config::watch`]), SIGHUP and
-//! `POST /admin/reload`. Reloads are serialised by [`AppState::reload_lock`] and each one reads the file
+//! `POST /admin/reload`. `${VAR}`s are expanded from the environment, else from the values the server
+//! was started with ([`AppState::config_var`]). A panic inside a reload is caught and recorded as a
+//! failed reload. Reloads are serialised by [`AppState::reload_lock`] and each one reads the file
 //! afresh, so a save that lands while a reload runs is applied by the next one (the watcher asks again
 //! after every event; SIGHUP and the admin endpoint wait for the lock).
 //!
@@ -47,6 +49,7 @@ pub enum ReloadError {
 fn read_config(
     path: &Path,
     overrides: &ServerOverrides,
+    lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Config, toml::Table), ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|err| ConfigErrors {
         path: path.display().to_string(),
@@ -56,8 +59,7 @@ fn read_config(
             message: format!("cannot read the file: {err}"),
         }],
     })?;
-    let lookup = |name: &str| std::env::var(name).ok();
-    let config = config::parse(&text, path, overrides, &lookup)?;
+    let config = config::parse(&text, path, overrides, lookup)?;
     // `parse` succeeded, so the text is valid TOML.
     let table = toml::from_str::<toml::Table>(&text).unwrap_or_default();
     Ok((config, table))
@@ -82,38 +84,90 @@ fn restart_required(started: &StartupServer, server: &ServerConfig) -> Vec<Strin
 }
 
 /// Re-reads the config file and applies it if it is valid and different.
+///
+/// The work runs in a task of its own, so that a panic inside it (a bug) is one failed reload —
+/// recorded for `/ready` and `/metrics` like a rejected file — and never the end of the caller: the
+/// file watcher, the SIGHUP handler or the admin request.
 pub async fn reload(state: &AppState, trigger: &str) -> Result<ReloadOutcome, ReloadError> {
+    let task = {
+        let state = state.clone();
+        let trigger = trigger.to_string();
+        tokio::spawn(async move { reload_now(&state, &trigger).await })
+    };
+    match task.await {
+        Ok(result) => result,
+        Err(err) => {
+            let path = state.config_path().cloned().unwrap_or_default();
+            let errors = ConfigErrors {
+                path: path.display().to_string(),
+                problems: vec![config::Problem {
+                    line: None,
+                    profile: None,
+                    message: format!(
+                        "the reload failed unexpectedly ({}); the previous configuration is still \
+                         serving: save the file again to retry, and report this with the server log",
+                        panic_message(err)
+                    ),
+                }],
+            };
+            let current = state.snapshot();
+            record_failure(state, trigger, current.generation, &errors);
+            Err(ReloadError::Invalid(errors))
+        }
+    }
+}
+
+/// What a failed task said: its panic message, or that it was cancelled.
+pub fn panic_message(err: tokio::task::JoinError) -> String {
+    match err.try_into_panic() {
+        Ok(payload) => match payload.downcast::<String>() {
+            Ok(text) => format!("panic: {text}"),
+            Err(payload) => match payload.downcast::<&'static str>() {
+                Ok(text) => format!("panic: {text}"),
+                Err(_) => "panic".to_string(),
+            },
+        },
+        Err(_) => "cancelled".to_string(),
+    }
+}
+
+/// Counts a rejected reload and logs it once (the same error again is only counted).
+fn record_failure(state: &AppState, trigger: &str, generation: u64, errors: &ConfigErrors) {
+    let message = errors.to_string();
+    let mut repeated = false;
+    state.update_reload_status(|status| {
+        repeated = status.last_error.as_deref() == Some(message.as_str());
+        status.reloads_failed += 1;
+        status.last_reload_at = Some(SystemTime::now());
+        status.last_error = Some(message.clone());
+    });
+    if !repeated {
+        // One line per rejected file: `path:line: profile `name`: problem`, joined.
+        let problems: Vec<String> = errors
+            .problems
+            .iter()
+            .map(|problem| errors.describe(problem))
+            .collect();
+        tracing::error!(
+            trigger,
+            "config reload rejected; still serving generation {generation}: {}",
+            problems.join("; ")
+        );
+    }
+}
+
+async fn reload_now(state: &AppState, trigger: &str) -> Result<ReloadOutcome, ReloadError> {
     let _serialised = state.reload_lock().lock().await;
     let started = Instant::now();
     let Some(path) = state.config_path().cloned() else {
         return Err(ReloadError::NoConfigFile);
     };
     let current = state.snapshot();
-    let (config, table) = match read_config(&path, state.overrides()) {
+    let lookup = |name: &str| state.config_var(name);
+    let (config, table) = match read_config(&path, state.overrides(), &lookup) {
         Ok(loaded) => loaded,
         Err(errors) => {
-            let message = errors.to_string();
-            let mut repeated = false;
-            state.update_reload_status(|status| {
-                repeated = status.last_error.as_deref() == Some(message.as_str());
-                status.reloads_failed += 1;
-                status.last_reload_at = Some(SystemTime::now());
-                status.last_error = Some(message.clone());
-            });
-            if !repeated {
-                // One line per rejected file: `path:line: profile `name`: problem`, joined.
-                let problems: Vec<String> = errors
-                    .problems
-                    .iter()
-                    .map(|problem| errors.describe(problem))
-                    .collect();
-                tracing::error!(
-                    trigger,
-                    "config reload rejected; still serving generation {}: {}",
-                    current.generation,
-                    problems.join("; ")
-                );
-            }
+            record_failure(state, trigger, current.generation, &errors);
             return Err(ReloadError::Invalid(errors));
         }
     };

@@ -63,14 +63,15 @@ pub fn is_loopback(host: &str) -> bool {
 
 /// `start --foreground`: serve in this process until SIGINT/SIGTERM.
 pub async fn serve_foreground(args: &StartArgs) -> anyhow::Result<()> {
-    let args = &crate::daemon::with_api_key_from_stdin(args)?;
+    let mut args = crate::daemon::with_secrets_from_stdin(args)?;
     let config = args.load_config()?;
+    // Reloads expand the file with the same values, whatever happens to this process's environment.
+    args.keep_config_env(&config);
+    let args = &args;
     init_tracing(&config.server.log_level);
     let host = config.server.host.clone();
     let port = config.server.port;
-    if let Some(warning) = crate::daemon::exposure_warning(&host, &config.server.api_keys) {
-        eprintln!("{warning}");
-    }
+    crate::daemon::print_warnings(&config);
     let listener = TcpListener::bind((host.as_str(), port))
         .await
         .with_context(|| format!("cannot listen on {host}:{port} (is another server using the port? pick another with --port)"))?;
@@ -78,7 +79,8 @@ pub async fn serve_foreground(args: &StartArgs) -> anyhow::Result<()> {
     let overrides = args.server_overrides().map_err(anyhow::Error::msg)?;
     let snapshot = first_snapshot(config).await;
     let shutdown = CancellationToken::new();
-    let state = AppState::new(snapshot, config_path, overrides, shutdown.clone());
+    let state = AppState::new(snapshot, config_path, overrides, shutdown.clone())
+        .with_config_env(args.config_env.clone());
     let grace = Duration::from_secs(args.grace_seconds.unwrap_or(10));
     spawn_signal_handlers(state.clone(), shutdown.clone());
     run(listener, state, shutdown, grace).await

@@ -1,8 +1,9 @@
 //! The shared handle every handler gets: the current [`Snapshot`] behind one `ArcSwap`, the metrics,
 //! the reload status and lock, and the shutdown signal. Cheap to clone (`Arc<Inner>`).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -21,7 +22,8 @@ pub struct ReloadStatus {
     pub reloads_failed: u64,
     /// `[server]` settings that changed in the file but need a restart (host, port, log_level).
     pub restart_required: Vec<String>,
-    /// How file changes are noticed (`notify+poll`, `poll`), once the watcher runs.
+    /// How file changes are noticed (`notify+poll`, `poll`), once the watcher runs; `stopped: <reason>`
+    /// while it does not.
     pub watch: Option<String>,
 }
 
@@ -55,6 +57,9 @@ struct Inner {
     config_path: Option<PathBuf>,
     /// Command-line overrides of `[server]`, re-applied on every reload.
     overrides: ServerOverrides,
+    /// The values the config's `${VAR}`s had at start (handed over by `start` to a background server,
+    /// whose environment lacks `CODEX_PROXY_API_KEY`); reloads fall back to them.
+    config_env: OnceLock<BTreeMap<String, String>>,
     /// Cancelled when the server begins shutting down (stop accepting new work).
     shutdown: CancellationToken,
     /// Cancelled when the shutdown grace period is over: requests still running end with an error.
@@ -99,6 +104,7 @@ impl AppState {
                 startup_server,
                 config_path,
                 overrides,
+                config_env: OnceLock::new(),
                 shutdown,
                 abort: CancellationToken::new(),
                 keep_alive,
@@ -151,6 +157,20 @@ impl AppState {
 
     pub fn overrides(&self) -> &ServerOverrides {
         &self.inner.overrides
+    }
+
+    /// Sets the `${VAR}` values reloads fall back to (once; see [`crate::cli::StartArgs::config_env`]).
+    pub fn with_config_env(self, env: BTreeMap<String, String>) -> AppState {
+        if self.inner.config_env.set(env).is_err() {
+            tracing::warn!("the config variables were already set; keeping the first ones");
+        }
+        self
+    }
+
+    /// The value of `${name}` for a reload: the environment's, else the one saved at start.
+    pub fn config_var(&self, name: &str) -> Option<String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        crate::cli::config_env_lookup(self.inner.config_env.get().unwrap_or(&EMPTY), name)
     }
 
     pub fn shutdown(&self) -> &CancellationToken {

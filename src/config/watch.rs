@@ -2,9 +2,11 @@
 //! Kubernetes-style `..data` symlink swap.
 //!
 //! - A `notify` watcher on the file's *parent directory* (a rename-save replaces the inode, and a symlink
-//!   swap never touches `config.toml` itself), plus the directory of the file the symlinks lead to when
-//!   that is elsewhere. Only events that name the config file or a link on the way to it count; opening
-//!   and reading files (the proxy's own reads included) never do.
+//!   swap never touches `config.toml` itself), plus the directory of every symlink met on the way to the
+//!   real file and the real file's directory. What to watch is resolved again after every change, so a
+//!   plain file that becomes a link into a ConfigMap volume elsewhere is followed there. Only events that
+//!   name the config file or a link on the way to it count; opening and reading files (the proxy's own
+//!   reads included) never do.
 //! - A debounce: after such an event, wait until [`DEBOUNCE`] passes without another and no writer
 //!   that modified the file in place still has it open (no `IN_CLOSE_WRITE` yet), at most
 //!   [`MAX_DEBOUNCE`]; then look at the file. So an in-place save is read once it is complete.
@@ -16,13 +18,20 @@
 //! a file recreated with the same content do nothing. A file that is half written when it is read is just a
 //! rejected reload; the write that completes it is another change and is applied.
 //!
+//! Each reload runs in a task of its own: a rejected file or even a panic inside a reload is one failed
+//! reload, and the next save is still seen. Should the watcher itself ever end, `/ready` shows
+//! `watch: stopped: <reason>` until it is started again, one poll interval later.
+//!
 //! `CODEX_PROXY_CONFIG_WATCH=poll` skips the notify watcher (polling only), for filesystems where
 //! inotify is unreliable or watches are scarce. Dropping the [`WatchGuard`] stops it all.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::future::Future;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
@@ -89,38 +98,49 @@ struct Targets {
 }
 
 impl Targets {
-    /// The parent directory and the config file's name; for each symlink on the way to the real file,
-    /// the first component of its target (`..data` of `config.toml -> ..data/config.toml`); and the real
-    /// file's directory and name.
+    /// The parent directory and the config file's name; for every symlink met while resolving the
+    /// path, component by component (`config.toml -> ..data/config.toml`, then `..data -> ..2026_x`,
+    /// in whatever directories they are), its directory and name; and the real file's directory and
+    /// name. Called again after every change, so a config that became a symlink into another
+    /// directory, or a swapped `..data`, is followed.
     fn of(path: &Path) -> Targets {
         let mut targets = Targets::default();
-        let parent = parent_of(path);
-        targets.directories.insert(parent.clone());
+        targets.directories.insert(parent_of(path));
         if let Some(name) = path.file_name() {
             targets.names.insert(name.to_os_string());
         }
-        let mut link = path.to_path_buf();
-        for _ in 0..8 {
-            let Ok(target) = std::fs::read_link(&link) else {
-                break;
-            };
-            let here = parent_of(&link);
-            let resolved = here.join(&target);
-            if let Some(Component::Normal(first)) = resolved
-                .strip_prefix(&here)
-                .ok()
-                .and_then(|rest| rest.components().next())
-            {
-                targets.names.insert(first.to_os_string());
+        let start = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(path)
+        };
+        // The components still to resolve, last first: `/`, `..`, `.` or a name.
+        let mut pending: Vec<OsString> = pieces(&start);
+        let mut current = PathBuf::from("/");
+        let mut links = 0;
+        while let Some(piece) = pending.pop() {
+            if piece == "/" {
+                current = PathBuf::from("/");
+            } else if piece == ".." {
+                current.pop();
+            } else if piece != "." {
+                let candidate = current.join(&piece);
+                match std::fs::read_link(&candidate) {
+                    Ok(target) if links < MAX_LINKS => {
+                        links += 1;
+                        targets.directories.insert(current.clone());
+                        targets.names.insert(piece);
+                        // The target's components come next (an absolute one restarts at `/`).
+                        pending.extend(pieces(&target));
+                    }
+                    _ => current = candidate,
+                }
             }
-            link = resolved;
         }
-        if let Ok(real) = std::fs::canonicalize(path) {
-            if let Some(name) = real.file_name() {
-                targets.names.insert(name.to_os_string());
-            }
-            targets.directories.insert(parent_of(&real));
+        if let Some(name) = current.file_name() {
+            targets.names.insert(name.to_os_string());
         }
+        targets.directories.insert(parent_of(&current));
         targets
     }
 
@@ -158,6 +178,17 @@ impl Targets {
                     .is_some_and(|name| self.names.contains(name))
             })
     }
+}
+
+/// Symlinks followed at most while resolving the config path (as the kernel's limit).
+const MAX_LINKS: usize = 40;
+
+/// The components of `path`, last first (so `pop` yields them in order).
+fn pieces(path: &Path) -> Vec<OsString> {
+    path.components()
+        .rev()
+        .map(|component| component.as_os_str().to_os_string())
+        .collect()
 }
 
 fn parent_of(path: &Path) -> PathBuf {
@@ -228,13 +259,83 @@ impl DirectoryWatch {
     }
 }
 
+/// What the watcher does about a changed file: [`crate::reload::reload`] in the server; tests pass
+/// their own.
+pub type ReloadFn =
+    Arc<dyn Fn(AppState, &'static str) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// How the watcher runs: from the environment in the server, chosen by tests.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    mode: Mode,
+    poll: Duration,
+}
+
 /// Starts watching the config file of `state`, if it has one.
 pub fn spawn(state: AppState) -> Option<WatchGuard> {
+    let settings = Settings {
+        mode: mode(),
+        poll: poll_interval(),
+    };
+    let reload: ReloadFn = Arc::new(|state, trigger| {
+        Box::pin(async move {
+            let _ = crate::reload::reload(&state, trigger).await;
+        })
+    });
+    spawn_with(state, settings, reload)
+}
+
+fn spawn_with(state: AppState, settings: Settings, reload: ReloadFn) -> Option<WatchGuard> {
     let path: PathBuf = state.config_path()?.clone();
-    let interval = poll_interval();
-    let (sender, mut receiver) = mpsc::unbounded_channel::<notify::Event>();
-    let mut targets = Targets::of(&path);
-    let mut watch = match mode() {
+    let task = tokio::spawn(supervise(state, path, settings, reload));
+    Some(WatchGuard { task })
+}
+
+/// Aborts the task when dropped (so dropping the [`WatchGuard`] ends the watcher it supervises).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs the watcher. Should it ever end (a panic in it), `/ready` says so (`watch: stopped: …`) and
+/// it is started again after one poll interval.
+async fn supervise(state: AppState, path: PathBuf, settings: Settings, reload: ReloadFn) {
+    loop {
+        let mut run = AbortOnDrop(tokio::spawn(watch_loop(
+            state.clone(),
+            path.clone(),
+            settings,
+            reload.clone(),
+        )));
+        let reason = match (&mut run.0).await {
+            Ok(()) => "it ended".to_string(),
+            Err(err) => crate::reload::panic_message(err),
+        };
+        tracing::error!(
+            "the config file watcher stopped ({reason}); starting it again in {} ms",
+            settings.poll.as_millis()
+        );
+        state.update_reload_status(|status| {
+            status.watch = Some(format!(
+                "stopped: {reason}; restarting in {} ms",
+                settings.poll.as_millis()
+            ))
+        });
+        tokio::time::sleep(settings.poll).await;
+    }
+}
+
+/// The notify watcher on the directories of `targets`, unless polling only or it cannot start.
+fn start_watch(
+    settings: Settings,
+    targets: &Targets,
+    sender: mpsc::UnboundedSender<notify::Event>,
+) -> Option<DirectoryWatch> {
+    let interval = settings.poll;
+    match settings.mode {
         Mode::PollOnly => None,
         Mode::Watch => match DirectoryWatch::start(sender) {
             Ok(mut watch) => {
@@ -251,16 +352,13 @@ pub fn spawn(state: AppState) -> Option<WatchGuard> {
                 None
             }
         },
-    };
-    let description = match &watch {
-        Some(_) => format!("notify+poll ({} ms)", interval.as_millis()),
-        None => format!("poll ({} ms)", interval.as_millis()),
-    };
-    state.update_reload_status(|status| status.watch = Some(description));
+    }
+}
 
-    // The bytes the served snapshot came from, if the file still holds them; otherwise the first check
-    // reloads (the file changed between the first load and now).
-    let mut last = contents(&path).filter(|bytes| {
+/// The file's bytes if the served snapshot came from them; otherwise `None`, so the first check
+/// reloads (the file changed between the first load and now).
+fn served_bytes(state: &AppState, path: &Path) -> Option<Vec<u8>> {
+    contents(path).filter(|bytes| {
         let served = state.snapshot();
         let parsed = std::str::from_utf8(bytes)
             .ok()
@@ -269,46 +367,65 @@ pub fn spawn(state: AppState) -> Option<WatchGuard> {
             (Some(served), Some(parsed)) => crate::snapshot::same_table(served, &parsed),
             _ => false,
         }
-    });
+    })
+}
 
-    let task = tokio::spawn(async move {
-        let mut poll = tokio::time::interval_at(Instant::now() + interval, interval);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // A file that changed between the first load and now is checked at once.
-        let mut first = last.is_none();
-        loop {
-            let trigger = if std::mem::take(&mut first) {
-                "start"
-            } else {
-                tokio::select! {
-                    // Pending events first: an in-place write in progress is waited for, not polled.
-                    biased;
-                    Some(event) = receiver.recv(), if watch.is_some() => {
-                        if !targets.relevant(&event) {
-                            continue;
-                        }
-                        debounce(&mut receiver, &targets, &event).await;
-                        "watch"
+/// Waits for changes and hands each one to `reload`, in a task of its own: whatever happens there (a
+/// rejected file, a panic) the next change is still seen.
+async fn watch_loop(state: AppState, path: PathBuf, settings: Settings, reload: ReloadFn) {
+    let interval = settings.poll;
+    let (sender, mut receiver) = mpsc::unbounded_channel::<notify::Event>();
+    let mut targets = Targets::of(&path);
+    let mut watch = start_watch(settings, &targets, sender);
+    let description = match &watch {
+        Some(_) => format!("notify+poll ({} ms)", interval.as_millis()),
+        None => format!("poll ({} ms)", interval.as_millis()),
+    };
+    state.update_reload_status(|status| status.watch = Some(description));
+    let mut last = served_bytes(&state, &path);
+    let mut poll = tokio::time::interval_at(Instant::now() + interval, interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A file that changed between the first load and now is checked at once.
+    let mut first = last.is_none();
+    loop {
+        let trigger = if std::mem::take(&mut first) {
+            "start"
+        } else {
+            tokio::select! {
+                // Pending events first: an in-place write in progress is waited for, not polled.
+                biased;
+                Some(event) = receiver.recv(), if watch.is_some() => {
+                    if !targets.relevant(&event) {
+                        continue;
                     }
-                    _ = poll.tick() => "poll",
+                    debounce(&mut receiver, &targets, &event).await;
+                    "watch"
                 }
-            };
-            // The symlink chain may have changed (a `..data` swap), or a directory been recreated.
-            targets = Targets::of(&path);
-            if let Some(watch) = &mut watch {
-                if let Err(err) = watch.update(&targets.directories) {
-                    tracing::debug!("cannot watch {:?}: {err}", targets.directories);
-                }
+                _ = poll.tick() => "poll",
             }
-            let current = contents(&path);
-            if current.is_none() || current == last {
-                continue;
+        };
+        // The symlink chain may have changed (a `..data` swap, a file that became a link into another
+        // directory), or a directory been recreated: what to watch is resolved again every time.
+        targets = Targets::of(&path);
+        if let Some(watch) = &mut watch {
+            if let Err(err) = watch.update(&targets.directories) {
+                tracing::debug!("cannot watch {:?}: {err}", targets.directories);
             }
-            last = current;
-            let _ = crate::reload::reload(&state, trigger).await;
         }
-    });
-    Some(WatchGuard { task })
+        let current = contents(&path);
+        if current.is_none() || current == last {
+            continue;
+        }
+        last = current;
+        if let Err(err) = tokio::spawn(reload(state.clone(), trigger)).await {
+            let reason = crate::reload::panic_message(err);
+            tracing::error!("a config reload failed unexpectedly ({reason}); still watching");
+            state.update_reload_status(|status| {
+                status.reloads_failed += 1;
+                status.last_error = Some(format!("the reload failed unexpectedly ({reason})"));
+            });
+        }
+    }
 }
 
 /// Returns once no relevant event came for [`DEBOUNCE`] and no in-place writer has the file open, or
@@ -351,6 +468,180 @@ async fn debounce(
 mod tests {
     use super::*;
     use notify::event::{CreateKind, DataChange, RenameMode};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A private directory under `target/` (not /tmp, so it is on the same filesystem as the build).
+    fn scratch(name: &str) -> PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/test-envs")
+            .join(format!("watch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A config with one exec profile whose description is `version`.
+    fn config_text(dir: &Path, version: &str) -> String {
+        format!(
+            "[server]\ncodex_bin = \"/nonexistent/codex\"\n[profiles.a]\ndescription = \"{version}\"\ndefault_cwd = {:?}\n",
+            dir.join("work").display().to_string()
+        )
+    }
+
+    /// A server state serving `path` (not listening anywhere).
+    async fn state_for(path: &Path) -> AppState {
+        let config = crate::config::load_file(path, &Default::default()).unwrap();
+        let snapshot = crate::server::first_snapshot(config).await;
+        AppState::new(
+            snapshot,
+            Some(path.to_path_buf()),
+            Default::default(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+    }
+
+    /// Notify only: the poll comes once an hour, so only the watcher can see a change in time.
+    const NOTIFY_ONLY: Settings = Settings {
+        mode: Mode::Watch,
+        poll: Duration::from_secs(3600),
+    };
+
+    /// Waits until `done` holds; a missed change fails the test after a minute (not a timing claim).
+    async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "never happened: {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Saves `text` as `path` the way editors do: write a temp file, rename it over.
+    fn save(path: &Path, text: &str) {
+        let temp = path.with_extension("tmp");
+        std::fs::write(&temp, text).unwrap();
+        std::fs::rename(&temp, path).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_that_panics_does_not_stop_the_watcher() {
+        let dir = scratch("panic");
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config_text(&dir, "v1")).unwrap();
+        let state = state_for(&path).await;
+        let calls = Arc::new(AtomicU64::new(0));
+        let counted = calls.clone();
+        let reload: ReloadFn = Arc::new(move |_, _| {
+            let call = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            Box::pin(async move {
+                assert!(call != 1, "the first reload fails in the worst way");
+            })
+        });
+        let _guard = spawn_with(state.clone(), NOTIFY_ONLY, reload).unwrap();
+        wait_until("the watcher runs", || state.reload_status().watch.is_some()).await;
+
+        save(&path, &config_text(&dir, "v2"));
+        wait_until("the first save is seen", || {
+            calls.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        wait_until("the panic is recorded", || {
+            state.reload_status().last_error.is_some()
+        })
+        .await;
+        let status = state.reload_status();
+        assert!(
+            status.last_error.as_deref().unwrap().contains("panic"),
+            "{status:?}"
+        );
+        assert!(status.watch.unwrap().starts_with("notify+poll"));
+
+        save(&path, &config_text(&dir, "v3"));
+        wait_until("a later save is still seen", || {
+            calls.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rejected_file_does_not_stop_the_watcher() {
+        let dir = scratch("rejected");
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config_text(&dir, "v1")).unwrap();
+        let state = state_for(&path).await;
+        let _guard = spawn_with(state.clone(), NOTIFY_ONLY, real_reload()).unwrap();
+        save(
+            &path,
+            "[profiles.a]\nmax_concurrency = 9223372036854775807\n",
+        );
+        wait_until("the bad file is rejected", || {
+            state.reload_status().reloads_failed == 1
+        })
+        .await;
+        save(&path, &config_text(&dir, "v2"));
+        wait_until("the good file is applied", || {
+            state.snapshot().generation == 2
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn real_reload() -> ReloadFn {
+        Arc::new(|state, trigger| {
+            Box::pin(async move {
+                let _ = crate::reload::reload(&state, trigger).await;
+            })
+        })
+    }
+
+    /// `dir/..data -> ..NAME` with `config.toml` of `version` in it, swapped in by renaming, as the
+    /// kubelet updates a ConfigMap volume.
+    fn swap_data(dir: &Path, name: &str, version: &str, work: &Path) {
+        let data = dir.join(format!("..{name}"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("config.toml"), config_text(work, version)).unwrap();
+        let temp = dir.join("..data_tmp");
+        let _ = std::fs::remove_file(&temp);
+        std::os::unix::fs::symlink(format!("..{name}"), &temp).unwrap();
+        std::fs::rename(&temp, dir.join("..data")).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn follows_a_file_that_becomes_a_configmap_symlink_elsewhere() {
+        let dir = scratch("configmap");
+        let etc = dir.join("etc");
+        let volume = dir.join("volume");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::create_dir_all(&volume).unwrap();
+        let path = etc.join("config.toml");
+        std::fs::write(&path, config_text(&dir, "v1")).unwrap();
+        let state = state_for(&path).await;
+        let _guard = spawn_with(state.clone(), NOTIFY_ONLY, real_reload()).unwrap();
+        wait_until("the watcher runs", || state.reload_status().watch.is_some()).await;
+
+        // The volume: config.toml -> ..data/config.toml, ..data -> ..2026_a.
+        swap_data(&volume, "2026_a", "v2", &dir);
+        std::os::unix::fs::symlink("..data/config.toml", volume.join("config.toml")).unwrap();
+        // The plain file becomes a link into the volume.
+        let link = etc.join("config.toml.new");
+        std::os::unix::fs::symlink(volume.join("config.toml"), &link).unwrap();
+        std::fs::rename(&link, &path).unwrap();
+        wait_until("the switch to the volume", || {
+            state.snapshot().generation == 2
+        })
+        .await;
+
+        for (generation, name) in [(3, "2026_b"), (4, "2026_c")] {
+            swap_data(&volume, name, &format!("v{generation}"), &dir);
+            wait_until(&format!("the swap to ..{name}"), || {
+                state.snapshot().generation == generation
+            })
+            .await;
+        }
+        let description = &state.snapshot().config.profiles[0].description;
+        assert_eq!(description, "v4");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn event(kind: EventKind, path: &Path) -> notify::Event {
         notify::Event::new(kind).add_path(path.to_path_buf())

@@ -38,7 +38,11 @@ pub(super) fn run(args: &CheckArgs) -> anyhow::Result<i32> {
         server.fallback_profile.as_deref().unwrap_or("none"),
         server.log_level
     );
-    if let Some(warning) = super::exposure_warning(&server.host, &server.api_keys) {
+    let warnings = [
+        super::exposure_warning(&server.host, &server.api_keys),
+        super::cors_warning(&server.cors_origins),
+    ];
+    for warning in warnings.into_iter().flatten() {
         println!("{warning}");
     }
 

@@ -1,7 +1,7 @@
 //! The daemon commands: background `start` with a readiness wait, `stop`, `status`, `restart`, `check`
 //! and `reload`. Entry point: [`run_command`] (`start --foreground` goes straight to
 //! [`crate::server::serve_foreground`]). This file owns the dispatch and the items the rest of the
-//! crate uses ([`exposure_warning`], [`with_api_key_from_stdin`]); each command lives in a file of its
+//! crate uses ([`exposure_warning`], [`cors_warning`], [`with_secrets_from_stdin`]); each command lives in a file of its
 //! own, on top of `files`, `process`, `http` and `display`.
 //!
 //! A background server is this same binary re-run as `start --foreground …` in a session of its own
@@ -14,8 +14,9 @@
 //!   `listening on` line (with `--port 0` nothing else knows the port);
 //! - the log file: the server's output, appended to by every start.
 //!
-//! The api key reaches the server on its stdin (`--api-key-stdin`), never on its command line or in
-//! the environment its Codex processes inherit.
+//! The api key reaches the server on its stdin (`--secrets-stdin`), never on its command line or in
+//! the environment its Codex processes inherit; so do the values of the `${VAR}`s the config file
+//! references, which the server uses to expand the file at start and on every reload.
 //!
 //! A pid only counts as our server if the process is alive (not a zombie), its command line names
 //! this program, and — where it matters — `/health` at the saved address answers with the same pid;
@@ -35,7 +36,7 @@ mod start;
 mod status;
 mod stop;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use crate::cli::{Command, StartArgs};
 
@@ -64,22 +65,56 @@ pub fn exposure_warning(host: &str, api_keys: &[String]) -> Option<String> {
     })
 }
 
-/// `start --foreground --api-key-stdin` (how `start` runs the background server): the settings with
-/// the api key read from the first line of stdin. Other settings are returned unchanged.
-pub fn with_api_key_from_stdin(args: &StartArgs) -> anyhow::Result<StartArgs> {
+/// What a background server reads on its stdin (`--secrets-stdin`): one line of JSON.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Secrets {
+    #[serde(default)]
+    pub(crate) api_key: Option<String>,
+    /// The values of the `${VAR}`s the config file references ([`StartArgs::config_env`]).
+    #[serde(default)]
+    pub(crate) env: std::collections::BTreeMap<String, String>,
+}
+
+/// `start --foreground --secrets-stdin` (how `start` runs the background server): the settings with
+/// the api key and the config's variables read from the first line of stdin. Other settings are
+/// returned unchanged.
+pub fn with_secrets_from_stdin(args: &StartArgs) -> anyhow::Result<StartArgs> {
     let mut args = args.clone();
-    if args.api_key_stdin {
+    if args.secrets_stdin {
         let mut line = String::new();
         std::io::stdin()
             .read_line(&mut line)
-            .context("cannot read the api key from stdin")?;
-        let key = line.trim_end_matches(['\r', '\n']);
-        if key.is_empty() {
-            bail!("--api-key-stdin: stdin held no api key");
+            .context("cannot read the settings the start command hands over on stdin")?;
+        let secrets: Secrets = serde_json::from_str(line.trim_end_matches(['\r', '\n']))
+            .context("--secrets-stdin: stdin held no JSON object on its first line")?;
+        if let Some(key) = secrets.api_key.filter(|key| !key.is_empty()) {
+            args.api_key = Some(key);
         }
-        args.api_key = Some(key.to_string());
+        args.config_env.extend(secrets.env);
     }
     Ok(args)
+}
+
+/// The warning for `cors_origins = ["*"]`, or `None`.
+pub fn cors_warning(origins: &[String]) -> Option<String> {
+    origins.iter().any(|origin| origin == "*").then(|| {
+        "WARNING: [server] cors_origins contains \"*\": any web page a browser opens may call this API \
+         (with the browser's network position; with a key if the page has it). List the origins that \
+         need it instead."
+            .to_string()
+    })
+}
+
+/// Prints the exposure and CORS warnings `config` deserves to stderr.
+pub fn print_warnings(config: &crate::config::Config) {
+    let server = &config.server;
+    let warnings = [
+        exposure_warning(&server.host, &server.api_keys),
+        cors_warning(&server.cors_origins),
+    ];
+    for warning in warnings.into_iter().flatten() {
+        eprintln!("{warning}");
+    }
 }
 
 /// `items` without repeats, each kept where it first appeared.

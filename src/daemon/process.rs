@@ -89,7 +89,8 @@ fn shorten(text: &str, max: usize) -> String {
 }
 
 /// Runs this program as `start --foreground` with `args`, in a session of its own, stdout and stderr
-/// appended to `log`. With an api key, the server's stdin is a pipe the caller writes the key to.
+/// appended to `log`. With an api key or config variables, the server's stdin is a pipe the caller
+/// writes them to (`super::Secrets`).
 pub(super) fn spawn_server(args: &StartArgs, log: File) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("cannot find the path of this program")?;
     let mut command = std::process::Command::new(&exe);
@@ -99,11 +100,12 @@ pub(super) fn spawn_server(args: &StartArgs, log: File) -> anyhow::Result<Child>
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // The key (folded in from the flag or the environment) is handed over on stdin: it shows neither in
-    // a process listing nor in the environment the server's Codex processes inherit.
+    // The key (folded in from the flag or the environment) and the config's `${VAR}` values are handed
+    // over on stdin: the key shows neither in a process listing nor in the environment the server's
+    // Codex processes inherit, and the server can still expand `${CODEX_PROXY_API_KEY}`.
     command.env_remove("CODEX_PROXY_API_KEY");
-    if args.api_key.is_some() {
-        command.arg("--api-key-stdin").stdin(Stdio::piped());
+    if args.api_key.is_some() || !args.config_env.is_empty() {
+        command.arg("--secrets-stdin").stdin(Stdio::piped());
     }
     // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
     unsafe {

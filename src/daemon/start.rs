@@ -1,5 +1,5 @@
 //! `start` in the background: check that no server of ours runs (clearing a stale pid file), validate
-//! the config, spawn the server with its log, hand it the api key, wait until `/health` answers with
+//! the config, spawn the server with its log, hand it the api key and the config's `${VAR}` values, wait until `/health` answers with
 //! its pid (reading the real port from its `listening on` line), then save the state file and print
 //! what runs where. [`start_locked`] is also `restart`'s second half.
 //!
@@ -70,9 +70,8 @@ pub(super) async fn start_locked(mut args: StartArgs, files: &DaemonFiles) -> an
     args.resolve_for_daemon().map_err(anyhow::Error::msg)?;
     // Every problem of the config is reported here, before anything starts.
     let config = args.load_config()?;
-    if let Some(warning) = super::exposure_warning(&config.server.host, &config.server.api_keys) {
-        eprintln!("{warning}");
-    }
+    args.keep_config_env(&config);
+    super::print_warnings(&config);
     let keys: Vec<String> = args
         .api_key
         .iter()
@@ -91,11 +90,16 @@ pub(super) async fn start_locked(mut args: StartArgs, files: &DaemonFiles) -> an
 
     let mut child = spawn_server(&args, log)?;
     let pid = child.id();
-    if let (Some(mut stdin), Some(key)) = (child.stdin.take(), &args.api_key) {
+    if let Some(mut stdin) = child.stdin.take() {
+        let secrets = super::Secrets {
+            api_key: args.api_key.clone(),
+            env: args.config_env.clone(),
+        };
+        let line = format!("{}\n", serde_json::to_string(&secrets)?);
         // A pipe holds far more than one line; dropping `stdin` closes it.
-        if let Err(err) = stdin.write_all(format!("{key}\n").as_bytes()) {
+        if let Err(err) = stdin.write_all(line.as_bytes()) {
             end_failed_start(&mut child, files).await;
-            return Err(err).context("cannot hand the api key to the server");
+            return Err(err).context("cannot hand the api key and config variables to the server");
         }
     }
     if let Err(err) = write_pid_file(&files.pid, pid) {

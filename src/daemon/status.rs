@@ -270,6 +270,12 @@ fn status_json(
         if map.get("api_key").is_some_and(|key| !key.is_null()) {
             map.insert("api_key".to_string(), json!(REDACTED));
         }
+        // The config's `${VAR}` values are secrets as often as not: only their names are shown.
+        if let Some(Value::Object(env)) = map.get_mut("config_env") {
+            for value in env.values_mut() {
+                *value = json!(REDACTED);
+            }
+        }
     }
     let ready = observation.ready.as_ref();
     let metrics = observation.metrics.as_ref();
