@@ -17,4 +17,5 @@ mod mock_model;
 mod reload;
 mod sdk;
 mod security_engine;
+mod security_daemon;
 mod security_http;

@@ -3,7 +3,7 @@
 //! included; out-of-range numeric flags are usage errors, not panics; `cors_origins = ["*"]` is
 //! warned about. Real binary, real Codex CLI, mock model; every daemon is killed when a test ends.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Stdio;
