@@ -1,12 +1,14 @@
-//! OpenAI chat request validation and response bodies.
+//! OpenAI chat request parsing: raw JSON → a validated [`ChatRequest`] holding the engine-neutral
+//! [`TurnRequest`], or a precise 400 naming the parameter ("parse, don't validate").
 //!
-//! [`ChatRequest::parse`] turns raw JSON into a validated request or a precise 400 naming the parameter
-//! ("parse, don't validate"). The body is never turned into one `serde_json::Value` tree, whose nodes
+//! Messages map to the neutral model as they are parsed: `system` and `developer` text becomes the
+//! request's instructions (joined by blank lines; Codex receives them as developer instructions), every
+//! other message becomes one text item of its role, in order. Content parts other than text stay in the
+//! text as a placeholder naming their type. The body is never turned into one `serde_json::Value` tree, whose nodes
 //! cost many times the bytes they came from: the top level is split into borrowed raw values, each
 //! message is deserialized straight into a typed [`Message`] that owns only its strings, and only a
 //! message that fails the typed form is re-read as a `Value` to name what is wrong with it. Parameters
-//! that are accepted but ignored are type-checked from their first byte. Response and chunk bodies are
-//! built here so their shapes live in one file.
+//! that are accepted but ignored are type-checked from their first byte.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,18 +16,17 @@ use std::fmt;
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::api::error::ApiError;
-use crate::codex::prompt::{Conversation, Turn};
-use crate::engine::Usage;
+use crate::turn::{Item, Role, TurnRequest};
 
 /// A validated chat completion request.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
     pub model: String,
-    /// Validated messages, in order.
-    pub messages: Vec<Message>,
+    /// The messages in the engine-neutral model.
+    pub request: TurnRequest,
     pub stream: bool,
     pub include_usage: bool,
     /// `metadata.cwd`, not yet checked against the allowed roots.
@@ -70,7 +71,7 @@ pub struct Part {
 
 impl Content {
     /// The plain text: a string as is; text parts joined with newlines; any other part replaced by a
-    /// placeholder naming its type (as `codex::prompt::content_text` does for `Value` content).
+    /// placeholder naming its type.
     pub fn into_text(self) -> String {
         match self {
             Content::Null => String::new(),
@@ -292,7 +293,7 @@ impl ChatRequest {
             Some(Value::String(model)) => model,
             Some(other) => return Err(wrong_type("model", "a string", &other)),
         };
-        let messages = parse_messages(&members)?;
+        let request = parse_messages(&members)?;
         let stream = optional_bool(members.scalar("stream").as_ref(), "stream")?.unwrap_or(false);
         let include_usage = match members.object("stream_options")? {
             None => false,
@@ -320,40 +321,16 @@ impl ChatRequest {
         };
         Ok(ChatRequest {
             model,
-            messages,
+            request,
             stream,
             include_usage,
             cwd,
         })
     }
-
-    /// Moves the messages out into what Codex receives (system/developer text → developer
-    /// instructions; the rest → turns), without copying their text.
-    pub fn take_conversation(&mut self) -> Conversation {
-        let messages = std::mem::take(&mut self.messages);
-        let mut instructions: Vec<String> = Vec::new();
-        let mut turns = Vec::with_capacity(messages.len());
-        for message in messages {
-            let text = message.content.into_text();
-            if message.role == "system" || message.role == "developer" {
-                if !text.is_empty() {
-                    instructions.push(text);
-                }
-            } else {
-                turns.push(Turn {
-                    role: message.role.to_string(),
-                    text,
-                });
-            }
-        }
-        Conversation {
-            developer_instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
-            turns,
-        }
-    }
 }
 
-fn parse_messages(members: &Members) -> Result<Vec<Message>, ApiError> {
+/// The `messages` member as the neutral request: instructions and items, in order.
+fn parse_messages(members: &Members) -> Result<TurnRequest, ApiError> {
     let Some(raw) = members.raw("messages") else {
         return Err(ApiError::invalid(
             "Missing required parameter: 'messages'.",
@@ -370,20 +347,39 @@ fn parse_messages(members: &Members) -> Result<Vec<Message>, ApiError> {
             Some("messages"),
         ));
     }
-    let mut messages = Vec::with_capacity(items.len());
+    let mut instructions: Vec<String> = Vec::new();
+    let mut turns = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        messages.push(parse_message(index, item)?);
+        let message = parse_message(index, item)?;
+        let text = message.content.into_text();
+        match turn_role(message.role) {
+            Some(role) => turns.push(Item::text(role, text)),
+            None if text.is_empty() => {}
+            None => instructions.push(text),
+        }
     }
-    if messages
-        .iter()
-        .all(|message| message.role == "system" || message.role == "developer")
-    {
+    if turns.is_empty() {
         return Err(ApiError::invalid(
             "'messages' must contain at least one user or assistant message, not only system/developer messages.",
             Some("messages"),
         ));
     }
-    Ok(messages)
+    Ok(TurnRequest {
+        instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
+        items: turns,
+        ..TurnRequest::default()
+    })
+}
+
+/// The conversation role of a chat role; `None` for `system` and `developer`, which are instructions.
+fn turn_role(role: &str) -> Option<Role> {
+    match role {
+        "system" | "developer" => None,
+        "assistant" => Some(Role::Assistant),
+        "tool" => Some(Role::Tool),
+        "function" => Some(Role::Function),
+        _ => Some(Role::User),
+    }
 }
 
 /// One message: the typed form when it fits, else the `Value` form, which names what is wrong.
@@ -614,71 +610,6 @@ fn validate_message(index: usize, message: &Value) -> Result<(), ApiError> {
             other,
         )),
     }
-}
-
-/// The non-streaming `chat.completion` body.
-/// The OpenAI chat `usage` object.
-pub fn usage_json(usage: &Usage) -> Value {
-    json!({
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-    })
-}
-
-pub fn completion_body(id: &str, created: u64, model: &str, text: &str, usage: &Usage) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": null},
-            "logprobs": null,
-            "finish_reason": "stop",
-        }],
-        "usage": usage_json(usage),
-        "system_fingerprint": null,
-    })
-}
-
-/// One `chat.completion.chunk` with a single choice.
-pub fn chunk_body(
-    id: &str,
-    created: u64,
-    model: &str,
-    delta: Value,
-    finish_reason: Option<&str>,
-    include_usage: bool,
-) -> Value {
-    let mut chunk = json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": null,
-        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
-    });
-    if include_usage {
-        chunk["usage"] = Value::Null;
-    }
-    chunk
-}
-
-/// The final usage chunk of `stream_options.include_usage`: empty `choices`.
-pub fn usage_chunk_body(id: &str, created: u64, model: &str, usage: &Usage) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": null,
-        "choices": [],
-        "usage": usage_json(usage),
-    })
 }
 
 #[cfg(test)]
