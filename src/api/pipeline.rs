@@ -28,6 +28,7 @@ use crate::metrics::{InFlight, ProfileStats};
 use crate::pool::Pool;
 use crate::snapshot::{Route, Snapshot};
 use crate::state::AppState;
+use crate::turn::Needs;
 
 /// What the handler received, before anything is checked.
 pub struct Incoming<'a> {
@@ -362,15 +363,25 @@ fn check_capabilities(
     caller: &Caller,
     request: &TurnRequest,
 ) -> Result<(), ApiError> {
-    let needs = request.needs();
-    let Some(missing) = crate::engine::capabilities(profile.engine).missing(needs) else {
-        return Ok(());
-    };
-    let able: Vec<&str> = snapshot
+    let usable: Vec<&Profile> = snapshot
         .config
         .profiles
         .iter()
         .filter(|other| may_use(snapshot, other, caller))
+        .map(|other| &**other)
+        .collect();
+    match unsupported(profile, request.needs(), &usable) {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// The refusal of a request whose `needs` the engine of `profile` lacks; `usable` are the profiles the
+/// caller may use, of which those whose engine has what is missing are named.
+fn unsupported(profile: &Profile, needs: Needs, usable: &[&Profile]) -> Option<ApiError> {
+    let missing = crate::engine::capabilities(profile.engine).missing(needs)?;
+    let able: Vec<&str> = usable
+        .iter()
         .filter(|other| {
             crate::engine::capabilities(other.engine)
                 .missing(needs)
@@ -379,13 +390,13 @@ fn check_capabilities(
         .map(|other| other.name.as_str())
         .collect();
     let instead = if able.is_empty() {
-        "No profile this key may use supports it; send the request without it.".to_string()
+        "No model this key may use supports it; send the request without it.".to_string()
     } else {
         format!("Use one of these models instead: {}.", able.join(", "))
     };
-    Err(ApiError::InvalidRequest {
+    Some(ApiError::InvalidRequest {
         message: format!(
-            "This request needs {missing}, which profile `{}` cannot carry: its {} engine does not support {missing}. {instead}",
+            "This request needs {missing}, which model `{}` cannot serve: its {} engine does not support {missing}. {instead}",
             profile.name,
             profile.engine.as_str(),
         ),
@@ -411,4 +422,64 @@ fn check_exec_instructions(profile: &str, request: &TurnRequest) -> Result<(), A
         param: Some("messages".to_string()),
         code: Some("instructions_too_long"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, ServerOverrides};
+    use crate::turn::{Content, Item, Role, Tool};
+    use std::path::Path;
+
+    fn profiles() -> Vec<Arc<Profile>> {
+        parse(
+            "[profiles.fast]\n[profiles.stream]\nengine = \"app-server\"\n",
+            Path::new("c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap()
+        .profiles
+    }
+
+    #[test]
+    fn plain_text_passes_every_engine() {
+        let profiles = profiles();
+        let usable: Vec<&Profile> = profiles.iter().map(|p| &**p).collect();
+        let request = TurnRequest::from_texts(None, [(Role::User, "hi".to_string())]);
+        for profile in &usable {
+            assert!(unsupported(profile, request.needs(), &usable).is_none());
+        }
+    }
+
+    #[test]
+    fn a_need_the_engine_lacks_is_a_400_naming_it() {
+        let profiles = profiles();
+        let usable: Vec<&Profile> = profiles.iter().map(|p| &**p).collect();
+        let mut request = TurnRequest::from_texts(None, [(Role::User, "hi".to_string())]);
+        request.tools.push(Tool {
+            name: "lookup".into(),
+            description: None,
+            parameters: serde_json::json!({"type": "object"}),
+            strict: false,
+        });
+        request.items.push(Item::Message {
+            role: Role::User,
+            content: vec![Content::Image {
+                url: "data:image/png;base64,AA==".into(),
+                detail: None,
+            }],
+        });
+        let error = unsupported(usable[0], request.needs(), &usable).expect("refused");
+        assert_eq!(error.status().as_u16(), 400);
+        let message = error.to_string();
+        assert!(message.contains("client tools"), "{message}");
+        assert!(message.contains("model `fast`"), "{message}");
+        assert!(message.contains("exec engine"), "{message}");
+        assert!(message.contains("No model this key may use"), "{message}");
+        assert_eq!(
+            error.body()["error"]["code"],
+            serde_json::json!("unsupported_by_engine")
+        );
+    }
 }

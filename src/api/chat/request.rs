@@ -636,6 +636,32 @@ mod tests {
     }
 
     #[test]
+    fn maps_messages_to_instructions_and_items() {
+        let request = ChatRequest::parse(
+            br#"{"model":"m","messages":[
+                {"role":"system","content":"Be terse."},
+                {"role":"user","content":"Hi"},
+                {"role":"assistant","content":"Hello"},
+                {"role":"developer","content":"Use metric."},
+                {"role":"system","content":""},
+                {"role":"tool","content":"42"},
+                {"role":"user","content":[{"type":"text","text":"What is"},
+                    {"type":"image_url","image_url":{"url":"data:,"}},{"type":"text","text":"this?"}]}]}"#,
+        )
+        .unwrap()
+        .request;
+        assert_eq!(
+            request.instructions.as_deref(),
+            Some("Be terse.\n\nUse metric.")
+        );
+        assert_eq!(
+            crate::codex::prompt::transcript(&request),
+            "[user]\nHi\n\n[assistant]\nHello\n\n[tool]\n42\n\n[user]\nWhat is\n[image_url content omitted: not supported by this proxy]\nthis?\n"
+        );
+        assert_eq!(request.needs(), crate::turn::Needs::default());
+    }
+
+    #[test]
     fn names_the_offending_parameter() {
         let cases = [
             ("{", None),
