@@ -41,11 +41,13 @@ pub struct Incoming<'a> {
     pub body: Body,
 }
 
-/// What a surface's parser takes out of its body for the pipeline.
-pub struct Parsed {
+/// What a surface's parser takes out of its body for the pipeline. `request` is the surface's own
+/// validated form of the conversation; it becomes the neutral [`TurnRequest`] only once the request has
+/// a profile (the `prompt_build` phase), so a body refused before then never builds the neutral items.
+pub struct Parsed<R> {
     /// The model name the client asked for (routed to a profile).
     pub model: String,
-    pub request: TurnRequest,
+    pub request: R,
     /// The client's working directory, not yet checked against the allowed roots.
     pub cwd: Option<String>,
     /// Whether the client asked for a streamed answer (for the latency log).
@@ -135,10 +137,10 @@ pub fn record_error(state: &AppState, stats: Option<&ProfileStats>, error: &ApiE
 /// Runs the pipeline (see the module documentation) up to a started run. `surface` names the latency
 /// log events; `parse` turns the body into the neutral request plus whatever the adapter keeps for
 /// rendering. A refusal is counted in the metrics before it is returned.
-pub async fn start<T>(
+pub async fn start<R: Into<TurnRequest>, T>(
     incoming: Incoming<'_>,
     surface: &'static str,
-    parse: impl FnOnce(&[u8]) -> Result<(Parsed, T), ApiError>,
+    parse: impl FnOnce(&[u8]) -> Result<(Parsed<R>, T), ApiError>,
 ) -> Result<(Started, T), ApiError> {
     let state = incoming.state;
     let mut stats = None;
@@ -152,10 +154,10 @@ pub async fn start<T>(
     result
 }
 
-async fn admit_and_start<T>(
+async fn admit_and_start<R: Into<TurnRequest>, T>(
     incoming: Incoming<'_>,
     surface: &'static str,
-    parse: impl FnOnce(&[u8]) -> Result<(Parsed, T), ApiError>,
+    parse: impl FnOnce(&[u8]) -> Result<(Parsed<R>, T), ApiError>,
     stats_slot: &mut Option<Arc<ProfileStats>>,
 ) -> Result<(Started, T), ApiError> {
     let Incoming {
@@ -215,7 +217,10 @@ struct Routed {
 }
 
 /// Checks the directory and the engine, waits for admission, checks the directory again, starts the run.
-async fn launch(routed: Routed, parsed: Parsed) -> Result<Started, ApiError> {
+async fn launch<R: Into<TurnRequest>>(
+    routed: Routed,
+    parsed: Parsed<R>,
+) -> Result<Started, ApiError> {
     let Routed {
         snapshot,
         caller,
@@ -231,7 +236,8 @@ async fn launch(routed: Routed, parsed: Parsed) -> Result<Started, ApiError> {
     log.phases.insert("cwd_resolve", ms(started));
 
     let started = Instant::now();
-    check_engine(&snapshot, &profile, &caller, &parsed.request)?;
+    let request: TurnRequest = parsed.request.into();
+    check_engine(&snapshot, &profile, &caller, &request)?;
     log.phases.insert("prompt_build", ms(started));
 
     let in_flight = InFlight::new(stats.clone());
@@ -244,7 +250,7 @@ async fn launch(routed: Routed, parsed: Parsed) -> Result<Started, ApiError> {
 
     let job = Job {
         request_id: log.request_id.clone(),
-        request: parsed.request,
+        request,
         cwd,
         model: if profile.pass_model {
             Some(parsed.model.clone())
@@ -268,13 +274,13 @@ async fn launch(routed: Routed, parsed: Parsed) -> Result<Started, ApiError> {
 }
 
 /// Reads the body under the in-flight budget and parses it; the budget is released when this returns.
-async fn receive<T>(
+async fn receive<R, T>(
     state: &AppState,
     snapshot: &Snapshot,
     headers: &HeaderMap,
     body: Body,
-    parse: impl FnOnce(&[u8]) -> Result<(Parsed, T), ApiError>,
-) -> Result<(Parsed, T), ApiError> {
+    parse: impl FnOnce(&[u8]) -> Result<(Parsed<R>, T), ApiError>,
+) -> Result<(Parsed<R>, T), ApiError> {
     let server = &snapshot.config.server;
     let bytes = read_body(
         body,

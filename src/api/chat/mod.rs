@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions`: the OpenAI chat adapter over the engine-neutral pipeline.
 //!
-//! [`request`] parses OpenAI chat JSON into a [`crate::turn::TurnRequest`]; [`crate::api::pipeline`]
+//! [`request`] parses OpenAI chat JSON into validated messages that map to a
+//! [`crate::turn::TurnRequest`]; [`crate::api::pipeline`]
 //! authenticates, routes, checks and admits it and starts the engine run; [`render::ChatRenderer`] maps
 //! the run's events back to a `chat.completion` body or to `chat.completion.chunk` SSE events
 //! ([`stream`]); [`wire`] holds those bodies. Errors before the response starts are rendered in
@@ -27,7 +28,7 @@ use crate::api::pipeline::{self, Incoming, Parsed};
 use crate::api::RequestId;
 use crate::state::AppState;
 use render::ChatRenderer;
-use request::ChatRequest;
+use request::{ChatRequest, Messages};
 
 /// What the chat adapter keeps from the body for rendering.
 struct Rendering {
@@ -35,17 +36,17 @@ struct Rendering {
     include_usage: bool,
 }
 
-fn parse(body: &[u8]) -> Result<(Parsed, Rendering), crate::api::error::ApiError> {
+fn parse(body: &[u8]) -> Result<(Parsed<Messages>, Rendering), crate::api::error::ApiError> {
     let ChatRequest {
         model,
-        request,
+        messages,
         stream,
         include_usage,
         cwd,
     } = ChatRequest::parse(body)?;
     let parsed = Parsed {
         model,
-        request,
+        request: messages,
         cwd,
         stream,
     };

@@ -1,14 +1,16 @@
-//! OpenAI chat request parsing: raw JSON → a validated [`ChatRequest`] holding the engine-neutral
-//! [`TurnRequest`], or a precise 400 naming the parameter ("parse, don't validate").
+//! OpenAI chat request parsing: raw JSON → a validated [`ChatRequest`], or a precise 400 naming the
+//! parameter ("parse, don't validate").
 //!
-//! Messages map to the neutral model as they are parsed: `system` and `developer` text becomes the
-//! request's instructions (joined by blank lines; Codex receives them as developer instructions), every
-//! other message becomes one text item of its role, in order. Content parts other than text stay in the
-//! text as a placeholder naming their type. The body is never turned into one `serde_json::Value` tree, whose nodes
-//! cost many times the bytes they came from: the top level is split into borrowed raw values, each
-//! message is deserialized straight into a typed [`Message`] that owns only its strings, and only a
-//! message that fails the typed form is re-read as a `Value` to name what is wrong with it. Parameters
-//! that are accepted but ignored are type-checked from their first byte.
+//! The body is never turned into one `serde_json::Value` tree, whose nodes cost many times the bytes
+//! they came from: the top level is split into borrowed raw values, each message is deserialized
+//! straight into a typed [`Message`] that owns only its strings, and only a message that fails the
+//! typed form is re-read as a `Value` to name what is wrong with it. Parameters that are accepted but
+//! ignored are type-checked from their first byte.
+//!
+//! The [`Messages`] map to the engine-neutral [`TurnRequest`] once the request has a profile (see
+//! `api::pipeline`): `system` and `developer` text becomes the request's instructions (joined by blank
+//! lines; Codex receives them as developer instructions), every other message becomes one text item of
+//! its role, in order. Content parts other than text stay in the text as a placeholder naming their type.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,8 +27,8 @@ use crate::turn::{Item, Role, TurnRequest};
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
     pub model: String,
-    /// The messages in the engine-neutral model.
-    pub request: TurnRequest,
+    /// Validated messages, in order; [`Messages::into`] maps them to the neutral [`TurnRequest`].
+    pub messages: Messages,
     pub stream: bool,
     pub include_usage: bool,
     /// `metadata.cwd`, not yet checked against the allowed roots.
@@ -293,7 +295,7 @@ impl ChatRequest {
             Some(Value::String(model)) => model,
             Some(other) => return Err(wrong_type("model", "a string", &other)),
         };
-        let request = parse_messages(&members)?;
+        let messages = parse_messages(&members)?;
         let stream = optional_bool(members.scalar("stream").as_ref(), "stream")?.unwrap_or(false);
         let include_usage = match members.object("stream_options")? {
             None => false,
@@ -321,7 +323,7 @@ impl ChatRequest {
         };
         Ok(ChatRequest {
             model,
-            request,
+            messages,
             stream,
             include_usage,
             cwd,
@@ -329,8 +331,33 @@ impl ChatRequest {
     }
 }
 
-/// The `messages` member as the neutral request: instructions and items, in order.
-fn parse_messages(members: &Members) -> Result<TurnRequest, ApiError> {
+/// A request's validated messages, kept in this compact form until the request has a profile (a body
+/// that is refused before then never builds the larger neutral items).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Messages(pub Vec<Message>);
+
+impl From<Messages> for TurnRequest {
+    /// Moves the text out, without copying it: system/developer text → instructions, the rest → items.
+    fn from(messages: Messages) -> TurnRequest {
+        let mut instructions: Vec<String> = Vec::new();
+        let mut items = Vec::with_capacity(messages.0.len());
+        for message in messages.0 {
+            let text = message.content.into_text();
+            match turn_role(message.role) {
+                Some(role) => items.push(Item::text(role, text)),
+                None if text.is_empty() => {}
+                None => instructions.push(text),
+            }
+        }
+        TurnRequest {
+            instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
+            items,
+            ..TurnRequest::default()
+        }
+    }
+}
+
+fn parse_messages(members: &Members) -> Result<Messages, ApiError> {
     let Some(raw) = members.raw("messages") else {
         return Err(ApiError::invalid(
             "Missing required parameter: 'messages'.",
@@ -347,28 +374,20 @@ fn parse_messages(members: &Members) -> Result<TurnRequest, ApiError> {
             Some("messages"),
         ));
     }
-    let mut instructions: Vec<String> = Vec::new();
-    let mut turns = Vec::with_capacity(items.len());
+    let mut messages = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let message = parse_message(index, item)?;
-        let text = message.content.into_text();
-        match turn_role(message.role) {
-            Some(role) => turns.push(Item::text(role, text)),
-            None if text.is_empty() => {}
-            None => instructions.push(text),
-        }
+        messages.push(parse_message(index, item)?);
     }
-    if turns.is_empty() {
+    if messages
+        .iter()
+        .all(|message| turn_role(message.role).is_none())
+    {
         return Err(ApiError::invalid(
             "'messages' must contain at least one user or assistant message, not only system/developer messages.",
             Some("messages"),
         ));
     }
-    Ok(TurnRequest {
-        instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
-        items: turns,
-        ..TurnRequest::default()
-    })
+    Ok(Messages(messages))
 }
 
 /// The conversation role of a chat role; `None` for `system` and `developer`, which are instructions.
@@ -648,8 +667,8 @@ mod tests {
                 {"role":"user","content":[{"type":"text","text":"What is"},
                     {"type":"image_url","image_url":{"url":"data:,"}},{"type":"text","text":"this?"}]}]}"#,
         )
-        .unwrap()
-        .request;
+        .unwrap();
+        let request = TurnRequest::from(request.messages);
         assert_eq!(
             request.instructions.as_deref(),
             Some("Be terse.\n\nUse metric.")
