@@ -21,10 +21,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use codex_api_proxy::codex::launch::{resolve, ResolvedCodex};
-use codex_api_proxy::codex::prompt::Conversation;
 use codex_api_proxy::config::{parse, Profile, ServerOverrides};
 use codex_api_proxy::engine::exec::exec_args;
 use codex_api_proxy::engine::Job;
+use codex_api_proxy::turn::{Role, TurnRequest};
 use harness::{
     build_release_proxy, codex_bin, cpu_per_request, cpu_sample, manifest_dir, mean, millis,
     percentile, profile_toml, proxy_command, reaped_children_ms, server_toml, start_proxy,
@@ -146,7 +146,7 @@ async fn main() {
     let codex = resolve(&config.server.codex_bin).expect("the Codex CLI resolves");
     let job = Job {
         request_id: "bench".to_string(),
-        request: Conversation::from_messages(&[json!({"role": "user", "content": PROMPT})]).into(),
+        request: TurnRequest::from_texts(None, [(Role::User, PROMPT.to_string())]),
         cwd: workspace.clone(),
         model: profile.model.clone(),
         received_at: Instant::now(),

@@ -1,13 +1,15 @@
 //! Counters for `/metrics`: the original tool's global counters plus one block per profile.
 //!
 //! Per-profile stats are keyed by profile *name* and outlive config snapshots, so a reload does not
-//! reset them. Hot counters are atomics; the by-status maps are small and behind a `std` mutex that is
-//! never held across an `.await`.
+//! reset them. Hot counters are atomics; the by-status maps are small and behind a `parking_lot` mutex
+//! (which cannot be poisoned) that is never held across an `.await`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
+
+use parking_lot::Mutex;
 
 use serde_json::{json, Value};
 
@@ -27,10 +29,7 @@ pub struct ProfileStats {
 
 impl ProfileStats {
     fn errors(&self) -> BTreeMap<u16, u64> {
-        self.errors_by_status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.errors_by_status.lock().clone()
     }
 }
 
@@ -62,7 +61,7 @@ impl Default for Metrics {
 impl Metrics {
     /// The stats block of `profile`, created if new.
     pub fn profile(&self, profile: &str) -> Arc<ProfileStats> {
-        let mut profiles = self.profiles.lock().unwrap_or_else(|e| e.into_inner());
+        let mut profiles = self.profiles.lock();
         profiles.entry(profile.to_string()).or_default().clone()
     }
 
@@ -90,19 +89,9 @@ impl Metrics {
 
     pub fn request_error(&self, profile: Option<&ProfileStats>, status: u16) {
         self.requests_error.fetch_add(1, Ordering::Relaxed);
-        *self
-            .errors_by_status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(status)
-            .or_default() += 1;
+        *self.errors_by_status.lock().entry(status).or_default() += 1;
         if let Some(stats) = profile {
-            *stats
-                .errors_by_status
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(status)
-                .or_default() += 1;
+            *stats.errors_by_status.lock().entry(status).or_default() += 1;
         }
     }
 
@@ -111,7 +100,6 @@ impl Metrics {
         let errors: BTreeMap<String, u64> = self
             .errors_by_status
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(status, count)| (status.to_string(), *count))
             .collect();

@@ -8,12 +8,13 @@
 //! holding the old one finish under it).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use futures_util::StreamExt;
+use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::error::ApiError;
@@ -24,10 +25,7 @@ const UNIT: usize = 1024;
 /// The budget for `limit` bytes in flight (created on first use).
 fn budget(limit: usize) -> Arc<Semaphore> {
     static BUDGETS: OnceLock<Mutex<HashMap<usize, Arc<Semaphore>>>> = OnceLock::new();
-    let mut budgets = BUDGETS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut budgets = BUDGETS.get_or_init(Default::default).lock();
     budgets
         .entry(limit)
         .or_insert_with(|| Arc::new(Semaphore::new((limit / UNIT).max(1))))

@@ -13,7 +13,10 @@ pub mod error;
 pub mod guard;
 pub mod models;
 pub mod ops;
-pub mod types;
+pub mod pipeline;
+
+/// The chat request parser under its earlier path.
+pub use chat::request as types;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -92,15 +95,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-/// Compares two secrets in time that depends only on their lengths.
+/// Compares two secrets in time that depends only on their lengths (`subtle`'s slice comparison).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut difference = (a.len() ^ b.len()) as u64;
-    for index in 0..a.len().max(b.len()) {
-        let x = a.get(index).copied().unwrap_or(0);
-        let y = b.get(index).copied().unwrap_or(0);
-        difference |= u64::from(x ^ y);
-    }
-    difference == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// Whether `key` is one of `keys`, checking every entry (no early exit that would leak which matched).

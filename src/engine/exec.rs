@@ -307,9 +307,8 @@ fn too_long_line() -> EngineError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codex::prompt::Conversation;
     use crate::config::{parse, ServerOverrides};
-    use serde_json::json;
+    use crate::turn::{Role, TurnRequest};
     use std::path::Path;
 
     #[test]
@@ -323,11 +322,10 @@ mod tests {
         .unwrap();
         let job = Job {
             request_id: "r".into(),
-            request: Conversation::from_messages(&[
-                json!({"role": "system", "content": "Say \"hi\"\nplease"}),
-                json!({"role": "user", "content": "x"}),
-            ])
-            .into(),
+            request: TurnRequest::from_texts(
+                Some("Say \"hi\"\nplease".into()),
+                [(Role::User, "x".into())],
+            ),
             cwd: "/work/dir".into(),
             model: Some("gpt-x".into()),
             received_at: Instant::now(),

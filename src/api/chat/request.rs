@@ -1,12 +1,16 @@
-//! OpenAI chat request validation and response bodies.
+//! OpenAI chat request parsing: raw JSON → a validated [`ChatRequest`], or a precise 400 naming the
+//! parameter ("parse, don't validate").
 //!
-//! [`ChatRequest::parse`] turns raw JSON into a validated request or a precise 400 naming the parameter
-//! ("parse, don't validate"). The body is never turned into one `serde_json::Value` tree, whose nodes
-//! cost many times the bytes they came from: the top level is split into borrowed raw values, each
-//! message is deserialized straight into a typed [`Message`] that owns only its strings, and only a
-//! message that fails the typed form is re-read as a `Value` to name what is wrong with it. Parameters
-//! that are accepted but ignored are type-checked from their first byte. Response and chunk bodies are
-//! built here so their shapes live in one file.
+//! The body is never turned into one `serde_json::Value` tree, whose nodes cost many times the bytes
+//! they came from: the top level is split into borrowed raw values, each message is deserialized
+//! straight into a typed [`Message`] that owns only its strings, and only a message that fails the
+//! typed form is re-read as a `Value` to name what is wrong with it. Parameters that are accepted but
+//! ignored are type-checked from their first byte.
+//!
+//! The [`Messages`] map to the engine-neutral [`TurnRequest`] once the request has a profile (see
+//! `api::pipeline`): `system` and `developer` text becomes the request's instructions (joined by blank
+//! lines; Codex receives them as developer instructions), every other message becomes one text item of
+//! its role, in order. Content parts other than text stay in the text as a placeholder naming their type.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,18 +18,17 @@ use std::fmt;
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::api::error::ApiError;
-use crate::codex::prompt::{Conversation, Turn};
-use crate::engine::Usage;
+use crate::turn::{Item, Role, TurnRequest};
 
 /// A validated chat completion request.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
     pub model: String,
-    /// Validated messages, in order.
-    pub messages: Vec<Message>,
+    /// Validated messages, in order; [`Messages::into`] maps them to the neutral [`TurnRequest`].
+    pub messages: Messages,
     pub stream: bool,
     pub include_usage: bool,
     /// `metadata.cwd`, not yet checked against the allowed roots.
@@ -70,7 +73,7 @@ pub struct Part {
 
 impl Content {
     /// The plain text: a string as is; text parts joined with newlines; any other part replaced by a
-    /// placeholder naming its type (as `codex::prompt::content_text` does for `Value` content).
+    /// placeholder naming its type.
     pub fn into_text(self) -> String {
         match self {
             Content::Null => String::new(),
@@ -326,34 +329,35 @@ impl ChatRequest {
             cwd,
         })
     }
+}
 
-    /// Moves the messages out into what Codex receives (system/developer text → developer
-    /// instructions; the rest → turns), without copying their text.
-    pub fn take_conversation(&mut self) -> Conversation {
-        let messages = std::mem::take(&mut self.messages);
+/// A request's validated messages, kept in this compact form until the request has a profile (a body
+/// that is refused before then never builds the larger neutral items).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Messages(pub Vec<Message>);
+
+impl From<Messages> for TurnRequest {
+    /// Moves the text out, without copying it: system/developer text → instructions, the rest → items.
+    fn from(messages: Messages) -> TurnRequest {
         let mut instructions: Vec<String> = Vec::new();
-        let mut turns = Vec::with_capacity(messages.len());
-        for message in messages {
+        let mut items = Vec::with_capacity(messages.0.len());
+        for message in messages.0 {
             let text = message.content.into_text();
-            if message.role == "system" || message.role == "developer" {
-                if !text.is_empty() {
-                    instructions.push(text);
-                }
-            } else {
-                turns.push(Turn {
-                    role: message.role.to_string(),
-                    text,
-                });
+            match turn_role(message.role) {
+                Some(role) => items.push(Item::text(role, text)),
+                None if text.is_empty() => {}
+                None => instructions.push(text),
             }
         }
-        Conversation {
-            developer_instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
-            turns,
+        TurnRequest {
+            instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
+            items,
+            ..TurnRequest::default()
         }
     }
 }
 
-fn parse_messages(members: &Members) -> Result<Vec<Message>, ApiError> {
+fn parse_messages(members: &Members) -> Result<Messages, ApiError> {
     let Some(raw) = members.raw("messages") else {
         return Err(ApiError::invalid(
             "Missing required parameter: 'messages'.",
@@ -376,14 +380,25 @@ fn parse_messages(members: &Members) -> Result<Vec<Message>, ApiError> {
     }
     if messages
         .iter()
-        .all(|message| message.role == "system" || message.role == "developer")
+        .all(|message| turn_role(message.role).is_none())
     {
         return Err(ApiError::invalid(
             "'messages' must contain at least one user or assistant message, not only system/developer messages.",
             Some("messages"),
         ));
     }
-    Ok(messages)
+    Ok(Messages(messages))
+}
+
+/// The conversation role of a chat role; `None` for `system` and `developer`, which are instructions.
+fn turn_role(role: &str) -> Option<Role> {
+    match role {
+        "system" | "developer" => None,
+        "assistant" => Some(Role::Assistant),
+        "tool" => Some(Role::Tool),
+        "function" => Some(Role::Function),
+        _ => Some(Role::User),
+    }
 }
 
 /// One message: the typed form when it fits, else the `Value` form, which names what is wrong.
@@ -616,71 +631,6 @@ fn validate_message(index: usize, message: &Value) -> Result<(), ApiError> {
     }
 }
 
-/// The non-streaming `chat.completion` body.
-/// The OpenAI chat `usage` object.
-pub fn usage_json(usage: &Usage) -> Value {
-    json!({
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-    })
-}
-
-pub fn completion_body(id: &str, created: u64, model: &str, text: &str, usage: &Usage) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": null},
-            "logprobs": null,
-            "finish_reason": "stop",
-        }],
-        "usage": usage_json(usage),
-        "system_fingerprint": null,
-    })
-}
-
-/// One `chat.completion.chunk` with a single choice.
-pub fn chunk_body(
-    id: &str,
-    created: u64,
-    model: &str,
-    delta: Value,
-    finish_reason: Option<&str>,
-    include_usage: bool,
-) -> Value {
-    let mut chunk = json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": null,
-        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
-    });
-    if include_usage {
-        chunk["usage"] = Value::Null;
-    }
-    chunk
-}
-
-/// The final usage chunk of `stream_options.include_usage`: empty `choices`.
-pub fn usage_chunk_body(id: &str, created: u64, model: &str, usage: &Usage) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": null,
-        "choices": [],
-        "usage": usage_json(usage),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -702,6 +652,32 @@ mod tests {
         .unwrap();
         assert!(request.stream && request.include_usage);
         assert_eq!(request.cwd.as_deref(), Some("/x"));
+    }
+
+    #[test]
+    fn maps_messages_to_instructions_and_items() {
+        let request = ChatRequest::parse(
+            br#"{"model":"m","messages":[
+                {"role":"system","content":"Be terse."},
+                {"role":"user","content":"Hi"},
+                {"role":"assistant","content":"Hello"},
+                {"role":"developer","content":"Use metric."},
+                {"role":"system","content":""},
+                {"role":"tool","content":"42"},
+                {"role":"user","content":[{"type":"text","text":"What is"},
+                    {"type":"image_url","image_url":{"url":"data:,"}},{"type":"text","text":"this?"}]}]}"#,
+        )
+        .unwrap();
+        let request = TurnRequest::from(request.messages);
+        assert_eq!(
+            request.instructions.as_deref(),
+            Some("Be terse.\n\nUse metric.")
+        );
+        assert_eq!(
+            crate::codex::prompt::transcript(&request),
+            "[user]\nHi\n\n[assistant]\nHello\n\n[tool]\n42\n\n[user]\nWhat is\n[image_url content omitted: not supported by this proxy]\nthis?\n"
+        );
+        assert_eq!(request.needs(), crate::turn::Needs::default());
     }
 
     #[test]

@@ -1,0 +1,98 @@
+//! `POST /v1/chat/completions`: the OpenAI chat adapter over the engine-neutral pipeline.
+//!
+//! [`request`] parses OpenAI chat JSON into validated messages that map to a
+//! [`crate::turn::TurnRequest`]; [`crate::api::pipeline`]
+//! authenticates, routes, checks and admits it and starts the engine run; [`render::ChatRenderer`] maps
+//! the run's events back to a `chat.completion` body or to `chat.completion.chunk` SSE events
+//! ([`stream`]); [`wire`] holds those bodies. Errors before the response starts are rendered in
+//! OpenAI's error shape with their HTTP status; after SSE headers they go in-band.
+//!
+//! The [`crate::engine::RunHandle`] lives in the handler future (plain) or inside the SSE stream
+//! (streaming), so a client that disconnects drops it and the Codex work is cancelled at once.
+
+pub mod render;
+pub mod request;
+pub mod stream;
+pub mod wire;
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+
+use crate::api::guard::Loaded;
+use crate::api::pipeline::{self, Incoming, Parsed};
+use crate::api::RequestId;
+use crate::state::AppState;
+use render::ChatRenderer;
+use request::{ChatRequest, Messages};
+
+/// What the chat adapter keeps from the body for rendering.
+struct Rendering {
+    stream: bool,
+    include_usage: bool,
+}
+
+fn parse(body: &[u8]) -> Result<(Parsed<Messages>, Rendering), crate::api::error::ApiError> {
+    let ChatRequest {
+        model,
+        messages,
+        stream,
+        include_usage,
+        cwd,
+    } = ChatRequest::parse(body)?;
+    let parsed = Parsed {
+        model,
+        request: messages,
+        cwd,
+        stream,
+    };
+    Ok((
+        parsed,
+        Rendering {
+            stream,
+            include_usage,
+        },
+    ))
+}
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Extension(Loaded(snapshot)): Extension<Loaded>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let incoming = Incoming {
+        state: &state,
+        snapshot,
+        request_id,
+        received_at: Instant::now(),
+        headers: &headers,
+        body,
+    };
+    let (started, rendering) = match pipeline::start(incoming, "chat_completion", parse).await {
+        Ok(started) => started,
+        Err(error) => return error.into_response(),
+    };
+    let (mut renderer, mut run) =
+        ChatRenderer::new(&state, started, rendering.stream, rendering.include_usage);
+    if rendering.stream {
+        return stream::response(&state, run, renderer);
+    }
+    let abort = state.abort().clone();
+    while !renderer.finished() {
+        tokio::select! {
+            event = run.events.recv() => renderer.feed(event),
+            _ = abort.cancelled() => renderer.abort(),
+        }
+    }
+    drop(run);
+    match renderer.into_outcome() {
+        Ok(body) => Json(body).into_response(),
+        Err(error) => error.into_response(),
+    }
+}

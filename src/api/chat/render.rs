@@ -1,0 +1,216 @@
+//! [`ChatRenderer`]: the one place that maps an engine run's [`TurnEvent`]s to OpenAI chat output, for
+//! the plain and the streaming response alike. It also closes the request's books: the metrics and the
+//! `chat_completion_latency` line are written when the run is done or failed.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::api::chat::wire::{chunk_body, completion_body, usage_chunk_body};
+use crate::api::error::ApiError;
+use crate::api::pipeline::{engine_phase_name, record_error, LatencyLog, Started};
+use crate::config::EngineKind;
+use crate::engine::{ms, Completion, TurnEvent};
+use crate::metrics::{InFlight, ProfileStats};
+use crate::snapshot::Snapshot;
+use crate::state::AppState;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The error of a run that ended without `Done` or `Failed`.
+fn stopped_without_result() -> ApiError {
+    ApiError::CodexFailed {
+        message: "Codex stopped without reporting a result".to_string(),
+        code: "codex_failed",
+    }
+}
+
+/// The error of a run cut short because the server's grace period ended.
+fn shutting_down() -> ApiError {
+    ApiError::ShuttingDown(
+        "The proxy is shutting down and the grace period for this request is over; retry."
+            .to_string(),
+    )
+}
+
+/// Renders one chat completion from the events of its run.
+pub struct ChatRenderer {
+    id: String,
+    created: u64,
+    model: String,
+    /// Streaming: SSE chunks; otherwise one `chat.completion` body at the end.
+    streaming: bool,
+    include_usage: bool,
+    engine: EngineKind,
+    engine_started: Instant,
+    state: AppState,
+    stats: Arc<ProfileStats>,
+    log: LatencyLog,
+    /// SSE `data` payloads ready to send, in order (streaming only).
+    pending: VecDeque<String>,
+    /// The plain response, once known.
+    outcome: Option<Result<Value, ApiError>>,
+    sent_content: bool,
+    first_content_logged: bool,
+    finished: bool,
+    _in_flight: InFlight,
+    /// The request's one snapshot, kept until the response ends.
+    _snapshot: Arc<Snapshot>,
+}
+
+impl ChatRenderer {
+    /// A renderer for `started`; a streaming one begins with the assistant role chunk.
+    pub fn new(
+        state: &AppState,
+        started: Started,
+        streaming: bool,
+        include_usage: bool,
+    ) -> (ChatRenderer, crate::engine::RunHandle) {
+        let mut renderer = ChatRenderer {
+            id: format!("chatcmpl-{}", started.log.request_id),
+            created: unix_now(),
+            model: started.model,
+            streaming,
+            include_usage,
+            engine: started.engine,
+            engine_started: started.engine_started,
+            state: state.clone(),
+            stats: started.stats,
+            log: started.log,
+            pending: VecDeque::new(),
+            outcome: None,
+            sent_content: false,
+            first_content_logged: false,
+            finished: false,
+            _in_flight: started.in_flight,
+            _snapshot: started.snapshot,
+        };
+        if streaming {
+            renderer.push_chunk(json!({"role": "assistant", "content": ""}), None);
+        }
+        (renderer, started.run)
+    }
+
+    /// Takes in the run's next event (`None`: the run ended without a result).
+    pub fn feed(&mut self, event: Option<TurnEvent>) {
+        match event {
+            Some(TurnEvent::TextDelta(text)) => self.text(text),
+            Some(TurnEvent::Done(completion)) => self.done(completion),
+            Some(TurnEvent::Failed(error)) => self.fail(ApiError::from(error)),
+            Some(_) => {}
+            None => self.fail(stopped_without_result()),
+        }
+    }
+
+    /// The server's grace period for open requests is over: fail the response now.
+    pub fn abort(&mut self) {
+        self.fail(shutting_down());
+    }
+
+    /// Whether the response is complete (nothing more is read from the run).
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The next SSE `data` payload to send, if one is ready.
+    pub fn next_pending(&mut self) -> Option<String> {
+        self.pending.pop_front()
+    }
+
+    /// The plain response: the `chat.completion` body, or the error (already counted and logged).
+    pub fn into_outcome(mut self) -> Result<Value, ApiError> {
+        self.outcome
+            .take()
+            .unwrap_or_else(|| Err(stopped_without_result()))
+    }
+
+    /// The latency log of this request (for the first-SSE line).
+    pub fn log(&self) -> &LatencyLog {
+        &self.log
+    }
+
+    fn push_chunk(&mut self, delta: Value, finish_reason: Option<&str>) {
+        let chunk = chunk_body(
+            &self.id,
+            self.created,
+            &self.model,
+            delta,
+            finish_reason,
+            self.include_usage,
+        );
+        self.pending.push_back(chunk.to_string());
+    }
+
+    fn text(&mut self, text: String) {
+        if !self.streaming {
+            // A plain response takes the whole answer from `Done`.
+            return;
+        }
+        if !self.first_content_logged {
+            self.first_content_logged = true;
+            self.log
+                .phases
+                .insert("time_to_first_content_sse", ms(self.log.received_at));
+        }
+        self.sent_content = true;
+        self.push_chunk(json!({"content": text}), None);
+    }
+
+    fn done(&mut self, completion: Completion) {
+        let Completion {
+            text,
+            usage,
+            phases,
+            ..
+        } = completion;
+        self.finished = true;
+        self.log
+            .phases
+            .insert(engine_phase_name(self.engine), ms(self.engine_started));
+        if self.streaming {
+            if !self.sent_content && !text.is_empty() {
+                self.text(text);
+            }
+            self.push_chunk(json!({}), Some("stop"));
+            if self.include_usage {
+                let chunk = usage_chunk_body(&self.id, self.created, &self.model, &usage);
+                self.pending.push_back(chunk.to_string());
+            }
+            self.pending.push_back("[DONE]".to_string());
+            self.log.phases.extend(phases);
+        } else {
+            let started = Instant::now();
+            let body = completion_body(&self.id, self.created, &self.model, &text, &usage);
+            self.log.phases.extend(phases);
+            self.log.phases.insert("response_build", ms(started));
+            self.outcome = Some(Ok(body));
+        }
+        self.state.metrics().request_ok(&self.stats, &usage);
+        self.log.write(200, json!({}));
+    }
+
+    fn fail(&mut self, error: ApiError) {
+        self.finished = true;
+        record_error(&self.state, Some(&self.stats), &error);
+        let status = error.status().as_u16();
+        if self.streaming {
+            // After the SSE headers, the error goes in-band.
+            self.pending.push_back(error.sse_data());
+            self.log
+                .write(status, json!({"error": error.to_string(), "in_band": true}));
+        } else {
+            self.log
+                .phases
+                .insert(engine_phase_name(self.engine), ms(self.engine_started));
+            self.log.write(status, json!({"error": error.to_string()}));
+            self.outcome = Some(Err(error));
+        }
+    }
+}
