@@ -14,10 +14,8 @@
 //! Run: `cargo run --example record_app_server_fixtures` (needs `npm ci` for the pinned Codex CLI).
 
 #[path = "support/harness.rs"]
-#[allow(dead_code)]
 mod harness;
 #[path = "../tests/it/support/mock_model.rs"]
-#[allow(dead_code)]
 mod mock_model;
 
 use std::path::Path;

@@ -710,4 +710,87 @@ mod tests {
         assert!(second.contains("\"id\":7"), "{second}");
         blocked.abort();
     }
+
+    #[tokio::test]
+    async fn server_requests_reach_their_thread_and_unread_ones_are_refused() {
+        let (stdin, unread) = tokio::io::duplex(1 << 16);
+        let (mut server, stdout) = tokio::io::duplex(1 << 16);
+        let connection = Connection::start(stdin, stdout);
+        let mut thread = connection.subscribe_thread("t");
+        let asked =
+            json!({"id": 7, "method": "item/tool/call", "params": {"threadId": "t", "tool": "f"}});
+        let unread_request =
+            json!({"id": "u", "method": "item/tool/requestUserInput", "params": {"threadId": "t"}});
+        let elsewhere =
+            json!({"id": 9, "method": "item/tool/call", "params": {"threadId": "gone"}});
+        server
+            .write_all(format!("{asked}\n{unread_request}\n{elsewhere}\n").as_bytes())
+            .await
+            .unwrap();
+        // The request about thread `t` reaches its turn with its params untouched, and the turn answers.
+        match thread.recv_message().await.unwrap() {
+            ThreadMessage::Request { id, method, params } => {
+                assert_eq!((id.get(), method.as_str()), ("7", "item/tool/call"));
+                let params: Value = serde_json::from_str(params.get()).unwrap();
+                assert_eq!(params["tool"], "f");
+                connection.respond(&id, &Ok(json!({"success": true})));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The one about no thread in flight is refused by the connection; the one left unread when the
+        // turn ends is refused when its channel is dropped.
+        let mut lines = tokio::io::BufReader::new(unread).lines();
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            answers.push(lines.next_line().await.unwrap().unwrap());
+        }
+        drop(thread);
+        answers.push(lines.next_line().await.unwrap().unwrap());
+        let answers: Vec<Value> = answers
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let answer = |id: Value| answers.iter().find(|answer| answer["id"] == id).cloned();
+        assert_eq!(answer(json!(7)).unwrap()["result"]["success"], true);
+        assert_eq!(answer(json!(9)).unwrap()["result"]["success"], false);
+        assert_eq!(answer(json!("u")).unwrap()["result"]["answers"], json!({}));
+    }
+
+    #[tokio::test]
+    async fn answers_reach_their_request_and_errors_keep_code_and_message() {
+        let (stdin, unread) = tokio::io::duplex(1 << 16);
+        let (mut server, stdout) = tokio::io::duplex(1 << 16);
+        let connection = Connection::start(stdin, stdout);
+        let asking = {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                let first = connection
+                    .request("a", json!({}), Duration::from_secs(5))
+                    .await;
+                let second = connection
+                    .request("b", json!({}), Duration::from_secs(5))
+                    .await;
+                (first, second)
+            })
+        };
+        let mut lines = tokio::io::BufReader::new(unread).lines();
+        lines.next_line().await.unwrap().unwrap();
+        server
+            .write_all(b"not json\n{\"id\":1,\"result\":{\"thread\":{\"id\":\"x\"}}}\n")
+            .await
+            .unwrap();
+        lines.next_line().await.unwrap().unwrap();
+        server
+            .write_all(b"{\"id\":2,\"error\":{\"code\":-32001,\"message\":\"busy\"}}\n")
+            .await
+            .unwrap();
+        let (first, second) = asking.await.unwrap();
+        assert_eq!(first.unwrap()["thread"]["id"], "x");
+        match second {
+            Err(RpcError::Remote { code, message }) => {
+                assert_eq!((code, message.as_str()), (OVERLOADED, "busy"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
