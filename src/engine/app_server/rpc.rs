@@ -1,7 +1,13 @@
-//! JSON-RPC over one app-server process's stdio: numbered requests with a pending map, notifications
-//! routed to bounded per-thread channels by `threadId`, and server-initiated requests answered at once
-//! with a refusal. Non-JSON lines are skipped. On EOF every pending request fails and every thread
-//! channel closes, so no caller waits on a dead process.
+//! JSON-RPC over one app-server process's stdio: numbered requests with a pending map, and notifications
+//! and server-initiated requests routed to bounded per-thread channels by `params.threadId`. A server
+//! request about a thread in flight goes to that thread's turn, which answers it at once
+//! ([`Connection::respond`]); one about no thread in flight (or one whose channel is full or gone, or
+//! left unread when the turn ends) is refused by the connection itself, so every server request is
+//! answered and none waits. Non-JSON lines are skipped. On EOF every pending request fails and every
+//! thread channel closes, so no caller waits on a dead process.
+//!
+//! The reader parses only the envelope of each line (`id`, `method`, `params.threadId`); `params` goes
+//! to its thread as the raw JSON text, and only the turn that reads it parses it.
 //!
 //! Two tasks own the pipes, and callers never touch them:
 //! - the **reader** reads stdout ([`MAX_STDOUT_LINE`] per line at most; a longer line breaks the
@@ -21,6 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
@@ -58,27 +66,118 @@ pub const THREAD_BUFFER: usize = 1024;
 const WRITE_QUEUE: usize = 64;
 
 type Pending = HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>;
-type Notification = (String, Value);
+
+/// One message from the app-server about a thread, its `params` still as JSON text.
+#[derive(Debug)]
+pub enum ThreadMessage {
+    Notification {
+        method: String,
+        params: Box<RawValue>,
+    },
+    /// A server-initiated request: it must be answered ([`Connection::respond`]).
+    Request {
+        id: Box<RawValue>,
+        method: String,
+        params: Box<RawValue>,
+    },
+}
 
 /// The routing entry of one thread in flight.
 struct ThreadRoute {
-    sender: mpsc::Sender<Notification>,
+    sender: mpsc::Sender<ThreadMessage>,
     overflowed: CancellationToken,
 }
 
-/// One thread's notifications, as [`Connection::subscribe_thread`] hands them out.
+/// One thread's messages, as [`Connection::subscribe_thread`] hands them out. Server requests still
+/// waiting in it when it is dropped are refused.
 pub struct ThreadEvents {
-    pub receiver: mpsc::Receiver<Notification>,
+    pub receiver: mpsc::Receiver<ThreadMessage>,
     /// Cancelled when the reader found the buffer full: the turn's client is not keeping up, and the
     /// thread receives nothing more.
     pub overflowed: CancellationToken,
+    answers: mpsc::UnboundedSender<String>,
 }
 
 impl ThreadEvents {
-    /// The next notification; `None` once the thread is forgotten, overflowed or the process is gone.
-    pub async fn recv(&mut self) -> Option<Notification> {
+    /// The next message; `None` once the thread is forgotten, overflowed or the process is gone.
+    pub async fn recv_message(&mut self) -> Option<ThreadMessage> {
         self.receiver.recv().await
     }
+
+    /// The next notification with its params parsed; server requests on the way are refused.
+    pub async fn recv(&mut self) -> Option<(String, Value)> {
+        loop {
+            match self.receiver.recv().await? {
+                ThreadMessage::Notification { method, params } => {
+                    let params = serde_json::from_str(params.get()).unwrap_or(Value::Null);
+                    return Some((method, params));
+                }
+                ThreadMessage::Request { id, method, .. } => {
+                    let _ = self.answers.send(refusal_line(&id, &method));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ThreadEvents {
+    fn drop(&mut self) {
+        self.receiver.close();
+        while let Ok(message) = self.receiver.try_recv() {
+            if let ThreadMessage::Request { id, method, .. } = message {
+                let _ = self.answers.send(refusal_line(&id, &method));
+            }
+        }
+    }
+}
+
+/// The envelope of one line from stdout: all the reader parses.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(default)]
+    error: Option<RemoteError>,
+}
+
+/// The `threadId` of a message's params, if any (nothing else of them is parsed here).
+#[derive(Deserialize)]
+struct ThreadOf<'a> {
+    #[serde(borrow, default, rename = "threadId")]
+    thread_id: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// A JSON-RPC error object.
+#[derive(Deserialize)]
+struct RemoteError {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// The answer line to a server request: `reply` is its result, or its error code and message.
+pub fn answer_line(id: &RawValue, reply: &Result<Value, (i64, String)>) -> String {
+    let id = id.get();
+    match reply {
+        Ok(result) => format!("{{\"id\":{id},\"result\":{result}}}\n"),
+        Err((code, message)) => {
+            let error = json!({"code": code, "message": message});
+            format!("{{\"id\":{id},\"error\":{error}}}\n")
+        }
+    }
+}
+
+/// The refusal of a server request nobody will answer otherwise (see [`refusal`]).
+fn refusal_line(id: &RawValue, method: &str) -> String {
+    tracing::debug!(method, "answered an app-server request with a refusal");
+    answer_line(id, &refusal(method))
 }
 
 /// Why a connection must end, shared with the writer task.
@@ -222,75 +321,92 @@ impl Connection {
             .clear();
     }
 
-    /// Handles one line from stdout. Never waits (see the module comment).
+    /// Handles one line from stdout. Never waits (see the module comment). Only the envelope is parsed
+    /// (this was a fifth of the proxy's own CPU when every line became a `serde_json::Value`).
     fn dispatch(&self, line: &[u8]) {
-        let Ok(message) = serde_json::from_slice::<Value>(line) else {
+        let Ok(message) = serde_json::from_slice::<Envelope>(line) else {
             return;
         };
-        let method = message.get("method").and_then(Value::as_str);
-        let id = message.get("id").filter(|id| !id.is_null());
-        match (method, id) {
+        match (message.method, message.id) {
             (Some(method), Some(id)) => {
-                // A server-initiated request: answer at once, through the writer.
-                let answer = match refusal(method) {
-                    Ok(result) => json!({"id": id, "result": result}),
-                    Err((code, text)) => {
-                        json!({"id": id, "error": {"code": code, "message": text}})
-                    }
+                let request = ThreadMessage::Request {
+                    id: id.to_owned(),
+                    method: method.into_owned(),
+                    params: message.params.map_or_else(null_params, RawValue::to_owned),
                 };
-                tracing::debug!(method, "answered an app-server request with a refusal");
-                let _ = self.answers.send(format!("{answer}\n"));
+                self.route(message.params, request);
             }
-            (Some(method), None) => self.route_notification(method, &message),
-            (None, Some(id)) => self.answer(id, &message),
+            (Some(method), None) => {
+                let Some(params) = message.params else { return };
+                let notification = ThreadMessage::Notification {
+                    method: method.into_owned(),
+                    params: params.to_owned(),
+                };
+                self.route(Some(params), notification);
+            }
+            (None, Some(id)) => self.answer(id, message.result, message.error),
             (None, None) => {}
         }
     }
 
-    /// Hands a notification to its thread's channel without waiting; a full channel fails that thread.
-    fn route_notification(&self, method: &str, message: &Value) {
-        let params = message.get("params").cloned().unwrap_or(Value::Null);
-        let Some(thread) = params.get("threadId").and_then(Value::as_str) else {
-            return;
+    /// Hands a message to its thread's channel without waiting; a full channel fails that thread. A
+    /// server request that reaches no turn is refused at once.
+    fn route(&self, params: Option<&RawValue>, message: ThreadMessage) {
+        let thread = params.and_then(|params| serde_json::from_str::<ThreadOf>(params.get()).ok());
+        let Some(thread) = thread.and_then(|of| of.thread_id) else {
+            return self.unrouted(message);
         };
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(route) = threads.get(thread) else {
-            return;
+        let Some(route) = threads.get(thread.as_ref()) else {
+            drop(threads);
+            return self.unrouted(message);
         };
-        let thread = thread.to_string();
-        match route.sender.try_send((method.to_string(), params)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        let unsent = match route.sender.try_send(message) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(message)) => {
                 route.overflowed.cancel();
-                threads.remove(&thread);
+                message
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                threads.remove(&thread);
-            }
+            Err(mpsc::error::TrySendError::Closed(message)) => message,
+        };
+        threads.remove(thread.as_ref());
+        drop(threads);
+        self.unrouted(unsent);
+    }
+
+    /// A message no turn will read: a server request is refused, a notification dropped.
+    fn unrouted(&self, message: ThreadMessage) {
+        if let ThreadMessage::Request { id, method, .. } = message {
+            let _ = self.answers.send(refusal_line(&id, &method));
         }
     }
 
-    fn answer(&self, id: &Value, message: &Value) {
-        let Some(id) = id.as_u64() else { return };
+    fn answer(&self, id: &RawValue, result: Option<&RawValue>, error: Option<RemoteError>) {
+        let Ok(id) = id.get().parse::<u64>() else {
+            return;
+        };
         let waiter = self
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
         if let Some(waiter) = waiter {
-            let result = match message.get("error") {
-                Some(error) if !error.is_null() => Err(RpcError::Remote {
-                    code: error.get("code").and_then(Value::as_i64).unwrap_or(0),
-                    message: error
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("unknown error")
-                        .to_string(),
+            let result = match error {
+                Some(error) => Err(RpcError::Remote {
+                    code: error.code.unwrap_or(0),
+                    message: error.message.unwrap_or_else(|| "unknown error".to_string()),
                 }),
-                _ => Ok(message.get("result").cloned().unwrap_or(Value::Null)),
+                None => Ok(result
+                    .and_then(|result| serde_json::from_str(result.get()).ok())
+                    .unwrap_or(Value::Null)),
             };
             let _ = waiter.send(result);
         }
+    }
+
+    /// Answers a server request (a thread's turn decided the reply). Never waits.
+    pub fn respond(&self, id: &RawValue, reply: &Result<Value, (i64, String)>) {
+        let _ = self.answers.send(answer_line(id, reply));
     }
 
     /// Queues one line for the writer.
@@ -378,6 +494,7 @@ impl Connection {
         ThreadEvents {
             receiver,
             overflowed,
+            answers: self.answers.clone(),
         }
     }
 
@@ -398,6 +515,11 @@ impl Connection {
     fn pending_count(&self) -> usize {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+}
+
+/// `null`, the params of a server request that has none.
+fn null_params() -> Box<RawValue> {
+    RawValue::from_string("null".to_string()).expect("`null` is JSON")
 }
 
 /// The writer task: writes whole lines to stdin, answers first, until stopped, the pipe fails, or a
@@ -546,7 +668,7 @@ mod tests {
             .await
             .unwrap();
         // The reader did not wait on the slow thread: the fast one gets its notification.
-        let (method, _) = fast.receiver.recv().await.unwrap();
+        let (method, _) = fast.recv().await.unwrap();
         assert_eq!(method, "delta");
         assert!(slow.overflowed.is_cancelled());
         assert!(!fast.overflowed.is_cancelled());
@@ -579,7 +701,7 @@ mod tests {
             .await
             .unwrap();
         // The reader went on past the server request to the notification.
-        assert_eq!(thread.receiver.recv().await.unwrap().0, "n");
+        assert_eq!(thread.recv().await.unwrap().0, "n");
         // Once stdin drains, the large request and then the refusal arrive, each as a whole line.
         let mut lines = tokio::io::BufReader::new(unread).lines();
         let first = lines.next_line().await.unwrap().unwrap();
@@ -587,5 +709,88 @@ mod tests {
         let second = lines.next_line().await.unwrap().unwrap();
         assert!(second.contains("\"id\":7"), "{second}");
         blocked.abort();
+    }
+
+    #[tokio::test]
+    async fn server_requests_reach_their_thread_and_unread_ones_are_refused() {
+        let (stdin, unread) = tokio::io::duplex(1 << 16);
+        let (mut server, stdout) = tokio::io::duplex(1 << 16);
+        let connection = Connection::start(stdin, stdout);
+        let mut thread = connection.subscribe_thread("t");
+        let asked =
+            json!({"id": 7, "method": "item/tool/call", "params": {"threadId": "t", "tool": "f"}});
+        let unread_request =
+            json!({"id": "u", "method": "item/tool/requestUserInput", "params": {"threadId": "t"}});
+        let elsewhere =
+            json!({"id": 9, "method": "item/tool/call", "params": {"threadId": "gone"}});
+        server
+            .write_all(format!("{asked}\n{unread_request}\n{elsewhere}\n").as_bytes())
+            .await
+            .unwrap();
+        // The request about thread `t` reaches its turn with its params untouched, and the turn answers.
+        match thread.recv_message().await.unwrap() {
+            ThreadMessage::Request { id, method, params } => {
+                assert_eq!((id.get(), method.as_str()), ("7", "item/tool/call"));
+                let params: Value = serde_json::from_str(params.get()).unwrap();
+                assert_eq!(params["tool"], "f");
+                connection.respond(&id, &Ok(json!({"success": true})));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The one about no thread in flight is refused by the connection; the one left unread when the
+        // turn ends is refused when its channel is dropped.
+        let mut lines = tokio::io::BufReader::new(unread).lines();
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            answers.push(lines.next_line().await.unwrap().unwrap());
+        }
+        drop(thread);
+        answers.push(lines.next_line().await.unwrap().unwrap());
+        let answers: Vec<Value> = answers
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let answer = |id: Value| answers.iter().find(|answer| answer["id"] == id).cloned();
+        assert_eq!(answer(json!(7)).unwrap()["result"]["success"], true);
+        assert_eq!(answer(json!(9)).unwrap()["result"]["success"], false);
+        assert_eq!(answer(json!("u")).unwrap()["result"]["answers"], json!({}));
+    }
+
+    #[tokio::test]
+    async fn answers_reach_their_request_and_errors_keep_code_and_message() {
+        let (stdin, unread) = tokio::io::duplex(1 << 16);
+        let (mut server, stdout) = tokio::io::duplex(1 << 16);
+        let connection = Connection::start(stdin, stdout);
+        let asking = {
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                let first = connection
+                    .request("a", json!({}), Duration::from_secs(5))
+                    .await;
+                let second = connection
+                    .request("b", json!({}), Duration::from_secs(5))
+                    .await;
+                (first, second)
+            })
+        };
+        let mut lines = tokio::io::BufReader::new(unread).lines();
+        lines.next_line().await.unwrap().unwrap();
+        server
+            .write_all(b"not json\n{\"id\":1,\"result\":{\"thread\":{\"id\":\"x\"}}}\n")
+            .await
+            .unwrap();
+        lines.next_line().await.unwrap().unwrap();
+        server
+            .write_all(b"{\"id\":2,\"error\":{\"code\":-32001,\"message\":\"busy\"}}\n")
+            .await
+            .unwrap();
+        let (first, second) = asking.await.unwrap();
+        assert_eq!(first.unwrap()["thread"]["id"], "x");
+        match second {
+            Err(RpcError::Remote { code, message }) => {
+                assert_eq!((code, message.as_str()), (OVERLOADED, "busy"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

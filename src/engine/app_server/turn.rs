@@ -1,0 +1,313 @@
+//! The app-server turn core: one request's turn as a state machine without I/O. The shell in `mod.rs`
+//! feeds it the thread's messages (notifications and server-initiated requests, as the connection routes
+//! them by `threadId`) and the reasons it stopped waiting; the core answers with [`Step`]s: emit a
+//! delta, answer a server request, interrupt the turn, the turn is done, or it failed.
+//!
+//! Method names and fields are those of the schema `codex app-server generate-json-schema --out DIR`
+//! prints for Codex 0.169.0 (`ServerNotification.json`, `ServerRequest.json`). The unit tests replay
+//! message sequences recorded from that Codex against the test suite's mock model
+//! (`fixtures/*.jsonl`, recorded by `examples/record_app_server_fixtures.rs`).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::protocol;
+use super::rpc::{ThreadMessage, THREAD_BUFFER};
+use crate::codex::events::summarize;
+use crate::turn::{
+    ms, Completion, EngineError, FailureKind, FinishReason, Phases, TurnEvent, Usage,
+};
+
+/// What the shell must do next.
+#[derive(Debug)]
+pub enum Step {
+    /// Hand this event to the client (a delta of the final answer).
+    Emit(TurnEvent),
+    /// Answer the server request `id` with this result, or with this error code and message.
+    Answer {
+        id: Box<RawValue>,
+        reply: Result<Value, (i64, String)>,
+    },
+    /// Send `turn/interrupt` for this turn.
+    Interrupt { turn_id: String },
+    /// The turn is over: this is the answer.
+    Done(Completion),
+    /// The turn is over: it failed.
+    Fail(EngineError),
+}
+
+/// Why the shell stopped waiting for the turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The client went away (the run was cancelled).
+    Cancelled,
+    /// The profile's timeout passed.
+    TimedOut,
+    /// The connection found the thread's buffer full: the client is not reading the stream.
+    SlowClient,
+}
+
+/// The error of a profile timeout.
+pub fn timed_out(timeout: Duration) -> EngineError {
+    EngineError::new(
+        FailureKind::Timeout,
+        format!(
+            "Codex did not finish within the profile's timeout of {} s; the turn was interrupted",
+            timeout.as_secs()
+        ),
+    )
+}
+
+/// The error of a stop before the turn started (nothing to interrupt).
+pub fn stopped_before_turn(stop: Stop, timeout: Duration) -> EngineError {
+    match stop {
+        Stop::TimedOut => timed_out(timeout),
+        Stop::Cancelled | Stop::SlowClient => {
+            EngineError::new(FailureKind::CodexFailed, "cancelled")
+        }
+    }
+}
+
+/// `turn/started`: `{turn: {id}}`.
+#[derive(Deserialize)]
+struct TurnStarted {
+    turn: TurnId,
+}
+
+#[derive(Deserialize)]
+struct TurnId {
+    id: Option<String>,
+}
+
+/// `item/started` and `item/completed`: `{item: ThreadItem}`, of which only agent messages matter.
+#[derive(Deserialize)]
+struct ItemEvent<'a> {
+    #[serde(borrow)]
+    item: Item<'a>,
+}
+
+#[derive(Deserialize)]
+struct Item<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    id: Cow<'a, str>,
+    #[serde(default)]
+    phase: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// `item/agentMessage/delta`: `{itemId, delta}`.
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow, default, rename = "itemId")]
+    item_id: Cow<'a, str>,
+    #[serde(borrow)]
+    delta: Cow<'a, str>,
+}
+
+/// One request's turn, from `turn/start` to `turn/completed` (or a stop).
+pub struct AppServerTurn {
+    turn_id: Option<String>,
+    /// The profile's timeout, named in the timeout error.
+    timeout: Duration,
+    phases: Phases,
+    started: Instant,
+    /// The `phase` of each agent message seen (`commentary` text is not part of the answer).
+    phase_of_item: HashMap<String, Option<String>>,
+    streamed: String,
+    last_message: Option<String>,
+    usage: Usage,
+    first_delta: bool,
+}
+
+impl AppServerTurn {
+    /// A turn whose `turn/start` answered `turn_id` (if it did), with the phases measured so far.
+    pub fn new(turn_id: Option<String>, phases: Phases, timeout: Duration) -> AppServerTurn {
+        AppServerTurn {
+            turn_id,
+            timeout,
+            phases,
+            started: Instant::now(),
+            phase_of_item: HashMap::new(),
+            streamed: String::new(),
+            last_message: None,
+            usage: Usage::default(),
+            first_delta: true,
+        }
+    }
+
+    /// The turn's id, once known.
+    pub fn turn_id(&self) -> Option<&str> {
+        self.turn_id.as_deref()
+    }
+
+    /// One message about the thread.
+    pub fn on_message(&mut self, message: ThreadMessage) -> Option<Step> {
+        match message {
+            ThreadMessage::Notification { method, params } => {
+                self.on_notification(&method, &params)
+            }
+            ThreadMessage::Request { id, method, params } => {
+                Some(self.on_server_request(id, &method, &params))
+            }
+        }
+    }
+
+    /// A server-initiated request: answered at once (today always with a refusal, see
+    /// [`protocol::refusal`]), so Codex never waits on the proxy.
+    pub fn on_server_request(&mut self, id: Box<RawValue>, method: &str, _: &RawValue) -> Step {
+        Step::Answer {
+            id,
+            reply: protocol::refusal(method),
+        }
+    }
+
+    /// A notification. Params that do not have the expected shape are ignored, like unknown methods.
+    pub fn on_notification(&mut self, method: &str, params: &RawValue) -> Option<Step> {
+        let params = params.get();
+        match method {
+            "turn/started" if self.turn_id.is_none() => {
+                if let Ok(started) = serde_json::from_str::<TurnStarted>(params) {
+                    self.turn_id = started.turn.id;
+                }
+            }
+            "item/started" | "item/completed" => {
+                if let Ok(event) = serde_json::from_str::<ItemEvent>(params) {
+                    self.on_item(method == "item/completed", event.item);
+                }
+            }
+            "item/agentMessage/delta" => {
+                let delta = serde_json::from_str::<Delta>(params).ok()?;
+                return self
+                    .on_delta(&delta.item_id, delta.delta)
+                    .map(|text| Step::Emit(TurnEvent::TextDelta(text)));
+            }
+            "thread/tokenUsage/updated" => {
+                let params = serde_json::from_str(params).unwrap_or(Value::Null);
+                if let Some(update) = protocol::token_usage(&params) {
+                    self.usage = update;
+                }
+            }
+            "turn/completed" => {
+                let params = serde_json::from_str(params).unwrap_or(Value::Null);
+                return Some(match self.on_completed(&params) {
+                    Ok(completion) => Step::Done(completion),
+                    Err(error) => Step::Fail(error),
+                });
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// The shell stopped waiting: interrupt the turn if it has an id, and say how the run ends (a
+    /// cancelled run ends without an error: nobody is left to read it).
+    pub fn on_stop(&mut self, stop: Stop) -> Vec<Step> {
+        let mut steps = Vec::new();
+        if let Some(turn_id) = &self.turn_id {
+            steps.push(Step::Interrupt {
+                turn_id: turn_id.clone(),
+            });
+        }
+        match stop {
+            Stop::Cancelled => {}
+            Stop::TimedOut => steps.push(Step::Fail(timed_out(self.timeout))),
+            Stop::SlowClient => steps.push(Step::Fail(EngineError::new(
+                FailureKind::Timeout,
+                format!(
+                    "the client did not read the stream fast enough (more than {THREAD_BUFFER} events waited); the turn was interrupted"
+                ),
+            ))),
+        }
+        steps
+    }
+
+    /// The thread's messages ended before `turn/completed`: the worker exited or its connection broke
+    /// (`failure` says why, when known).
+    pub fn on_closed(&mut self, failure: Option<String>) -> EngineError {
+        let message = match failure {
+            Some(reason) => format!("{reason}; the turn was lost, retry the request"),
+            None => "the app-server worker exited during the turn".to_string(),
+        };
+        EngineError::new(FailureKind::CodexFailed, message)
+    }
+
+    fn on_item(&mut self, completed: bool, item: Item) {
+        if item.kind != "agentMessage" {
+            return;
+        }
+        if completed && item.phase.as_deref() != Some("commentary") {
+            if let Some(text) = item.text {
+                self.last_message = Some(text);
+            }
+        }
+        self.phase_of_item.insert(item.id.into_owned(), item.phase);
+    }
+
+    fn on_delta(&mut self, item: &str, delta: Cow<str>) -> Option<String> {
+        let commentary = self
+            .phase_of_item
+            .get(item)
+            .is_some_and(|phase| phase.as_deref() == Some("commentary"));
+        if commentary {
+            return None;
+        }
+        if self.first_delta {
+            self.first_delta = false;
+            self.phases
+                .insert("app_server_first_delta", ms(self.started));
+        }
+        self.streamed.push_str(&delta);
+        Some(delta.into_owned())
+    }
+
+    /// `turn/completed`: the answer is the last agent message of `turn.items`, else the last completed
+    /// final agent message, else the deltas streamed.
+    fn on_completed(&mut self, params: &Value) -> Result<Completion, EngineError> {
+        let turn = params.get("turn").unwrap_or(&Value::Null);
+        let status = turn.get("status").and_then(Value::as_str).unwrap_or("");
+        self.phases.insert("app_server_turn", ms(self.started));
+        if status != "completed" {
+            let error = turn.get("error").cloned().unwrap_or(Value::Null);
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("the turn ended with status `{status}`"));
+            return Err(EngineError::new(
+                protocol::failure_kind(&error),
+                summarize(&message),
+            ));
+        }
+        let final_text =
+            turn.get("items")
+                .and_then(Value::as_array)
+                .and_then(|items| {
+                    items.iter().rev().find(|item| {
+                        item.get("type").and_then(Value::as_str) == Some("agentMessage")
+                    })
+                })
+                .and_then(|item| item.get("text").and_then(Value::as_str))
+                .map(str::to_string)
+                .or_else(|| self.last_message.take())
+                .unwrap_or_else(|| std::mem::take(&mut self.streamed));
+        Ok(Completion {
+            text: final_text,
+            tool_calls: Vec::new(),
+            usage: self.usage,
+            finish: FinishReason::Stop,
+            phases: std::mem::take(&mut self.phases),
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "turn_tests.rs"]
+mod tests;

@@ -1,0 +1,313 @@
+//! Unit tests of the turn core: message sequences recorded from Codex 0.169.0 against the mock model
+//! (`fixtures/*.jsonl`, see `examples/record_app_server_fixtures.rs`) replayed into [`AppServerTurn`].
+
+use serde_json::json;
+
+use super::*;
+
+const DEFAULT: &str = include_str!("fixtures/default.jsonl");
+const DELTAS: &str = include_str!("fixtures/deltas.jsonl");
+const TOOLS_ON: &str = include_str!("fixtures/tools_on.jsonl");
+const STATUS_500: &str = include_str!("fixtures/status_500.jsonl");
+const QUOTA: &str = include_str!("fixtures/quota.jsonl");
+const CONTEXT: &str = include_str!("fixtures/context.jsonl");
+const MODEL_MISSING: &str = include_str!("fixtures/model_missing.jsonl");
+const FAILED: &str = include_str!("fixtures/failed.jsonl");
+const CUT: &str = include_str!("fixtures/cut.jsonl");
+const EOF: &str = include_str!("fixtures/eof.jsonl");
+const INTERRUPT: &str = include_str!("fixtures/interrupt.jsonl");
+
+const MOCK_REPLY: &str = "Hello from the mock model.";
+
+/// One recorded line as the connection hands it to a turn.
+fn message(line: &Value) -> ThreadMessage {
+    let method = line["method"].as_str().expect("a method").to_string();
+    let params = RawValue::from_string(line["params"].to_string()).unwrap();
+    match line.get("id") {
+        Some(id) => ThreadMessage::Request {
+            id: RawValue::from_string(id.to_string()).unwrap(),
+            method,
+            params,
+        },
+        None => ThreadMessage::Notification { method, params },
+    }
+}
+
+fn lines(fixture: &str) -> Vec<Value> {
+    fixture
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
+fn new_turn() -> AppServerTurn {
+    AppServerTurn::new(None, Phases::new(), Duration::from_secs(7))
+}
+
+/// Feeds every line to a fresh turn and returns the steps.
+fn replay(lines: &[Value]) -> (AppServerTurn, Vec<Step>) {
+    let mut turn = new_turn();
+    let steps = lines
+        .iter()
+        .filter_map(|line| turn.on_message(message(line)))
+        .collect();
+    (turn, steps)
+}
+
+fn deltas(steps: &[Step]) -> Vec<&str> {
+    steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::Emit(TurnEvent::TextDelta(text)) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn completion(steps: &[Step]) -> &Completion {
+    match steps.last() {
+        Some(Step::Done(completion)) => completion,
+        other => panic!("the turn did not end with Done: {other:?}"),
+    }
+}
+
+fn failure(steps: &[Step]) -> &EngineError {
+    match steps.last() {
+        Some(Step::Fail(error)) => error,
+        other => panic!("the turn did not end with Fail: {other:?}"),
+    }
+}
+
+#[test]
+fn a_plain_turn_streams_its_deltas_and_ends_with_text_and_usage() {
+    let (_, steps) = replay(&lines(DEFAULT));
+    assert_eq!(deltas(&steps).concat(), MOCK_REPLY);
+    assert_eq!(steps.len(), 5, "{steps:?}");
+    let done = completion(&steps);
+    assert_eq!(done.text, MOCK_REPLY);
+    assert_eq!(done.finish, FinishReason::Stop);
+    assert_eq!(
+        done.usage,
+        Usage {
+            prompt_tokens: 120,
+            completion_tokens: 30,
+            total_tokens: 150,
+            cached_tokens: 20,
+            reasoning_tokens: 10,
+        }
+    );
+    assert!(done.phases.contains_key("app_server_first_delta"));
+    assert!(done.phases.contains_key("app_server_turn"));
+}
+
+#[test]
+fn every_delta_is_emitted_in_order() {
+    let (_, steps) = replay(&lines(DELTAS));
+    let deltas = deltas(&steps);
+    assert_eq!(deltas.len(), 12);
+    assert_eq!(deltas.concat(), MOCK_REPLY);
+    assert_eq!(completion(&steps).text, MOCK_REPLY);
+}
+
+#[test]
+fn a_thread_with_codex_tools_reads_the_same() {
+    let (_, steps) = replay(&lines(TOOLS_ON));
+    assert_eq!(completion(&steps).text, MOCK_REPLY);
+}
+
+#[test]
+fn failed_turns_map_to_failure_kinds() {
+    let cases = [
+        (STATUS_500, FailureKind::CodexFailed, "high demand"),
+        (QUOTA, FailureKind::QuotaExceeded, "Quota exceeded"),
+        (
+            CONTEXT,
+            FailureKind::ContextLengthExceeded,
+            "context window",
+        ),
+        (
+            MODEL_MISSING,
+            FailureKind::UpstreamBadRequest,
+            "does not exist",
+        ),
+        (FAILED, FailureKind::CodexFailed, "mock model failed"),
+    ];
+    for (fixture, kind, text) in cases {
+        let (_, steps) = replay(&lines(fixture));
+        assert!(deltas(&steps).is_empty());
+        let error = failure(&steps);
+        assert_eq!(error.kind, kind, "{error:?}");
+        assert!(error.message.contains(text), "{error:?}");
+    }
+}
+
+#[test]
+fn a_stream_cut_midway_fails_after_its_deltas() {
+    let (_, steps) = replay(&lines(CUT));
+    assert_eq!(deltas(&steps).len(), 2);
+    let error = failure(&steps);
+    assert_eq!(error.kind, FailureKind::CodexFailed);
+    assert!(error.message.contains("stream disconnected"), "{error:?}");
+}
+
+#[test]
+fn a_stream_without_response_completed_fails_even_with_a_full_message() {
+    let (_, steps) = replay(&lines(EOF));
+    assert_eq!(deltas(&steps).concat(), MOCK_REPLY);
+    let error = failure(&steps);
+    assert!(error.message.contains("response.completed"), "{error:?}");
+}
+
+#[test]
+fn a_cancelled_turn_is_interrupted_and_ends_quietly() {
+    let recorded = lines(INTERRUPT);
+    let completed = recorded.len() - 1;
+    let (mut turn, steps) = replay(&recorded[..completed]);
+    assert!(steps.is_empty(), "{steps:?}");
+    let turn_id = recorded[completed]["params"]["turn"]["id"]
+        .as_str()
+        .unwrap();
+    assert_eq!(turn.turn_id(), Some(turn_id));
+    let stop = turn.on_stop(Stop::Cancelled);
+    assert!(
+        matches!(&stop[..], [Step::Interrupt { turn_id: id }] if id == turn_id),
+        "{stop:?}"
+    );
+    // What Codex then reports is a failed turn, should anyone still listen.
+    let steps: Vec<Step> = turn
+        .on_message(message(&recorded[completed]))
+        .into_iter()
+        .collect();
+    assert!(failure(&steps).message.contains("`interrupted`"));
+}
+
+#[test]
+fn a_timeout_or_a_slow_client_interrupts_and_fails() {
+    let recorded = lines(INTERRUPT);
+    let (mut turn, _) = replay(&recorded[..3]);
+    match &turn.on_stop(Stop::TimedOut)[..] {
+        [Step::Interrupt { .. }, Step::Fail(error)] => {
+            assert_eq!(error.kind, FailureKind::Timeout);
+            assert!(error.message.contains("timeout of 7 s"), "{error:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match &turn.on_stop(Stop::SlowClient)[..] {
+        [Step::Interrupt { .. }, Step::Fail(error)] => {
+            assert_eq!(error.kind, FailureKind::Timeout);
+            assert!(
+                error.message.contains("did not read the stream"),
+                "{error:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Before `turn/started` there is no turn id, so nothing to interrupt.
+    let steps = new_turn().on_stop(Stop::TimedOut);
+    assert!(matches!(&steps[..], [Step::Fail(_)]), "{steps:?}");
+}
+
+#[test]
+fn without_a_final_message_the_answer_is_the_streamed_text() {
+    let mut recorded = lines(DEFAULT);
+    recorded.retain(|line| {
+        !(line["method"] == "item/completed" && line["params"]["item"]["type"] == "agentMessage")
+    });
+    let last = recorded.last_mut().unwrap();
+    assert_eq!(last["method"], "turn/completed");
+    last["params"]["turn"]["items"] = json!([]);
+    let (_, steps) = replay(&recorded);
+    assert_eq!(completion(&steps).text, MOCK_REPLY);
+}
+
+#[test]
+fn the_last_completed_message_wins_over_the_deltas_when_items_are_empty() {
+    let mut recorded = lines(DEFAULT);
+    for line in &mut recorded {
+        if line["method"] == "item/completed" && line["params"]["item"]["type"] == "agentMessage" {
+            line["params"]["item"]["text"] = json!("the final text");
+        }
+    }
+    recorded.last_mut().unwrap()["params"]["turn"]["items"] = json!([]);
+    let (_, steps) = replay(&recorded);
+    assert_eq!(completion(&steps).text, "the final text");
+}
+
+#[test]
+fn commentary_deltas_are_not_part_of_the_answer() {
+    let mut recorded = lines(DEFAULT);
+    for line in &mut recorded {
+        if line["method"] == "item/started" && line["params"]["item"]["type"] == "agentMessage" {
+            line["params"]["item"]["phase"] = json!("commentary");
+        }
+    }
+    let (_, steps) = replay(&recorded);
+    assert!(deltas(&steps).is_empty(), "{steps:?}");
+}
+
+#[test]
+fn server_requests_are_answered_at_once() {
+    // Shapes from `ServerRequest.json` of the schema: the mock model cannot make Codex ask.
+    let recorded = lines(DEFAULT);
+    let thread = recorded[0]["params"]["threadId"].clone();
+    let requests = [
+        json!({"id": 0, "method": "item/tool/call", "params": {"threadId": thread, "turnId": "t", "callId": "c", "tool": "f", "arguments": {}}}),
+        json!({"id": 1, "method": "item/commandExecution/requestApproval", "params": {"threadId": thread, "turnId": "t", "itemId": "i"}}),
+        json!({"id": "two", "method": "currentTime/read", "params": {"threadId": thread}}),
+    ];
+    let mut turn = new_turn();
+    let answers: Vec<Step> = requests
+        .iter()
+        .filter_map(|request| turn.on_message(message(request)))
+        .collect();
+    match &answers[..] {
+        [Step::Answer {
+            id: a,
+            reply: Ok(tool),
+        }, Step::Answer {
+            id: b,
+            reply: Ok(approval),
+        }, Step::Answer {
+            id: c,
+            reply: Err((code, _)),
+        }] => {
+            assert_eq!((a.get(), b.get(), c.get()), ("0", "1", "\"two\""));
+            assert_eq!(tool["success"], false);
+            assert_eq!(approval["decision"], "decline");
+            assert_eq!(*code, -32601);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The turn goes on as before.
+    let steps: Vec<Step> = recorded
+        .iter()
+        .filter_map(|line| turn.on_message(message(line)))
+        .collect();
+    assert_eq!(completion(&steps).text, MOCK_REPLY);
+}
+
+#[test]
+fn a_lost_worker_fails_the_turn_with_the_reason() {
+    let error = new_turn().on_closed(Some("the worker broke".into()));
+    assert_eq!(error.kind, FailureKind::CodexFailed);
+    assert!(error
+        .message
+        .starts_with("the worker broke; the turn was lost"));
+    let error = new_turn().on_closed(None);
+    assert!(error.message.contains("exited during the turn"));
+}
+
+#[test]
+fn malformed_params_are_ignored() {
+    let mut turn = new_turn();
+    for method in [
+        "turn/started",
+        "item/started",
+        "item/agentMessage/delta",
+        "thread/tokenUsage/updated",
+    ] {
+        let params = RawValue::from_string("[1, \"x\"]".to_string()).unwrap();
+        assert!(turn.on_notification(method, &params).is_none(), "{method}");
+    }
+    assert_eq!(turn.turn_id(), None);
+}
