@@ -20,10 +20,6 @@
 
 #[path = "support/contender.rs"]
 mod contender;
-#[path = "support/harness.rs"]
-mod harness;
-#[path = "../tests/it/support/mock_model.rs"]
-mod mock_model;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -34,11 +30,11 @@ use codex_api_proxy::codex::launch::{resolve, spawn_in_group};
 use codex_api_proxy::engine::app_server::protocol::initialize_params;
 use codex_api_proxy::engine::app_server::rpc::Connection;
 use codex_api_proxy::engine::app_server::worker::base_args;
-use harness::{
-    bench_envs, codex_launcher, cpu_per_request, cpu_sample, memory_mib, percentile,
+use proxy_test_support::harness::{
+    self, bench_envs, codex_launcher, cpu_per_request, cpu_sample, memory_mib, percentile,
     prebuilt_proxy, profile_toml, proxy_command, scratch_dir, server_toml, toml_string_list, Proxy,
 };
-use mock_model::MockModel;
+use proxy_test_support::mock_model::MockModel;
 use serde_json::json;
 
 const SLOW: &str = "mock:deltas=4 mock:delay_ms=250";

@@ -7,12 +7,9 @@
 //! peak resident memory (`VmHWM` of `/proc/PID/status`) against the bytes in flight. Memory is what the
 //! run is about; the answers' statuses are printed as a check.
 
-#[path = "support/harness.rs"]
-mod harness;
-
 use std::time::Instant;
 
-use harness::{
+use proxy_test_support::harness::{
     bench_envs, build_release_proxy, codex_bin, proc_status_value, profile_toml, proxy_command,
     scratch_dir, server_toml, start_proxy,
 };

@@ -23,11 +23,6 @@
 //! Run: `cargo run --release --example bench_codex_direct -- [TURNS_PER_CELL] [ROUNDS]` (default 40, 3; use an odd ROUNDS, the median of an even count is the upper middle one;
 //! needs `npm ci` for the pinned Codex CLI).
 
-#[path = "support/harness.rs"]
-mod harness;
-#[path = "../tests/it/support/mock_model.rs"]
-mod mock_model;
-
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,8 +32,10 @@ use codex_api_proxy::codex::launch::{resolve, spawn_in_group, GroupKiller, Resol
 use codex_api_proxy::engine::app_server::protocol::{initialize_params, no_tools_config};
 use codex_api_proxy::engine::app_server::rpc::Connection;
 use codex_api_proxy::engine::app_server::worker::base_args;
-use harness::{codex_launcher, cpu_per_request, cpu_sample, percentile, scratch_dir, CpuSample};
-use mock_model::MockModel;
+use proxy_test_support::harness::{
+    self, codex_launcher, cpu_per_request, cpu_sample, percentile, scratch_dir, CpuSample,
+};
+use proxy_test_support::mock_model::MockModel;
 use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(30);

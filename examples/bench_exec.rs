@@ -11,11 +11,6 @@
 //! Run: `bench/exec_latency.sh [N]`, or `cargo run --release --example bench_exec -- [N]` (default 30;
 //! needs `npm ci` for the pinned Codex CLI). Target: proxy p50 ≤ 1.05 × direct p50 to `turn.completed`.
 
-#[path = "support/harness.rs"]
-mod harness;
-#[path = "../tests/it/support/mock_model.rs"]
-mod mock_model;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,12 +20,12 @@ use codex_api_proxy::config::{parse, Profile, ServerOverrides};
 use codex_api_proxy::engine::exec::exec_args;
 use codex_api_proxy::engine::Job;
 use codex_api_proxy::turn::{Role, TurnRequest};
-use harness::{
-    build_release_proxy, codex_bin, cpu_per_request, cpu_sample, manifest_dir, mean, millis,
+use proxy_test_support::harness::{
+    self, build_release_proxy, codex_bin, cpu_per_request, cpu_sample, manifest_dir, mean, millis,
     percentile, profile_toml, proxy_command, reaped_children_ms, server_toml, start_proxy,
     toml_string_list,
 };
-use mock_model::{MockModel, DEFAULT_REPLY};
+use proxy_test_support::mock_model::{MockModel, DEFAULT_REPLY};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 

@@ -13,20 +13,15 @@
 //! the new snapshot is published and the new profile's pool admitted the request) and "answered" (that
 //! request's `[DONE]`, which adds one Codex run against the mock model).
 
-#[path = "support/harness.rs"]
-mod harness;
-#[path = "../tests/it/support/mock_model.rs"]
-mod mock_model;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use harness::{
+use proxy_test_support::harness::{
     build_release_proxy, codex_bin, create_subdirs, manifest_dir, millis, percentile, profile_toml,
     proxy_command, server_toml, start_proxy, toml_string_list, Proxy,
 };
-use mock_model::MockModel;
+use proxy_test_support::mock_model::MockModel;
 use serde_json::json;
 
 struct Setup {

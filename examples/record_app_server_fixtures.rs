@@ -13,11 +13,6 @@
 //!
 //! Run: `cargo run --example record_app_server_fixtures` (needs `npm ci` for the pinned Codex CLI).
 
-#[path = "support/harness.rs"]
-mod harness;
-#[path = "../tests/it/support/mock_model.rs"]
-mod mock_model;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +23,8 @@ use codex_api_proxy::engine::app_server::protocol::{
     initialize_params, refusal, thread_start_params,
 };
 use codex_api_proxy::engine::app_server::worker::base_args;
-use harness::{bench_envs, codex_launcher, manifest_dir, scratch_dir};
-use mock_model::MockModel;
+use proxy_test_support::harness::{bench_envs, codex_launcher, manifest_dir, scratch_dir};
+use proxy_test_support::mock_model::MockModel;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout};

@@ -11,11 +11,6 @@
 //! descriptors at start and end, and Codex processes alive at the end. Requirements: the only failures are
 //! the turns running on a killed worker (clean 502 or in-band errors), RSS and fd counts flat, no orphan.
 
-#[path = "support/harness.rs"]
-mod harness;
-#[path = "../tests/it/support/mock_model.rs"]
-mod mock_model;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
@@ -23,12 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use harness::{
-    bench_envs, codex_launcher, open_fds, percentile, prebuilt_proxy, proc_status_value, processes,
-    profile_toml, proxy_command, scratch_dir, send_signal, server_toml, start_proxy,
+use proxy_test_support::harness::{
+    self, bench_envs, codex_launcher, open_fds, percentile, prebuilt_proxy, proc_status_value,
+    processes, profile_toml, proxy_command, scratch_dir, send_signal, server_toml, start_proxy,
     toml_string_list,
 };
-use mock_model::MockModel;
+use proxy_test_support::mock_model::{self, MockModel};
 use serde_json::{json, Value};
 
 const CLIENTS: usize = 16;

@@ -14,11 +14,11 @@ use std::time::Instant;
 use codex_api_proxy::codex::launch::resolve;
 use serde_json::json;
 
-use crate::harness::{
+use proxy_test_support::harness::{
     self, cpu_per_request, cpu_sample, manifest_dir, percentile, prebuilt_proxy, profile_toml,
     proxy_command, scratch_dir, server_toml, toml_string_list, Proxy,
 };
-use crate::mock_model::MockModel;
+use proxy_test_support::mock_model::MockModel;
 
 /// Interleaved rounds; the medians of their figures are reported.
 pub const ROUNDS: usize = 3;

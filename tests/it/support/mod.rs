@@ -1,4 +1,5 @@
-//! Shared support code for the integration tests: the mock Responses API server (`mock_model`), the
+//! Shared support code for the integration tests: the mock Responses API server (`mock_model`,
+//! re-exported from the dev-only `proxy-test-support` crate, which the benchmarks use too), the
 //! proxy launcher (`app`), fake Codex scripts (`fake_codex`), complete HTTP answers from reqwest or a
 //! raw socket (`http`), TOML quoting (`toml_text`), and lookup of the real Codex CLI binaries installed
 //! by `npm ci` in the repository root.
@@ -10,8 +11,9 @@ pub mod app;
 pub mod fake_codex;
 pub mod fake_hostile;
 pub mod http;
-pub mod mock_model;
 pub mod toml_text;
+
+pub use proxy_test_support::mock_model;
 
 use std::path::{Path, PathBuf};
 

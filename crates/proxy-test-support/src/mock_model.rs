@@ -74,7 +74,8 @@
 //! slug the tools come as an `input` item `{"type":"additional_tools",…}` with
 //! namespaces and there is no `tools` field; with an unknown slug (e.g.
 //! `-c model=mock-model`) `tools` is a flat list. `tool_names()` handles both.
-#![allow(dead_code)]
+//!
+//! Its own tests (the real Codex CLI against it) are in `tests/it/mock_model.rs` of the root package.
 
 use std::io;
 use std::net::SocketAddr;

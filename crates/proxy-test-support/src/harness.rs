@@ -3,19 +3,22 @@
 //! waiting for `/ready`; the config snippets they write; percentiles; per-process figures read from
 //! `/proc`; and scratch directories under `target/`.
 //!
-//! Each example includes it with `#[path = "support/harness.rs"] mod harness;`. It lives in a
-//! subdirectory so Cargo does not take it for an example of its own.
-
-#![allow(dead_code)]
+//! The examples use it as `proxy_test_support::harness`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The repository root.
+/// The repository root: the root package's directory, two levels above this crate's
+/// (`crates/proxy-test-support`).
 pub fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir
+        .ancestors()
+        .nth(2)
+        .expect("crates/proxy-test-support lies two levels below the repository root")
+        .to_path_buf()
 }
 
 /// The pinned Codex CLI launcher installed by `npm ci`.
@@ -201,6 +204,7 @@ pub fn percentile(samples: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// The arithmetic mean of the samples; NaN when there are none.
 pub fn mean(samples: &[f64]) -> f64 {
     samples.iter().sum::<f64>() / samples.len() as f64
 }
@@ -274,6 +278,7 @@ pub fn bench_envs() -> PathBuf {
     manifest_dir().join("target").join("bench-envs")
 }
 
+/// Creates the (possibly nested) subdirectories `subdirs` of `dir`.
 pub fn create_subdirs(dir: &Path, subdirs: &[&str]) {
     for sub in subdirs {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
