@@ -23,3 +23,4 @@ pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod turn;
+pub mod usage;
