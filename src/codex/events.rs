@@ -83,7 +83,9 @@ pub fn exec_usage(usage: &Value) -> Usage {
     }
 }
 
-/// Classifies a Codex failure message (exec has only the text; see the protocol notes §5).
+/// Classifies a Codex failure message: exec reports only the text. The messages Codex 0.169.0 prints for
+/// each upstream failure are listed in `tests/it/support/mock_model.rs` and recorded in
+/// `src/engine/exec/fixtures/`.
 pub fn classify_failure(message: &str) -> FailureKind {
     let lower = message.to_ascii_lowercase();
     if lower.contains("quota exceeded") || lower.contains("usage limit") {
