@@ -21,15 +21,14 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use codex_api_proxy::codex::launch::{resolve, ResolvedCodex};
-use codex_api_proxy::codex::prompt::Conversation;
 use codex_api_proxy::config::{parse, Profile, ServerOverrides};
 use codex_api_proxy::engine::exec::exec_args;
 use codex_api_proxy::engine::Job;
+use codex_api_proxy::turn::{Role, TurnRequest};
 use proxy_test_support::harness::{
     codex_bin, manifest_dir, profile_toml, server_toml, toml_string_list,
 };
 use proxy_test_support::mock_model::MockModel;
-use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// One recording: its name, the prompt (mock directives), extra `-c` values, and whether Codex is killed
@@ -93,8 +92,7 @@ async fn record(
     std::fs::create_dir_all(home.join("codex-home")).unwrap();
     let job = Job {
         request_id: case.name.to_string(),
-        request: Conversation::from_messages(&[json!({"role": "user", "content": case.prompt})])
-            .into(),
+        request: TurnRequest::from_texts(None, [(Role::User, case.prompt.to_string())]),
         cwd: workspace.to_path_buf(),
         model: profile.model.clone(),
         received_at: Instant::now(),
