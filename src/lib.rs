@@ -3,8 +3,8 @@
 //!
 //! Layout (see ARCHITECTURE.md for the life of a request and the invariants):
 //! - `cli`, `daemon`, `server`: the command line, the background process, serving.
-//! - `config`, `routing`, `snapshot`, `reload`, `state`: what the file says, model → profile, the published
-//!   snapshot and how it is replaced.
+//! - `config`, `routing`: what the file says (pure), model → profile.
+//! - `live`: the published snapshot, how it is rebuilt and replaced, and the file watcher.
 //! - `pool`, `engine`, `codex`, `cwd`: admission, the Codex engines, launching Codex and shaping its input.
 //! - `api`, `metrics`: the HTTP surface and its counters.
 
@@ -15,11 +15,9 @@ pub mod config;
 pub mod cwd;
 pub mod daemon;
 pub mod engine;
+pub mod live;
 pub mod metrics;
 pub mod pool;
-pub mod reload;
 pub mod routing;
 pub mod server;
-pub mod snapshot;
-pub mod state;
 pub mod turn;

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::StartArgs;
 use crate::config::Config;
-use crate::snapshot::{CodexStatus, Snapshot};
-use crate::state::AppState;
+use crate::live::snapshot::{CodexStatus, Snapshot};
+use crate::live::state::AppState;
 
 /// Builds generation 1 from a validated config.
 pub async fn first_snapshot(config: Config) -> Snapshot {
@@ -111,7 +111,7 @@ fn spawn_signal_handlers(state: AppState, shutdown: CancellationToken) {
                 tracing::warn!("SIGHUP ignored: the server was started without --config");
                 continue;
             }
-            let _ = crate::reload::reload(&state, "sighup").await;
+            let _ = crate::live::reload::reload(&state, "sighup").await;
         }
     });
 }
@@ -125,7 +125,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let address: SocketAddr = listener.local_addr()?;
     let snapshot = state.snapshot();
-    let watcher = crate::config::watch::spawn(state.clone());
+    let watcher = crate::live::watch::spawn(state.clone());
     println!("listening on http://{address}");
     tracing::info!(
         address = %address,

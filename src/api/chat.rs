@@ -28,8 +28,8 @@ use crate::config::EngineKind;
 use crate::config::Profile;
 use crate::engine::exec::{developer_instructions_arg, MAX_ARG_BYTES};
 use crate::engine::{ms, Completion, Job, Phases, RunHandle, TurnEvent, Usage};
+use crate::live::state::AppState;
 use crate::metrics::{InFlight, ProfileStats};
-use crate::state::AppState;
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -161,7 +161,7 @@ fn resolve_cwd(profile: &Profile, requested: Option<&str>) -> Result<std::path::
 /// Reads the body under the in-flight budget and parses it; the budget is released when this returns.
 async fn receive(
     state: &AppState,
-    snapshot: &crate::snapshot::Snapshot,
+    snapshot: &crate::live::snapshot::Snapshot,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<ChatRequest, ApiError> {
@@ -179,7 +179,7 @@ async fn receive(
 
 async fn handle(
     state: &AppState,
-    snapshot: Arc<crate::snapshot::Snapshot>,
+    snapshot: Arc<crate::live::snapshot::Snapshot>,
     incoming: Incoming<'_>,
     stats_slot: &mut Option<Arc<ProfileStats>>,
 ) -> Result<Response, ApiError> {
@@ -384,7 +384,7 @@ struct SseState {
     engine_started: Instant,
     _in_flight: InFlight,
     /// The request's one snapshot, kept until the stream ends (like the plain path keeps it).
-    _snapshot: Arc<crate::snapshot::Snapshot>,
+    _snapshot: Arc<crate::live::snapshot::Snapshot>,
 }
 
 impl SseState {

@@ -25,8 +25,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::config::Profile;
-use crate::snapshot::Snapshot;
-use crate::state::AppState;
+use crate::live::snapshot::Snapshot;
+use crate::live::state::AppState;
 use error::ApiError;
 
 /// All routes of the server.

@@ -13,7 +13,7 @@ use crate::api::error::ApiError;
 use crate::api::guard::Loaded;
 use crate::api::{authenticate, may_use};
 use crate::config::Profile;
-use crate::snapshot::Snapshot;
+use crate::live::snapshot::Snapshot;
 
 fn entry(snapshot: &Snapshot, profile: &Profile, id: &str) -> Value {
     json!({

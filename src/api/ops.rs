@@ -15,9 +15,9 @@ use serde_json::{json, Value};
 use crate::api::error::ApiError;
 use crate::api::guard::Loaded;
 use crate::api::{authenticate_admin, authorize_ops};
-use crate::reload::{reload, ReloadError};
-use crate::snapshot::Snapshot;
-use crate::state::AppState;
+use crate::live::reload::{reload, ReloadError};
+use crate::live::snapshot::Snapshot;
+use crate::live::state::AppState;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -6,7 +6,6 @@
 //! never starts processes (that is the engines' job).
 
 pub mod raw;
-pub mod watch;
 
 #[cfg(test)]
 mod proptests;

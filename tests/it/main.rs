@@ -16,6 +16,6 @@ mod hostile;
 mod mock_model;
 mod reload;
 mod sdk;
-mod security_engine;
 mod security_daemon;
+mod security_engine;
 mod security_http;

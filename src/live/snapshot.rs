@@ -1,5 +1,5 @@
 //! The config snapshot every request works from: an immutable [`Snapshot`] (config, router, one pool per
-//! profile, the resolved Codex binary) published through one `ArcSwap` in [`crate::state`].
+//! profile, the resolved Codex binary) published through one `ArcSwap` in [`crate::live::state`].
 //!
 //! [`Snapshot::build`] makes a complete new snapshot from a validated config, reusing the previous
 //! snapshot's pool for every profile whose runtime settings did not change (so its queue and warm

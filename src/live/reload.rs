@@ -2,7 +2,7 @@
 //! with one `store`. On any error nothing changes; the error is recorded for `/ready` and `/metrics` and
 //! logged once (the same error again is only counted).
 //!
-//! Entry point: [`reload`], called by the file watcher ([`crate::config::watch`]), SIGHUP and
+//! Entry point: [`reload`], called by the file watcher ([`crate::live::watch`]), SIGHUP and
 //! `POST /admin/reload`. `${VAR}`s are expanded from the environment, else from the values the server
 //! was started with ([`AppState::config_var`]). A panic inside a reload is caught and recorded as a
 //! failed reload. Reloads are serialised by [`AppState::reload_lock`] and each one reads the file
@@ -12,7 +12,7 @@
 //! A file that parses to the table already in service (same keys and values in the same order; only
 //! comments or layout changed) is a no-op: same generation, no pool touched. Otherwise
 //! [`Snapshot::build`] reuses the pool of every profile whose runtime settings are unchanged; the pools
-//! of changed and removed profiles are retired once no snapshot holds them (see [`crate::snapshot`]).
+//! of changed and removed profiles are retired once no snapshot holds them (see [`crate::live::snapshot`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,8 +21,8 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 
 use crate::config::{self, Config, ConfigErrors, ServerConfig, ServerOverrides};
-use crate::snapshot::{same_table, ChangeSummary, Snapshot};
-use crate::state::{AppState, StartupServer};
+use crate::live::snapshot::{same_table, ChangeSummary, Snapshot};
+use crate::live::state::{AppState, StartupServer};
 
 /// The result of one reload, as `/admin/reload` and the `reload` command report it.
 #[derive(Debug, Clone, Serialize)]

@@ -10,8 +10,8 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerOverrides;
+use crate::live::snapshot::Snapshot;
 use crate::metrics::Metrics;
-use crate::snapshot::Snapshot;
 
 /// Outcome bookkeeping of config reloads, shown by `/ready` and `/metrics`.
 #[derive(Debug, Clone, Default)]
@@ -118,7 +118,7 @@ impl AppState {
         self.inner.snapshot.load_full()
     }
 
-    /// Publishes a new snapshot (one atomic store). Only [`crate::reload`] calls it, holding
+    /// Publishes a new snapshot (one atomic store). Only [`crate::live::reload`] calls it, holding
     /// [`AppState::reload_lock`].
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
         self.inner.snapshot.store(snapshot);
