@@ -18,6 +18,7 @@ pub mod engine;
 pub mod live;
 pub mod metrics;
 pub mod pool;
+pub mod report;
 pub mod routing;
 pub mod server;
 pub mod turn;

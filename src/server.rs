@@ -219,10 +219,10 @@ async fn shutdown_pools(snapshot: &Arc<Snapshot>) {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
     while tokio::time::Instant::now() < deadline
-        && snapshot.pools.iter().any(|pool| {
-            pool.app_server()
-                .is_some_and(|app_server| !app_server.worker_pids().is_empty())
-        })
+        && snapshot
+            .pools
+            .iter()
+            .any(|pool| !pool.engine().worker_pids().is_empty())
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
