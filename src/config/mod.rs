@@ -201,6 +201,9 @@ pub struct Config {
     /// Every environment variable the file references through `${VAR}` (set or not), sorted. They
     /// hold secrets more often than not, so Codex processes never see them.
     pub env_refs: Vec<String>,
+    /// The file's parsed table (from the same text that was validated): a reload whose file parses to
+    /// the same table, in the same order, changes nothing.
+    pub source_table: Option<toml::Table>,
 }
 
 impl Config {
@@ -421,12 +424,23 @@ impl Config {
             profiles: vec![Arc::new(profile)],
             source: None,
             env_refs: Vec::new(),
+            source_table: None,
         }
     }
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file, expanding `${VAR}` from the environment.
 pub fn load_file(path: &Path, overrides: &ServerOverrides) -> Result<Config, ConfigErrors> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    load_file_with(path, overrides, &lookup)
+}
+
+/// Reads the file once and validates it, expanding `${VAR}` through `lookup`.
+pub fn load_file_with(
+    path: &Path,
+    overrides: &ServerOverrides,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|err| ConfigErrors {
         path: path.display().to_string(),
         problems: vec![Problem {
@@ -435,8 +449,61 @@ pub fn load_file(path: &Path, overrides: &ServerOverrides) -> Result<Config, Con
             message: format!("cannot read the file: {err}"),
         }],
     })?;
-    let lookup = |name: &str| std::env::var(name).ok();
-    parse(&text, path, overrides, &lookup)
+    parse(&text, path, overrides, lookup)
+}
+
+/// The value of `${name}` in a config file: the environment's, else the one in `saved` (what a
+/// background server was handed at start).
+pub fn config_env_lookup(
+    saved: &std::collections::BTreeMap<String, String>,
+    name: &str,
+) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .or_else(|| saved.get(name).cloned())
+}
+
+/// Whether `host` is a loopback name or address.
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// The warning for a non-loopback bind without an api key, or `None`.
+pub fn exposure_warning(host: &str, api_keys: &[String]) -> Option<String> {
+    (!is_loopback(host) && api_keys.is_empty()).then(|| {
+        format!(
+            "WARNING: binding to non-loopback host {host} without an API key. Anyone who can reach this port \
+             can spend your Codex quota and read files in the allowed roots. Set --api-key or [server] api_keys."
+        )
+    })
+}
+
+/// The warning for `cors_origins = ["*"]`, or `None`.
+pub fn cors_warning(origins: &[String]) -> Option<String> {
+    origins.iter().any(|origin| origin == "*").then(|| {
+        "WARNING: [server] cors_origins contains \"*\": any web page a browser opens may call this API \
+         (with the browser's network position; with a key if the page has it). List the origins that \
+         need it instead."
+            .to_string()
+    })
+}
+
+impl Config {
+    /// The exposure and CORS warnings this configuration deserves (printed by `start` and `check`).
+    pub fn warnings(&self) -> Vec<String> {
+        let server = &self.server;
+        [
+            exposure_warning(&server.host, &server.api_keys),
+            cors_warning(&server.cors_origins),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// Validates the text of a config file. Pure apart from `lookup` (the environment for `${VAR}`).
@@ -467,8 +534,10 @@ pub fn parse(
         }
     };
     let base = path.parent().map(Path::to_path_buf);
-    let config = checker.build(&file, base.as_deref(), overrides, path);
+    let mut config = checker.build(&file, base.as_deref(), overrides, path);
     if checker.problems.is_empty() {
+        // The text is valid TOML (it parsed above), so this only fails on a bug.
+        config.source_table = toml::from_str::<toml::Table>(text).ok();
         Ok(config)
     } else {
         checker
@@ -808,6 +877,7 @@ impl<'a> Checker<'a> {
             profiles,
             source: Some(path.to_path_buf()),
             env_refs,
+            source_table: None,
         }
     }
 

@@ -39,8 +39,8 @@ pub(super) fn run(args: &CheckArgs) -> anyhow::Result<i32> {
         server.log_level
     );
     let warnings = [
-        super::exposure_warning(&server.host, &server.api_keys),
-        super::cors_warning(&server.cors_origins),
+        config::exposure_warning(&server.host, &server.api_keys),
+        config::cors_warning(&server.cors_origins),
     ];
     for warning in warnings.into_iter().flatten() {
         println!("{warning}");

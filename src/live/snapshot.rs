@@ -242,6 +242,7 @@ impl Snapshot {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        let source_table = config.source_table.clone();
         (
             Snapshot {
                 generation,
@@ -250,7 +251,7 @@ impl Snapshot {
                 pools,
                 codex,
                 created,
-                source_table: None,
+                source_table,
                 leases,
             },
             summary,

@@ -170,7 +170,7 @@ impl AppState {
     /// The value of `${name}` for a reload: the environment's, else the one saved at start.
     pub fn config_var(&self, name: &str) -> Option<String> {
         static EMPTY: BTreeMap<String, String> = BTreeMap::new();
-        crate::cli::config_env_lookup(self.inner.config_env.get().unwrap_or(&EMPTY), name)
+        crate::config::config_env_lookup(self.inner.config_env.get().unwrap_or(&EMPTY), name)
     }
 
     pub fn shutdown(&self) -> &CancellationToken {

@@ -491,7 +491,7 @@ mod tests {
     /// A server state serving `path` (not listening anywhere).
     async fn state_for(path: &Path) -> AppState {
         let config = crate::config::load_file(path, &Default::default()).unwrap();
-        let snapshot = crate::server::first_snapshot(config).await;
+        let snapshot = crate::live::reload::first_snapshot(config).await;
         AppState::new(
             snapshot,
             Some(path.to_path_buf()),
