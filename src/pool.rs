@@ -74,7 +74,7 @@ impl Pool {
         Arc::new(Pool {
             engine: Arc::new(engine),
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
-            slots: Arc::new(Semaphore::new(profile.max_concurrency)),
+            slots: Arc::new(Semaphore::new(profile.runtime.max_concurrency)),
             profile,
             queued: AtomicUsize::new(0),
             running: Arc::new(AtomicUsize::new(0)),
@@ -103,7 +103,7 @@ impl Pool {
         if self.engine.has_workers() {
             let engine = self.engine.clone();
             let running = self.running.clone();
-            let limit = self.profile.timeout + Duration::from_secs(1);
+            let limit = self.profile.runtime.timeout + Duration::from_secs(1);
             tokio::spawn(async move {
                 let started = tokio::time::Instant::now();
                 while running.load(Ordering::Relaxed) > 0 && started.elapsed() < limit {
@@ -143,14 +143,14 @@ impl Pool {
             Err(_) => {
                 let waiting = self.queued.fetch_add(1, Ordering::Relaxed);
                 let _queued = QueuedGuard(&self.queued);
-                if waiting >= profile.max_queue_size {
+                if waiting >= profile.runtime.max_queue_size {
                     return Err(AdmitError::QueueFull {
                         profile: profile.name.clone(),
-                        size: profile.max_queue_size,
+                        size: profile.runtime.max_queue_size,
                     });
                 }
                 match tokio::time::timeout(
-                    profile.queue_timeout,
+                    profile.runtime.queue_timeout,
                     self.slots.clone().acquire_owned(),
                 )
                 .await
@@ -159,7 +159,7 @@ impl Pool {
                     Ok(Err(_)) | Err(_) => {
                         return Err(AdmitError::QueueTimeout {
                             profile: profile.name.clone(),
-                            seconds: profile.queue_timeout.as_secs(),
+                            seconds: profile.runtime.queue_timeout.as_secs(),
                         })
                     }
                 }

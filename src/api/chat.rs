@@ -203,7 +203,7 @@ async fn handle(
             .profiles
             .iter()
             .filter(|profile| crate::api::may_use(&snapshot, profile, &caller))
-            .flat_map(|p| std::iter::once(p.name.clone()).chain(p.aliases.iter().cloned()))
+            .flat_map(|p| std::iter::once(p.name.clone()).chain(p.routing.aliases.iter().cloned()))
             .collect();
         return Err(ApiError::ModelNotFound(format!(
             "The model `{}` does not exist on this proxy. Available models: {}.",
@@ -218,7 +218,7 @@ async fn handle(
     let profile = route.profile.clone();
     let pool = route.pool.clone();
     authorize_profile(&snapshot, &profile, &request.model, &caller)?;
-    if profile.pass_model {
+    if profile.runtime.pass_model {
         check_passed_model(&request.model)?;
     }
 
@@ -229,7 +229,7 @@ async fn handle(
     let mut log = LatencyLog {
         request_id: request_id.clone(),
         profile: profile.name.clone(),
-        engine: profile.engine.as_str(),
+        engine: profile.runtime.engine.as_str(),
         model: request.model.clone(),
         stream: request.stream,
         received_at,
@@ -244,7 +244,7 @@ async fn handle(
 
     let started = Instant::now();
     let conversation = request.take_conversation();
-    if profile.engine == EngineKind::Exec {
+    if profile.runtime.engine == EngineKind::Exec {
         check_exec_instructions(&profile.name, &conversation)?;
     }
     log.phases.insert("prompt_build", ms(started));
@@ -261,10 +261,10 @@ async fn handle(
         request_id: request_id.clone(),
         request: conversation.into(),
         cwd,
-        model: if profile.pass_model {
+        model: if profile.runtime.pass_model {
             Some(request.model.clone())
         } else {
-            profile.model.clone()
+            profile.runtime.model.clone()
         },
         received_at,
     };
@@ -331,7 +331,7 @@ async fn handle(
         }
     };
     drop(in_flight);
-    let engine_phase = engine_phase_name(profile.engine);
+    let engine_phase = engine_phase_name(profile.runtime.engine);
     log.phases.insert(engine_phase, ms(engine_started));
     match outcome {
         Ok((text, usage, phases)) => {

@@ -22,9 +22,9 @@ fn entry(snapshot: &Snapshot, profile: &Profile, id: &str) -> Value {
         "created": snapshot.created,
         "owned_by": "codex-api-proxy",
         "profile": profile.name,
-        "aliases": profile.aliases,
-        "engine": profile.engine.as_str(),
-        "description": profile.description,
+        "aliases": profile.routing.aliases,
+        "engine": profile.runtime.engine.as_str(),
+        "description": profile.routing.description,
     })
 }
 

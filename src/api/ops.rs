@@ -93,7 +93,7 @@ pub async fn ready(
             profile.name.clone(),
             ProfileReadiness {
                 ready: readiness.is_ready(),
-                engine: profile.engine.as_str().to_string(),
+                engine: profile.runtime.engine.as_str().to_string(),
                 reason: readiness.reason(),
             },
         );
@@ -131,10 +131,10 @@ pub async fn metrics(
         let workers = pool.engine().workers_report().await.map(typed);
         let block = ProfileMetrics {
             counters: typed(metrics.profile_json(&profile.name)),
-            engine: profile.engine.as_str().to_string(),
+            engine: profile.runtime.engine.as_str().to_string(),
             queued: pool.queued(),
             running: pool.running(),
-            max_concurrency: profile.max_concurrency,
+            max_concurrency: profile.runtime.max_concurrency,
             pool: PoolId { id: pool.id },
             workers,
         };

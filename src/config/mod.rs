@@ -122,15 +122,49 @@ impl ServerConfig {
 #[derive(Debug, Clone)]
 pub struct Profile {
     pub name: String,
-    pub engine: EngineKind,
-    /// Passed to Codex as `--model`; `None` lets Codex choose.
-    pub model: Option<String>,
-    /// Pass the request's `model` to Codex instead of [`Profile::model`].
-    pub pass_model: bool,
+    /// Which model names select it.
+    pub routing: Routing,
+    /// Who may use it.
+    pub access: Access,
+    /// Everything that shapes its Codex processes and admission: equal settings can share one pool.
+    pub runtime: RuntimeSettings,
+}
+
+/// The model names a profile answers to (besides its own name).
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
     pub aliases: Vec<String>,
     /// Model names this regex matches select the profile.
     pub match_regex: Option<Regex>,
     pub description: String,
+}
+
+impl PartialEq for Routing {
+    fn eq(&self, other: &Routing) -> bool {
+        self.aliases == other.aliases
+            && self.description == other.description
+            && self.match_regex.as_ref().map(Regex::as_str)
+                == other.match_regex.as_ref().map(Regex::as_str)
+    }
+}
+
+/// Who may use a profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// If non-empty, only these bearer tokens may use the profile.
+    pub api_keys: Vec<String>,
+}
+
+/// The settings that shape a profile's Codex processes and its admission. Two profiles with equal
+/// settings (and the same Codex binary and environment) can share one pool, so a reload that leaves
+/// them unchanged keeps the pool, its queue and its warm workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    pub engine: EngineKind,
+    /// Passed to Codex as `--model`; `None` lets Codex choose.
+    pub model: Option<String>,
+    /// Pass the request's `model` to Codex instead of [`RuntimeSettings::model`].
+    pub pass_model: bool,
     pub fast: bool,
     pub agent: bool,
     pub tools: bool,
@@ -144,8 +178,6 @@ pub struct Profile {
     pub max_queue_size: usize,
     pub queue_timeout: Duration,
     pub workers: usize,
-    /// If non-empty, only these bearer tokens may use the profile.
-    pub api_keys: Vec<String>,
     /// Private `CODEX_HOME` of app-server workers.
     pub codex_home: PathBuf,
 }
@@ -153,40 +185,15 @@ pub struct Profile {
 impl Profile {
     /// The `-c` overrides Codex receives, with `fast` applied.
     pub fn effective_codex_config(&self) -> Vec<String> {
-        let mut overrides = self.codex_config.clone();
+        let runtime = &self.runtime;
+        let mut overrides = runtime.codex_config.clone();
         let sets_effort = overrides
             .iter()
             .any(|item| item.trim_start().starts_with("model_reasoning_effort"));
-        if self.fast && !sets_effort {
+        if runtime.fast && !sets_effort {
             overrides.push("model_reasoning_effort=\"low\"".to_string());
         }
         overrides
-    }
-
-    /// The settings that shape the Codex processes of this profile. Two profiles with equal runtime
-    /// keys can share one pool, so a reload keeps the pool (and its warm workers).
-    pub fn runtime_key(&self, codex_bin: &str) -> String {
-        format!(
-            "{:?}|{:?}|{}|{}|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{}|{:?}",
-            self.engine,
-            self.model,
-            self.pass_model,
-            self.fast,
-            self.agent,
-            self.tools,
-            self.ephemeral,
-            self.proxy,
-            self.default_cwd,
-            self.allowed_roots,
-            self.codex_config,
-            self.timeout,
-            self.max_concurrency,
-            self.max_queue_size,
-            self.workers,
-            self.queue_timeout,
-            codex_bin,
-            self.codex_home,
-        )
     }
 }
 
@@ -386,14 +393,10 @@ impl Config {
             settings.allowed_roots.clone()
         };
         let workers = settings.workers.max(1);
-        let profile = Profile {
-            name: IMPLICIT_PROFILE.to_string(),
+        let runtime = RuntimeSettings {
             engine: settings.engine,
             model: settings.model.clone(),
             pass_model: false,
-            aliases: Vec::new(),
-            match_regex: None,
-            description: "Implicit profile built from command-line flags".to_string(),
             fast: settings.fast,
             agent: settings.agent,
             tools: true,
@@ -413,11 +416,19 @@ impl Config {
             max_queue_size: settings.max_queue_size,
             queue_timeout: Duration::from_secs(settings.queue_timeout_seconds),
             workers,
-            api_keys: Vec::new(),
             codex_home: settings
                 .codex_home
                 .clone()
                 .unwrap_or_else(|| state_dir().join("codex-home").join(IMPLICIT_PROFILE)),
+        };
+        let profile = Profile {
+            name: IMPLICIT_PROFILE.to_string(),
+            routing: Routing {
+                description: "Implicit profile built from command-line flags".to_string(),
+                ..Routing::default()
+            },
+            access: Access::default(),
+            runtime,
         };
         Config {
             server,
@@ -818,9 +829,13 @@ impl<'a> Checker<'a> {
                 if let Some(profile) =
                     self.build_profile(&profile_name, table, &defaults, &server, base)
                 {
-                    for (label, label_line) in std::iter::once((profile.name.clone(), line))
-                        .chain(profile.aliases.iter().map(|alias| (alias.clone(), line)))
-                    {
+                    for (label, label_line) in std::iter::once((profile.name.clone(), line)).chain(
+                        profile
+                            .routing
+                            .aliases
+                            .iter()
+                            .map(|alias| (alias.clone(), line)),
+                    ) {
                         if let Some((_, owner, owner_line)) = claimed
                             .iter()
                             .find(|(claimed_name, _, _)| *claimed_name == label)
@@ -1171,27 +1186,31 @@ impl<'a> Checker<'a> {
         }
         Some(Profile {
             name: name.to_string(),
-            engine,
-            model,
-            pass_model,
-            aliases,
-            match_regex,
-            description,
-            fast,
-            agent,
-            tools,
-            ephemeral,
-            proxy,
-            default_cwd,
-            allowed_roots,
-            codex_config,
-            timeout,
-            max_concurrency,
-            max_queue_size,
-            queue_timeout,
-            workers,
-            api_keys,
-            codex_home,
+            routing: Routing {
+                aliases,
+                match_regex,
+                description,
+            },
+            access: Access { api_keys },
+            runtime: RuntimeSettings {
+                engine,
+                model,
+                pass_model,
+                fast,
+                agent,
+                tools,
+                ephemeral,
+                proxy,
+                default_cwd,
+                allowed_roots,
+                codex_config,
+                timeout,
+                max_concurrency,
+                max_queue_size,
+                queue_timeout,
+                workers,
+                codex_home,
+            },
         })
     }
 }
@@ -1214,11 +1233,11 @@ mod tests {
     fn minimal_profile_gets_defaults() {
         let config = parse_text("[profiles.default]\n").unwrap();
         let profile = &config.profiles[0];
-        assert_eq!(profile.engine, EngineKind::Exec);
-        assert_eq!(profile.max_concurrency, 1);
-        assert_eq!(profile.max_queue_size, 64);
-        assert_eq!(profile.timeout, Duration::from_secs(300));
-        assert!(profile.tools && profile.ephemeral && !profile.agent);
+        assert_eq!(profile.runtime.engine, EngineKind::Exec);
+        assert_eq!(profile.runtime.max_concurrency, 1);
+        assert_eq!(profile.runtime.max_queue_size, 64);
+        assert_eq!(profile.runtime.timeout, Duration::from_secs(300));
+        assert!(profile.runtime.tools && profile.runtime.ephemeral && !profile.runtime.agent);
         assert_eq!(config.server.port, 8765);
     }
 

@@ -46,7 +46,7 @@ pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
         "--disable",
         "unbounded_connection_retries",
         "--sandbox",
-        if profile.agent {
+        if profile.runtime.agent {
             "workspace-write"
         } else {
             "read-only"
@@ -66,7 +66,7 @@ pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
         args.push("-c".into());
         args.push(developer_instructions_arg(instructions).into());
     }
-    if !profile.tools {
+    if !profile.runtime.tools {
         args.extend(
             crate::codex::launch::NO_TOOLS_ARGS
                 .iter()
@@ -77,7 +77,7 @@ pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
         args.push("-c".into());
         args.push(item.into());
     }
-    if profile.ephemeral {
+    if profile.runtime.ephemeral {
         args.push("--ephemeral".into());
     }
     // End of options: the prompt comes from stdin.
@@ -114,7 +114,7 @@ async fn run(
     let build_started = Instant::now();
     let mut command = Command::new(&codex.program);
     command.args(exec_args(profile, job)).current_dir(&job.cwd);
-    child_env.apply(&mut command, &codex, profile.proxy.as_deref());
+    child_env.apply(&mut command, &codex, profile.runtime.proxy.as_deref());
     phases.insert("codex_command_build", ms(build_started));
 
     let spawn_started = Instant::now();
@@ -160,7 +160,7 @@ async fn run(
     })?;
     let mut stdout = BufReader::new(stdout);
     let mut buf = Vec::new();
-    let deadline = tokio::time::Instant::from_std(job.received_at) + profile.timeout;
+    let deadline = tokio::time::Instant::from_std(job.received_at) + profile.runtime.timeout;
 
     let mut last_message: Option<String> = None;
     let mut failure: Option<String> = None;
@@ -185,7 +185,7 @@ async fn run(
                     FailureKind::Timeout,
                     format!(
                         "Codex did not finish within the profile's timeout of {} s; the run was stopped",
-                        profile.timeout.as_secs()
+                        profile.runtime.timeout.as_secs()
                     ),
                 ));
             }

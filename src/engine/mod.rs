@@ -95,13 +95,13 @@ pub struct AppServerEngine {
 }
 
 impl Engine {
-    /// Builds the engine `profile.engine` names; an app-server engine starts its workers now.
+    /// Builds the engine `profile.runtime.engine` names; an app-server engine starts its workers now.
     pub fn new(
         profile: Arc<Profile>,
         codex: Result<ResolvedCodex, CodexUnavailable>,
         child_env: Arc<ChildEnv>,
     ) -> Engine {
-        match profile.engine {
+        match profile.runtime.engine {
             EngineKind::Exec => Engine::Exec(ExecEngine {
                 profile,
                 codex,

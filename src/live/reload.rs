@@ -274,7 +274,7 @@ mod tests {
 pub fn ensure_default_cwds(config: &Config) {
     for profile in &config.profiles {
         if let Err(err) = crate::cwd::ensure_default_cwd(profile) {
-            tracing::warn!(profile = %profile.name, "cannot create default_cwd {}: {err}", profile.default_cwd.display());
+            tracing::warn!(profile = %profile.name, "cannot create default_cwd {}: {err}", profile.runtime.default_cwd.display());
         }
     }
 }

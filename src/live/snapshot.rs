@@ -153,12 +153,9 @@ impl ChangeSummary {
     }
 }
 
-/// Whether the fields that are not part of the runtime key (routing, description, access) are equal.
+/// Whether the fields that are not runtime settings (routing, description, access) are equal.
 fn same_routing_and_access(a: &Profile, b: &Profile) -> bool {
-    a.aliases == b.aliases
-        && a.description == b.description
-        && a.api_keys == b.api_keys
-        && a.match_regex.as_ref().map(|r| r.as_str()) == b.match_regex.as_ref().map(|r| r.as_str())
+    a.routing == b.routing && a.access == b.access
 }
 
 /// A resolved route: the profile, its pool, and how the name matched.
@@ -206,10 +203,8 @@ impl Snapshot {
             let old_profile = &previous.config.profiles[index];
             let old_pool = &previous.pools[index];
             // The pool's processes are shaped by its own profile (the one it was built with).
-            let reusable = old_pool
-                .profile
-                .runtime_key(&previous.config.server.codex_bin)
-                == profile.runtime_key(&codex_bin)
+            let reusable = old_pool.profile.runtime == profile.runtime
+                && previous.config.server.codex_bin == codex_bin
                 && *old_pool.engine().child_env() == child_env
                 && old_pool.engine().codex_runnable() == runnable.is_ok();
             if reusable {
@@ -343,7 +338,7 @@ mod tests {
         assert_ne!(id(&first, "limits"), id(&second, "limits"));
         // Routing uses the new profile even though the pool is the old one.
         let route = second.route("r").unwrap();
-        assert_eq!(route.profile.description, "new");
+        assert_eq!(route.profile.routing.description, "new");
         assert_eq!(route.pool.id, id(&first, "relabel"));
 
         // The same file again: compared with generation 2's profiles, nothing changed (the reused pool
