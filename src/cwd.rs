@@ -119,9 +119,9 @@ mod tests {
         assert_eq!(resolve(&profile, None).unwrap(), canonical_root);
         // A default workspace created here is private, and so are its new parents.
         let mut private = profile.clone();
-        private.default_cwd = dir.path().join("new").join("workspace");
+        private.runtime.default_cwd = dir.path().join("new").join("workspace");
         ensure_default_cwd(&private).unwrap();
-        for path in [dir.path().join("new"), private.default_cwd.clone()] {
+        for path in [dir.path().join("new"), private.runtime.default_cwd.clone()] {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", path.display());

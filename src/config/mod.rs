@@ -1247,9 +1247,9 @@ mod tests {
             "[defaults]\ntimeout_seconds = 10\nfast = true\n[profiles.a]\n[profiles.b]\ntimeout_seconds = 20\n",
         )
         .unwrap();
-        assert_eq!(config.profiles[0].timeout, Duration::from_secs(10));
-        assert_eq!(config.profiles[1].timeout, Duration::from_secs(20));
-        assert!(config.profiles[1].fast);
+        assert_eq!(config.profiles[0].runtime.timeout, Duration::from_secs(10));
+        assert_eq!(config.profiles[1].runtime.timeout, Duration::from_secs(20));
+        assert!(config.profiles[1].runtime.fast);
     }
 
     #[test]
@@ -1306,11 +1306,11 @@ mod tests {
                 .unwrap();
         assert_eq!(config.server.api_keys, vec!["value"]);
         assert_eq!(
-            config.profiles[0].default_cwd,
+            config.profiles[0].runtime.default_cwd,
             PathBuf::from("/etc/proxy/work")
         );
         assert_eq!(
-            config.profiles[0].allowed_roots,
+            config.profiles[0].runtime.allowed_roots,
             vec![PathBuf::from("/etc/proxy/work")]
         );
     }

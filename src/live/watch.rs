@@ -638,7 +638,7 @@ mod tests {
             })
             .await;
         }
-        let description = &state.snapshot().config.profiles[0].description;
+        let description = &state.snapshot().config.profiles[0].routing.description;
         assert_eq!(description, "v4");
         let _ = std::fs::remove_dir_all(&dir);
     }
