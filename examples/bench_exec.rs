@@ -148,7 +148,7 @@ async fn main() {
         request_id: "bench".to_string(),
         request: Conversation::from_messages(&[json!({"role": "user", "content": PROMPT})]).into(),
         cwd: workspace.clone(),
-        model: profile.model.clone(),
+        model: profile.runtime.model.clone(),
         received_at: Instant::now(),
     };
 

@@ -233,6 +233,23 @@ fn warn_restart(before: &[String], now: &[String]) {
     }
 }
 
+/// Creates every profile's `default_cwd` that is missing (a failure is logged: requests naming a cwd
+/// of their own still work).
+pub fn ensure_default_cwds(config: &Config) {
+    for profile in &config.profiles {
+        if let Err(err) = crate::cwd::ensure_default_cwd(profile) {
+            tracing::warn!(profile = %profile.name, "cannot create default_cwd {}: {err}", profile.runtime.default_cwd.display());
+        }
+    }
+}
+
+/// Builds generation 1 from a validated config (probing the Codex binary).
+pub async fn first_snapshot(config: Config) -> Snapshot {
+    let codex = CodexStatus::probe(&config.server.codex_bin).await;
+    ensure_default_cwds(&config);
+    Snapshot::build(config, 1, codex, None).0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,21 +284,4 @@ mod tests {
         assert!(required[1].starts_with("port (8765 → 9000)"));
         assert!(required[2].starts_with("log_level"));
     }
-}
-
-/// Creates every profile's `default_cwd` that is missing (a failure is logged: requests naming a cwd
-/// of their own still work).
-pub fn ensure_default_cwds(config: &Config) {
-    for profile in &config.profiles {
-        if let Err(err) = crate::cwd::ensure_default_cwd(profile) {
-            tracing::warn!(profile = %profile.name, "cannot create default_cwd {}: {err}", profile.runtime.default_cwd.display());
-        }
-    }
-}
-
-/// Builds generation 1 from a validated config (probing the Codex binary).
-pub async fn first_snapshot(config: Config) -> Snapshot {
-    let codex = CodexStatus::probe(&config.server.codex_bin).await;
-    ensure_default_cwds(&config);
-    Snapshot::build(config, 1, codex, None).0
 }
