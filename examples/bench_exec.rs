@@ -143,7 +143,7 @@ async fn main() {
         request_id: "bench".to_string(),
         request: TurnRequest::from_texts(None, [(Role::User, PROMPT.to_string())]),
         cwd: workspace.clone(),
-        model: profile.model.clone(),
+        model: profile.runtime.model.clone(),
         received_at: Instant::now(),
     };
 

@@ -94,7 +94,7 @@ async fn record(
         request_id: case.name.to_string(),
         request: TurnRequest::from_texts(None, [(Role::User, case.prompt.to_string())]),
         cwd: workspace.to_path_buf(),
-        model: profile.model.clone(),
+        model: profile.runtime.model.clone(),
         received_at: Instant::now(),
     };
     let mut args = exec_args(profile, &job);

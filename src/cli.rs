@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, limits, Config, EngineKind, ImplicitProfile, ServerOverrides};
+use crate::config::{
+    self, config_env_lookup, limits, Config, EngineKind, ImplicitProfile, ServerOverrides,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -549,11 +551,37 @@ impl StartArgs {
     }
 }
 
-/// The value of `${name}` in a config file: the environment's, else the one in `saved`.
-pub fn config_env_lookup(saved: &BTreeMap<String, String>, name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .or_else(|| saved.get(name).cloned())
+/// What a background server reads on its stdin (`--secrets-stdin`): one line of JSON.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Secrets {
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// The values of the `${VAR}`s the config file references ([`StartArgs::config_env`]).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl StartArgs {
+    /// `start --foreground --secrets-stdin` (how `start` runs the background server): the settings
+    /// with the api key and the config's variables read from the first line of stdin. Other settings
+    /// are returned unchanged.
+    pub fn with_secrets_from_stdin(&self) -> anyhow::Result<StartArgs> {
+        use anyhow::Context;
+        let mut args = self.clone();
+        if args.secrets_stdin {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the settings the start command hands over on stdin")?;
+            let secrets: Secrets = serde_json::from_str(line.trim_end_matches(['\r', '\n']))
+                .context("--secrets-stdin: stdin held no JSON object on its first line")?;
+            if let Some(key) = secrets.api_key.filter(|key| !key.is_empty()) {
+                args.api_key = Some(key);
+            }
+            args.config_env.extend(secrets.env);
+        }
+        Ok(args)
+    }
 }
 
 /// An absolute form of a path given on the command line (`~` expanded, relative to the current directory).

@@ -19,7 +19,7 @@ pub struct CwdError(pub String);
 /// Creates the profile's default working directory if it is missing (the default workspace is empty),
 /// with every missing parent, each mode 0700; directories that exist keep their mode.
 pub fn ensure_default_cwd(profile: &Profile) -> std::io::Result<()> {
-    create_private_dir_all(&profile.default_cwd)
+    create_private_dir_all(&profile.runtime.default_cwd)
 }
 
 /// `mkdir -p` whose new directories are mode 0700 (less if the umask says so).
@@ -45,8 +45,8 @@ pub fn resolve(profile: &Profile, requested: Option<&str>) -> Result<PathBuf, Cw
         }
         None => {
             // The default workspace is ours: recreate it if someone deleted it while we run.
-            let _ = create_private_dir_all(&profile.default_cwd);
-            (profile.default_cwd.clone(), false)
+            let _ = create_private_dir_all(&profile.runtime.default_cwd);
+            (profile.runtime.default_cwd.clone(), false)
         }
     };
     let canonical = std::fs::canonicalize(&candidate).map_err(|_| {
@@ -68,7 +68,7 @@ pub fn resolve(profile: &Profile, requested: Option<&str>) -> Result<PathBuf, Cw
             candidate.display().to_string()
         )));
     }
-    let inside = profile.allowed_roots.iter().any(|root| {
+    let inside = profile.runtime.allowed_roots.iter().any(|root| {
         std::fs::canonicalize(root)
             .map(|root| canonical.starts_with(&root))
             .unwrap_or(false)
@@ -119,9 +119,9 @@ mod tests {
         assert_eq!(resolve(&profile, None).unwrap(), canonical_root);
         // A default workspace created here is private, and so are its new parents.
         let mut private = profile.clone();
-        private.default_cwd = dir.path().join("new").join("workspace");
+        private.runtime.default_cwd = dir.path().join("new").join("workspace");
         ensure_default_cwd(&private).unwrap();
-        for path in [dir.path().join("new"), private.default_cwd.clone()] {
+        for path in [dir.path().join("new"), private.runtime.default_cwd.clone()] {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", path.display());

@@ -1,10 +1,12 @@
-//! The `codex-api-proxy` binary: parse the command line, run the command (`daemon::run_command`; serving
-//! in the foreground sets up its own logging), print any error once as `codex-api-proxy: {err:#}`, and
+//! The `codex-api-proxy` binary: parse the command line, run the command (`daemon::run_command`), or
+//! serve in the foreground (`server::serve_foreground`, which sets up its own logging), print any error once as `codex-api-proxy: {err:#}`, and
 //! exit with the command's code: 0 success, 1 failure, 64 an invalid config for `check`.
 
 use clap::Parser;
 
 use codex_api_proxy::cli::Cli;
+use codex_api_proxy::daemon::Outcome;
+use codex_api_proxy::server::serve_foreground;
 
 fn main() {
     let cli = Cli::parse();
@@ -18,7 +20,12 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = runtime.block_on(codex_api_proxy::daemon::run_command(cli.command));
+    let code = runtime.block_on(async {
+        match codex_api_proxy::daemon::run_command(cli.command).await? {
+            Outcome::Exit(code) => Ok(code),
+            Outcome::ServeForeground(args) => serve_foreground(&args).await.map(|_| 0),
+        }
+    });
     // Dropping the runtime ends every task; their guards kill the Codex process groups they own.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match code {

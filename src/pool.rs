@@ -1,5 +1,5 @@
-//! A profile's pool: admission (at most `max_concurrency` runs, a bounded queue with a timeout) in front
-//! of the profile's engine. One pool per distinct set of runtime settings; a reload that leaves a
+//! A profile's pool: admission (at most `max_concurrency` runs, a bounded queue with a timeout, retiring)
+//! in front of the profile's [`Engine`], which does the dispatch. One pool per distinct set of runtime settings; a reload that leaves a
 //! profile's settings unchanged keeps its pool, so queues, counters and warm workers carry over.
 //!
 //! The pool never touches HTTP. A [`Permit`] is moved into the engine's run and released when the Codex
@@ -11,12 +11,8 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::codex::env::ChildEnv;
-use crate::codex::launch::ResolvedCodex;
-use crate::config::{EngineKind, Profile};
-use crate::engine::app_server::AppServerPool;
-use crate::engine::exec;
-use crate::engine::{Job, RunHandle};
+use crate::config::Profile;
+use crate::engine::{Engine, Job, Readiness, RunHandle};
 
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -38,9 +34,6 @@ pub struct Pool {
     /// Identity shown in `/metrics`, so a reload can be seen to keep or replace a pool.
     pub id: u64,
     pub profile: Arc<Profile>,
-    pub codex: Result<ResolvedCodex, String>,
-    /// The environment settings of its Codex processes (part of the pool's runtime identity).
-    pub child_env: Arc<ChildEnv>,
     /// One permit per allowed simultaneous Codex run.
     slots: Arc<Semaphore>,
     /// Requests waiting for a slot (bounded by `max_queue_size`).
@@ -49,8 +42,8 @@ pub struct Pool {
     running: Arc<AtomicUsize>,
     /// Set when a reload replaced or removed this pool: it takes no new requests.
     retired: AtomicBool,
-    /// The long-lived workers of an app-server profile (`None` for exec).
-    app_server: Option<Arc<AppServerPool>>,
+    /// Runs admitted jobs (shared with the task that stops its workers after retirement).
+    engine: Arc<Engine>,
 }
 
 /// A slot of a pool; releases it when dropped.
@@ -75,21 +68,14 @@ impl Drop for QueuedGuard<'_> {
 }
 
 impl Pool {
-    /// Creates the pool; an app-server pool starts its workers now (not on the first request).
-    pub fn new(
-        profile: Arc<Profile>,
-        codex: Result<ResolvedCodex, String>,
-        child_env: Arc<ChildEnv>,
-    ) -> Arc<Pool> {
-        let app_server = (profile.engine == EngineKind::AppServer)
-            .then(|| AppServerPool::start(&profile, codex.clone(), &child_env));
+    /// Creates the pool around `engine` (built from the same profile; an app-server engine has already
+    /// started its workers).
+    pub fn new(profile: Arc<Profile>, engine: Engine) -> Arc<Pool> {
         Arc::new(Pool {
-            app_server,
+            engine: Arc::new(engine),
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
-            slots: Arc::new(Semaphore::new(profile.max_concurrency)),
+            slots: Arc::new(Semaphore::new(profile.runtime.max_concurrency)),
             profile,
-            codex,
-            child_env,
             queued: AtomicUsize::new(0),
             running: Arc::new(AtomicUsize::new(0)),
             retired: AtomicBool::new(false),
@@ -114,15 +100,16 @@ impl Pool {
         if self.retired.swap(true, Ordering::Relaxed) {
             return;
         }
-        if let Some(app_server) = self.app_server.clone() {
+        if self.engine.has_workers() {
+            let engine = self.engine.clone();
             let running = self.running.clone();
-            let limit = self.profile.timeout + Duration::from_secs(1);
+            let limit = self.profile.runtime.timeout + Duration::from_secs(1);
             tokio::spawn(async move {
                 let started = tokio::time::Instant::now();
                 while running.load(Ordering::Relaxed) > 0 && started.elapsed() < limit {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                app_server.shutdown();
+                engine.shutdown();
             });
         }
     }
@@ -130,22 +117,16 @@ impl Pool {
     /// Stops the pool's processes now (server shutdown).
     pub fn shutdown(&self) {
         self.retired.store(true, Ordering::Relaxed);
-        if let Some(app_server) = &self.app_server {
-            app_server.shutdown();
-        }
+        self.engine.shutdown();
     }
 
-    /// `Ok` when the pool can serve, else why not (for `/ready` and 503s).
-    pub fn readiness(&self) -> Result<(), String> {
-        self.codex.as_ref().map_err(Clone::clone)?;
-        match &self.app_server {
-            Some(app_server) => app_server.readiness(),
-            None => Ok(()),
-        }
+    /// Whether the pool's engine can serve (for `/ready` and 503s).
+    pub fn readiness(&self) -> Readiness {
+        self.engine.readiness()
     }
 
-    pub fn app_server(&self) -> Option<&Arc<AppServerPool>> {
-        self.app_server.as_ref()
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Waits for a slot: immediately if one is free, else in the bounded queue for at most
@@ -162,14 +143,14 @@ impl Pool {
             Err(_) => {
                 let waiting = self.queued.fetch_add(1, Ordering::Relaxed);
                 let _queued = QueuedGuard(&self.queued);
-                if waiting >= profile.max_queue_size {
+                if waiting >= profile.runtime.max_queue_size {
                     return Err(AdmitError::QueueFull {
                         profile: profile.name.clone(),
-                        size: profile.max_queue_size,
+                        size: profile.runtime.max_queue_size,
                     });
                 }
                 match tokio::time::timeout(
-                    profile.queue_timeout,
+                    profile.runtime.queue_timeout,
                     self.slots.clone().acquire_owned(),
                 )
                 .await
@@ -178,7 +159,7 @@ impl Pool {
                     Ok(Err(_)) | Err(_) => {
                         return Err(AdmitError::QueueTimeout {
                             profile: profile.name.clone(),
-                            seconds: profile.queue_timeout.as_secs(),
+                            seconds: profile.runtime.queue_timeout.as_secs(),
                         })
                     }
                 }
@@ -193,22 +174,15 @@ impl Pool {
 
     /// Starts the engine on an admitted job.
     pub fn start(&self, job: Job, permit: Permit) -> RunHandle {
-        match &self.app_server {
-            Some(app_server) => app_server.run(self.profile.clone(), job, permit),
-            None => exec::start(
-                self.profile.clone(),
-                self.codex.clone(),
-                self.child_env.clone(),
-                job,
-                permit,
-            ),
-        }
+        self.engine.start(job, permit)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codex::env::ChildEnv;
+    use crate::codex::launch::CodexUnavailable;
     use crate::config::{parse, ServerOverrides};
     use std::path::Path;
 
@@ -220,11 +194,13 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        Pool::new(
-            config.profiles[0].clone(),
-            Err("unused".into()),
+        let profile = config.profiles[0].clone();
+        let engine = Engine::new(
+            profile.clone(),
+            Err(CodexUnavailable("unused".into())),
             Arc::new(ChildEnv::from_config(&config)),
-        )
+        );
+        Pool::new(profile, engine)
     }
 
     #[tokio::test(start_paused = true)]

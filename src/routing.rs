@@ -42,7 +42,7 @@ impl Router {
             exact.insert(profile.name.clone(), index);
         }
         for (index, profile) in config.profiles.iter().enumerate() {
-            for alias in &profile.aliases {
+            for alias in &profile.routing.aliases {
                 exact.entry(alias.clone()).or_insert(index);
             }
         }
@@ -52,6 +52,7 @@ impl Router {
             .enumerate()
             .filter_map(|(index, profile)| {
                 profile
+                    .routing
                     .match_regex
                     .as_ref()
                     .map(|regex| (regex.clone(), index))

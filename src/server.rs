@@ -14,27 +14,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::StartArgs;
-use crate::config::Config;
-use crate::snapshot::{CodexStatus, Snapshot};
-use crate::state::AppState;
-
-/// Builds generation 1 from a validated config.
-pub async fn first_snapshot(config: Config) -> Snapshot {
-    let codex = CodexStatus::probe(&config.server.codex_bin).await;
-    for profile in &config.profiles {
-        if let Err(err) = crate::cwd::ensure_default_cwd(profile) {
-            tracing::warn!(profile = %profile.name, "cannot create default_cwd {}: {err}", profile.default_cwd.display());
-        }
-    }
-    let source_table = config
-        .source
-        .as_ref()
-        .and_then(|path| std::fs::read_to_string(path).ok())
-        .and_then(|text| toml::from_str::<toml::Table>(&text).ok());
-    let (mut snapshot, _) = Snapshot::build(config, 1, codex, None);
-    snapshot.source_table = source_table;
-    snapshot
-}
+use crate::live::reload::first_snapshot;
+use crate::live::snapshot::Snapshot;
+use crate::live::state::AppState;
 
 /// Logs to stderr at `level` (debug, info, warning, error); `CODEX_PROXY_LOG` overrides with a filter.
 pub fn init_tracing(level: &str) {
@@ -53,17 +35,9 @@ pub fn init_tracing(level: &str) {
         .try_init();
 }
 
-pub fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
-}
-
 /// `start --foreground`: serve in this process until SIGINT/SIGTERM.
 pub async fn serve_foreground(args: &StartArgs) -> anyhow::Result<()> {
-    let mut args = crate::daemon::with_secrets_from_stdin(args)?;
+    let mut args = args.with_secrets_from_stdin()?;
     let config = args.load_config()?;
     // Reloads expand the file with the same values, whatever happens to this process's environment.
     args.keep_config_env(&config);
@@ -71,7 +45,9 @@ pub async fn serve_foreground(args: &StartArgs) -> anyhow::Result<()> {
     init_tracing(&config.server.log_level);
     let host = config.server.host.clone();
     let port = config.server.port;
-    crate::daemon::print_warnings(&config);
+    for warning in config.warnings() {
+        eprintln!("{warning}");
+    }
     let listener = TcpListener::bind((host.as_str(), port))
         .await
         .with_context(|| format!("cannot listen on {host}:{port} (is another server using the port? pick another with --port)"))?;
@@ -111,7 +87,7 @@ fn spawn_signal_handlers(state: AppState, shutdown: CancellationToken) {
                 tracing::warn!("SIGHUP ignored: the server was started without --config");
                 continue;
             }
-            let _ = crate::reload::reload(&state, "sighup").await;
+            let _ = crate::live::reload::reload(&state, "sighup").await;
         }
     });
 }
@@ -125,13 +101,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let address: SocketAddr = listener.local_addr()?;
     let snapshot = state.snapshot();
-    let watcher = crate::config::watch::spawn(state.clone());
+    let watcher = crate::live::watch::spawn(state.clone());
     println!("listening on http://{address}");
     tracing::info!(
         address = %address,
         profiles = ?snapshot.config.profiles.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
         codex = ?snapshot.codex.resolved.as_ref().map(|r| r.program.display().to_string()),
-        "codex-api-proxy {} listening", crate::api::ops::VERSION
+        "codex-api-proxy {} listening", crate::report::VERSION
     );
     drop(snapshot);
     let app = crate::api::router(state.clone());
@@ -219,10 +195,10 @@ async fn shutdown_pools(snapshot: &Arc<Snapshot>) {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
     while tokio::time::Instant::now() < deadline
-        && snapshot.pools.iter().any(|pool| {
-            pool.app_server()
-                .is_some_and(|app_server| !app_server.worker_pids().is_empty())
-        })
+        && snapshot
+            .pools
+            .iter()
+            .any(|pool| !pool.engine().worker_pids().is_empty())
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

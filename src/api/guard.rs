@@ -22,8 +22,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::error::ApiError;
 use crate::config::ServerConfig;
-use crate::snapshot::Snapshot;
-use crate::state::AppState;
+use crate::live::snapshot::Snapshot;
+use crate::live::state::AppState;
 
 /// The request's one snapshot, loaded by [`guard`].
 #[derive(Clone)]

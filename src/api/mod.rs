@@ -28,8 +28,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::config::Profile;
-use crate::snapshot::Snapshot;
-use crate::state::AppState;
+use crate::live::snapshot::Snapshot;
+use crate::live::state::AppState;
 use error::ApiError;
 
 /// All routes of the server.
@@ -124,7 +124,7 @@ pub fn keys_configured(snapshot: &Snapshot) -> bool {
             .config
             .profiles
             .iter()
-            .any(|profile| !profile.api_keys.is_empty())
+            .any(|profile| !profile.access.api_keys.is_empty())
 }
 
 /// Server-level authentication. With no server keys configured, anyone passes (the bearer, if any, is
@@ -148,7 +148,7 @@ pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Caller, 
         .profiles
         .iter()
         .fold(false, |found, profile| {
-            key_in(&profile.api_keys, &token) | found
+            key_in(&profile.access.api_keys, &token) | found
         });
     if server_key | profile_key {
         Ok(Caller {
@@ -199,11 +199,11 @@ pub fn authorize_ops(snapshot: &Snapshot, headers: &HeaderMap) -> Result<(), Api
 /// Whether `caller` may use `profile`: a profile with `api_keys` only with one of them; any other
 /// profile with a server key, or by anyone when no server keys are configured.
 pub fn may_use(snapshot: &Snapshot, profile: &Profile, caller: &Caller) -> bool {
-    if !profile.api_keys.is_empty() {
+    if !profile.access.api_keys.is_empty() {
         return caller
             .token
             .as_deref()
-            .is_some_and(|key| key_in(&profile.api_keys, key));
+            .is_some_and(|key| key_in(&profile.access.api_keys, key));
     }
     snapshot.config.server.api_keys.is_empty() || caller.server_key
 }

@@ -13,7 +13,7 @@ use crate::api::error::ApiError;
 use crate::api::guard::Loaded;
 use crate::api::{authenticate, may_use};
 use crate::config::Profile;
-use crate::snapshot::Snapshot;
+use crate::live::snapshot::Snapshot;
 
 fn entry(snapshot: &Snapshot, profile: &Profile, id: &str) -> Value {
     json!({
@@ -22,9 +22,9 @@ fn entry(snapshot: &Snapshot, profile: &Profile, id: &str) -> Value {
         "created": snapshot.created,
         "owned_by": "codex-api-proxy",
         "profile": profile.name,
-        "aliases": profile.aliases,
-        "engine": profile.engine.as_str(),
-        "description": profile.description,
+        "aliases": profile.routing.aliases,
+        "engine": profile.runtime.engine.as_str(),
+        "description": profile.routing.description,
     })
 }
 

@@ -24,10 +24,10 @@ use crate::api::{authenticate, authorize_profile, may_use, Caller};
 use crate::config::{EngineKind, Profile};
 use crate::engine::exec::{developer_instructions_arg, MAX_ARG_BYTES};
 use crate::engine::{ms, Job, Phases, RunHandle, TurnRequest};
+use crate::live::snapshot::{Route, Snapshot};
+use crate::live::state::AppState;
 use crate::metrics::{InFlight, ProfileStats};
 use crate::pool::Pool;
-use crate::snapshot::{Route, Snapshot};
-use crate::state::AppState;
 use crate::turn::Needs;
 
 /// What the handler received, before anything is checked.
@@ -178,7 +178,7 @@ async fn admit_and_start<R: Into<TurnRequest>, T>(
     let route = route(&snapshot, &parsed.model, &caller)?;
     let (profile, pool) = (route.profile.clone(), route.pool.clone());
     authorize_profile(&snapshot, &profile, &parsed.model, &caller)?;
-    if profile.pass_model {
+    if profile.runtime.pass_model {
         check_passed_model(&parsed.model)?;
     }
 
@@ -189,7 +189,7 @@ async fn admit_and_start<R: Into<TurnRequest>, T>(
         surface,
         request_id,
         profile: profile.name.clone(),
-        engine: profile.engine.as_str(),
+        engine: profile.runtime.engine.as_str(),
         model: parsed.model.clone(),
         stream: parsed.stream,
         received_at,
@@ -252,10 +252,10 @@ async fn launch<R: Into<TurnRequest>>(
         request_id: log.request_id.clone(),
         request,
         cwd,
-        model: if profile.pass_model {
+        model: if profile.runtime.pass_model {
             Some(parsed.model.clone())
         } else {
-            profile.model.clone()
+            profile.runtime.model.clone()
         },
         received_at: log.received_at,
     };
@@ -264,7 +264,7 @@ async fn launch<R: Into<TurnRequest>>(
     Ok(Started {
         run,
         model: parsed.model,
-        engine: profile.engine,
+        engine: profile.runtime.engine,
         stats,
         in_flight,
         log,
@@ -303,7 +303,7 @@ fn route<'a>(snapshot: &'a Snapshot, model: &str, caller: &Caller) -> Result<Rou
         .profiles
         .iter()
         .filter(|profile| may_use(snapshot, profile, caller))
-        .flat_map(|p| std::iter::once(p.name.clone()).chain(p.aliases.iter().cloned()))
+        .flat_map(|p| std::iter::once(p.name.clone()).chain(p.routing.aliases.iter().cloned()))
         .collect();
     Err(ApiError::ModelNotFound(format!(
         "The model `{model}` does not exist on this proxy. Available models: {}.",
@@ -355,7 +355,7 @@ fn check_engine(
     request: &TurnRequest,
 ) -> Result<(), ApiError> {
     check_capabilities(snapshot, profile, caller, request)?;
-    if profile.engine == EngineKind::Exec {
+    if profile.runtime.engine == EngineKind::Exec {
         check_exec_instructions(&profile.name, request)?;
     }
     Ok(())
@@ -385,11 +385,11 @@ fn check_capabilities(
 /// The refusal of a request whose `needs` the engine of `profile` lacks; `usable` are the profiles the
 /// caller may use, of which those whose engine has what is missing are named.
 fn unsupported(profile: &Profile, needs: Needs, usable: &[&Profile]) -> Option<ApiError> {
-    let missing = crate::engine::capabilities(profile.engine).missing(needs)?;
+    let missing = crate::engine::capabilities(profile.runtime.engine).missing(needs)?;
     let able: Vec<&str> = usable
         .iter()
         .filter(|other| {
-            crate::engine::capabilities(other.engine)
+            crate::engine::capabilities(other.runtime.engine)
                 .missing(needs)
                 .is_none()
         })
@@ -404,7 +404,7 @@ fn unsupported(profile: &Profile, needs: Needs, usable: &[&Profile]) -> Option<A
         message: format!(
             "This request needs {missing}, which model `{}` cannot serve: its {} engine does not support {missing}. {instead}",
             profile.name,
-            profile.engine.as_str(),
+            profile.runtime.engine.as_str(),
         ),
         param: None,
         code: Some("unsupported_by_engine"),

@@ -6,7 +6,6 @@
 //! never starts processes (that is the engines' job).
 
 pub mod raw;
-pub mod watch;
 
 #[cfg(test)]
 mod proptests;
@@ -123,15 +122,49 @@ impl ServerConfig {
 #[derive(Debug, Clone)]
 pub struct Profile {
     pub name: String,
-    pub engine: EngineKind,
-    /// Passed to Codex as `--model`; `None` lets Codex choose.
-    pub model: Option<String>,
-    /// Pass the request's `model` to Codex instead of [`Profile::model`].
-    pub pass_model: bool,
+    /// Which model names select it.
+    pub routing: Routing,
+    /// Who may use it.
+    pub access: Access,
+    /// Everything that shapes its Codex processes and admission: equal settings can share one pool.
+    pub runtime: RuntimeSettings,
+}
+
+/// The model names a profile answers to (besides its own name).
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
     pub aliases: Vec<String>,
     /// Model names this regex matches select the profile.
     pub match_regex: Option<Regex>,
     pub description: String,
+}
+
+impl PartialEq for Routing {
+    fn eq(&self, other: &Routing) -> bool {
+        self.aliases == other.aliases
+            && self.description == other.description
+            && self.match_regex.as_ref().map(Regex::as_str)
+                == other.match_regex.as_ref().map(Regex::as_str)
+    }
+}
+
+/// Who may use a profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// If non-empty, only these bearer tokens may use the profile.
+    pub api_keys: Vec<String>,
+}
+
+/// The settings that shape a profile's Codex processes and its admission. Two profiles with equal
+/// settings (and the same Codex binary and environment) can share one pool, so a reload that leaves
+/// them unchanged keeps the pool, its queue and its warm workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    pub engine: EngineKind,
+    /// Passed to Codex as `--model`; `None` lets Codex choose.
+    pub model: Option<String>,
+    /// Pass the request's `model` to Codex instead of [`RuntimeSettings::model`].
+    pub pass_model: bool,
     pub fast: bool,
     pub agent: bool,
     pub tools: bool,
@@ -145,8 +178,6 @@ pub struct Profile {
     pub max_queue_size: usize,
     pub queue_timeout: Duration,
     pub workers: usize,
-    /// If non-empty, only these bearer tokens may use the profile.
-    pub api_keys: Vec<String>,
     /// Private `CODEX_HOME` of app-server workers.
     pub codex_home: PathBuf,
 }
@@ -154,40 +185,15 @@ pub struct Profile {
 impl Profile {
     /// The `-c` overrides Codex receives, with `fast` applied.
     pub fn effective_codex_config(&self) -> Vec<String> {
-        let mut overrides = self.codex_config.clone();
+        let runtime = &self.runtime;
+        let mut overrides = runtime.codex_config.clone();
         let sets_effort = overrides
             .iter()
             .any(|item| item.trim_start().starts_with("model_reasoning_effort"));
-        if self.fast && !sets_effort {
+        if runtime.fast && !sets_effort {
             overrides.push("model_reasoning_effort=\"low\"".to_string());
         }
         overrides
-    }
-
-    /// The settings that shape the Codex processes of this profile. Two profiles with equal runtime
-    /// keys can share one pool, so a reload keeps the pool (and its warm workers).
-    pub fn runtime_key(&self, codex_bin: &str) -> String {
-        format!(
-            "{:?}|{:?}|{}|{}|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{}|{:?}|{}|{:?}",
-            self.engine,
-            self.model,
-            self.pass_model,
-            self.fast,
-            self.agent,
-            self.tools,
-            self.ephemeral,
-            self.proxy,
-            self.default_cwd,
-            self.allowed_roots,
-            self.codex_config,
-            self.timeout,
-            self.max_concurrency,
-            self.max_queue_size,
-            self.workers,
-            self.queue_timeout,
-            codex_bin,
-            self.codex_home,
-        )
     }
 }
 
@@ -202,6 +208,9 @@ pub struct Config {
     /// Every environment variable the file references through `${VAR}` (set or not), sorted. They
     /// hold secrets more often than not, so Codex processes never see them.
     pub env_refs: Vec<String>,
+    /// The file's parsed table (from the same text that was validated): a reload whose file parses to
+    /// the same table, in the same order, changes nothing.
+    pub source_table: Option<toml::Table>,
 }
 
 impl Config {
@@ -384,14 +393,10 @@ impl Config {
             settings.allowed_roots.clone()
         };
         let workers = settings.workers.max(1);
-        let profile = Profile {
-            name: IMPLICIT_PROFILE.to_string(),
+        let runtime = RuntimeSettings {
             engine: settings.engine,
             model: settings.model.clone(),
             pass_model: false,
-            aliases: Vec::new(),
-            match_regex: None,
-            description: "Implicit profile built from command-line flags".to_string(),
             fast: settings.fast,
             agent: settings.agent,
             tools: true,
@@ -411,23 +416,42 @@ impl Config {
             max_queue_size: settings.max_queue_size,
             queue_timeout: Duration::from_secs(settings.queue_timeout_seconds),
             workers,
-            api_keys: Vec::new(),
             codex_home: settings
                 .codex_home
                 .clone()
                 .unwrap_or_else(|| state_dir().join("codex-home").join(IMPLICIT_PROFILE)),
+        };
+        let profile = Profile {
+            name: IMPLICIT_PROFILE.to_string(),
+            routing: Routing {
+                description: "Implicit profile built from command-line flags".to_string(),
+                ..Routing::default()
+            },
+            access: Access::default(),
+            runtime,
         };
         Config {
             server,
             profiles: vec![Arc::new(profile)],
             source: None,
             env_refs: Vec::new(),
+            source_table: None,
         }
     }
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file, expanding `${VAR}` from the environment.
 pub fn load_file(path: &Path, overrides: &ServerOverrides) -> Result<Config, ConfigErrors> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    load_file_with(path, overrides, &lookup)
+}
+
+/// Reads the file once and validates it, expanding `${VAR}` through `lookup`.
+pub fn load_file_with(
+    path: &Path,
+    overrides: &ServerOverrides,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|err| ConfigErrors {
         path: path.display().to_string(),
         problems: vec![Problem {
@@ -436,8 +460,61 @@ pub fn load_file(path: &Path, overrides: &ServerOverrides) -> Result<Config, Con
             message: format!("cannot read the file: {err}"),
         }],
     })?;
-    let lookup = |name: &str| std::env::var(name).ok();
-    parse(&text, path, overrides, &lookup)
+    parse(&text, path, overrides, lookup)
+}
+
+/// The value of `${name}` in a config file: the environment's, else the one in `saved` (what a
+/// background server was handed at start).
+pub fn config_env_lookup(
+    saved: &std::collections::BTreeMap<String, String>,
+    name: &str,
+) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .or_else(|| saved.get(name).cloned())
+}
+
+/// Whether `host` is a loopback name or address.
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// The warning for a non-loopback bind without an api key, or `None`.
+pub fn exposure_warning(host: &str, api_keys: &[String]) -> Option<String> {
+    (!is_loopback(host) && api_keys.is_empty()).then(|| {
+        format!(
+            "WARNING: binding to non-loopback host {host} without an API key. Anyone who can reach this port \
+             can spend your Codex quota and read files in the allowed roots. Set --api-key or [server] api_keys."
+        )
+    })
+}
+
+/// The warning for `cors_origins = ["*"]`, or `None`.
+pub fn cors_warning(origins: &[String]) -> Option<String> {
+    origins.iter().any(|origin| origin == "*").then(|| {
+        "WARNING: [server] cors_origins contains \"*\": any web page a browser opens may call this API \
+         (with the browser's network position; with a key if the page has it). List the origins that \
+         need it instead."
+            .to_string()
+    })
+}
+
+impl Config {
+    /// The exposure and CORS warnings this configuration deserves (printed by `start` and `check`).
+    pub fn warnings(&self) -> Vec<String> {
+        let server = &self.server;
+        [
+            exposure_warning(&server.host, &server.api_keys),
+            cors_warning(&server.cors_origins),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// Validates the text of a config file. Pure apart from `lookup` (the environment for `${VAR}`).
@@ -468,8 +545,10 @@ pub fn parse(
         }
     };
     let base = path.parent().map(Path::to_path_buf);
-    let config = checker.build(&file, base.as_deref(), overrides, path);
+    let mut config = checker.build(&file, base.as_deref(), overrides, path);
     if checker.problems.is_empty() {
+        // The text is valid TOML (it parsed above), so this only fails on a bug.
+        config.source_table = toml::from_str::<toml::Table>(text).ok();
         Ok(config)
     } else {
         checker
@@ -750,9 +829,13 @@ impl<'a> Checker<'a> {
                 if let Some(profile) =
                     self.build_profile(&profile_name, table, &defaults, &server, base)
                 {
-                    for (label, label_line) in std::iter::once((profile.name.clone(), line))
-                        .chain(profile.aliases.iter().map(|alias| (alias.clone(), line)))
-                    {
+                    for (label, label_line) in std::iter::once((profile.name.clone(), line)).chain(
+                        profile
+                            .routing
+                            .aliases
+                            .iter()
+                            .map(|alias| (alias.clone(), line)),
+                    ) {
                         if let Some((_, owner, owner_line)) = claimed
                             .iter()
                             .find(|(claimed_name, _, _)| *claimed_name == label)
@@ -809,6 +892,7 @@ impl<'a> Checker<'a> {
             profiles,
             source: Some(path.to_path_buf()),
             env_refs,
+            source_table: None,
         }
     }
 
@@ -1102,27 +1186,31 @@ impl<'a> Checker<'a> {
         }
         Some(Profile {
             name: name.to_string(),
-            engine,
-            model,
-            pass_model,
-            aliases,
-            match_regex,
-            description,
-            fast,
-            agent,
-            tools,
-            ephemeral,
-            proxy,
-            default_cwd,
-            allowed_roots,
-            codex_config,
-            timeout,
-            max_concurrency,
-            max_queue_size,
-            queue_timeout,
-            workers,
-            api_keys,
-            codex_home,
+            routing: Routing {
+                aliases,
+                match_regex,
+                description,
+            },
+            access: Access { api_keys },
+            runtime: RuntimeSettings {
+                engine,
+                model,
+                pass_model,
+                fast,
+                agent,
+                tools,
+                ephemeral,
+                proxy,
+                default_cwd,
+                allowed_roots,
+                codex_config,
+                timeout,
+                max_concurrency,
+                max_queue_size,
+                queue_timeout,
+                workers,
+                codex_home,
+            },
         })
     }
 }
@@ -1145,11 +1233,11 @@ mod tests {
     fn minimal_profile_gets_defaults() {
         let config = parse_text("[profiles.default]\n").unwrap();
         let profile = &config.profiles[0];
-        assert_eq!(profile.engine, EngineKind::Exec);
-        assert_eq!(profile.max_concurrency, 1);
-        assert_eq!(profile.max_queue_size, 64);
-        assert_eq!(profile.timeout, Duration::from_secs(300));
-        assert!(profile.tools && profile.ephemeral && !profile.agent);
+        assert_eq!(profile.runtime.engine, EngineKind::Exec);
+        assert_eq!(profile.runtime.max_concurrency, 1);
+        assert_eq!(profile.runtime.max_queue_size, 64);
+        assert_eq!(profile.runtime.timeout, Duration::from_secs(300));
+        assert!(profile.runtime.tools && profile.runtime.ephemeral && !profile.runtime.agent);
         assert_eq!(config.server.port, 8765);
     }
 
@@ -1159,9 +1247,9 @@ mod tests {
             "[defaults]\ntimeout_seconds = 10\nfast = true\n[profiles.a]\n[profiles.b]\ntimeout_seconds = 20\n",
         )
         .unwrap();
-        assert_eq!(config.profiles[0].timeout, Duration::from_secs(10));
-        assert_eq!(config.profiles[1].timeout, Duration::from_secs(20));
-        assert!(config.profiles[1].fast);
+        assert_eq!(config.profiles[0].runtime.timeout, Duration::from_secs(10));
+        assert_eq!(config.profiles[1].runtime.timeout, Duration::from_secs(20));
+        assert!(config.profiles[1].runtime.fast);
     }
 
     #[test]
@@ -1218,11 +1306,11 @@ mod tests {
                 .unwrap();
         assert_eq!(config.server.api_keys, vec!["value"]);
         assert_eq!(
-            config.profiles[0].default_cwd,
+            config.profiles[0].runtime.default_cwd,
             PathBuf::from("/etc/proxy/work")
         );
         assert_eq!(
-            config.profiles[0].allowed_roots,
+            config.profiles[0].runtime.allowed_roots,
             vec![PathBuf::from("/etc/proxy/work")]
         );
     }

@@ -136,7 +136,7 @@ fn parse_case(text: &str) -> Result<(), TestCaseError> {
             prop_assert!(!config.profiles.is_empty());
             let router = Router::new(&config);
             for (index, profile) in config.profiles.iter().enumerate() {
-                prop_assert!(profile.max_concurrency >= 1 && profile.workers >= 1);
+                prop_assert!(profile.runtime.max_concurrency >= 1 && profile.runtime.workers >= 1);
                 prop_assert_eq!(
                     router.route(&config, &profile.name).map(|(found, _)| found),
                     Some(index)

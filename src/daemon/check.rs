@@ -39,8 +39,8 @@ pub(super) fn run(args: &CheckArgs) -> anyhow::Result<i32> {
         server.log_level
     );
     let warnings = [
-        super::exposure_warning(&server.host, &server.api_keys),
-        super::cors_warning(&server.cors_origins),
+        config::exposure_warning(&server.host, &server.api_keys),
+        config::cors_warning(&server.cors_origins),
     ];
     for warning in warnings.into_iter().flatten() {
         println!("{warning}");
@@ -56,14 +56,15 @@ pub(super) fn run(args: &CheckArgs) -> anyhow::Result<i32> {
     for profile in &config.profiles {
         rows.push([
             profile.name.clone(),
-            profile.engine.as_str().to_string(),
+            profile.runtime.engine.as_str().to_string(),
             model_label(profile),
-            if profile.aliases.is_empty() {
+            if profile.routing.aliases.is_empty() {
                 "-".to_string()
             } else {
-                profile.aliases.join(", ")
+                profile.routing.aliases.join(", ")
             },
             profile
+                .routing
                 .match_regex
                 .as_ref()
                 .map_or("-".to_string(), |regex| regex.as_str().to_string()),
@@ -75,7 +76,7 @@ pub(super) fn run(args: &CheckArgs) -> anyhow::Result<i32> {
     let mut examples: Vec<String> = Vec::new();
     for profile in &config.profiles {
         examples.push(profile.name.clone());
-        examples.extend(profile.aliases.iter().cloned());
+        examples.extend(profile.routing.aliases.iter().cloned());
     }
     examples.extend(args.models.iter().cloned());
     examples.extend(["gpt-5".to_string(), "unknown-model".to_string()]);

@@ -58,10 +58,11 @@ pub(super) fn pid_or_unknown(pid: Option<u64>) -> String {
 
 /// The model a profile runs, for people.
 pub(super) fn model_label(profile: &Profile) -> String {
-    if profile.pass_model {
+    if profile.runtime.pass_model {
         "(the request's)".to_string()
     } else {
         profile
+            .runtime
             .model
             .clone()
             .unwrap_or_else(|| "(Codex default)".to_string())
@@ -124,7 +125,7 @@ pub(super) fn profile_lines(
                 .and_then(|e| e["engine"].as_str())
                 .or_else(|| readiness.and_then(|r| r["engine"].as_str()))
                 .map(str::to_string)
-                .or_else(|| profile.map(|p| p.engine.as_str().to_string()))
+                .or_else(|| profile.map(|p| p.runtime.engine.as_str().to_string()))
                 .unwrap_or_else(|| "?".to_string());
             let mut line = format!("{name:width$}  engine={engine}");
             if let Some(profile) = profile {
@@ -132,7 +133,9 @@ pub(super) fn profile_lines(
             }
             let aliases: Vec<String> = match entry.and_then(|e| string_items(&e["aliases"])) {
                 Some(list) => list.into_iter().map(str::to_string).collect(),
-                None => profile.map(|p| p.aliases.clone()).unwrap_or_default(),
+                None => profile
+                    .map(|p| p.routing.aliases.clone())
+                    .unwrap_or_default(),
             };
             if !aliases.is_empty() {
                 line.push_str(&format!("  aliases={}", aliases.join(", ")));

@@ -12,7 +12,7 @@ use anyhow::anyhow;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::api::ops::VERSION;
+use crate::report::VERSION;
 
 /// Timeout of one health/status request.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -1,8 +1,8 @@
 //! The daemon commands: background `start` with a readiness wait, `stop`, `status`, `restart`, `check`
-//! and `reload`. Entry point: [`run_command`] (`start --foreground` goes straight to
-//! [`crate::server::serve_foreground`]). This file owns the dispatch and the items the rest of the
-//! crate uses ([`exposure_warning`], [`cors_warning`], [`with_secrets_from_stdin`]); each command lives in a file of its
-//! own, on top of `files`, `process`, `http` and `display`.
+//! and `reload`. Entry point: [`run_command`]; it returns [`Outcome::ServeForeground`] for
+//! `start --foreground`, which `main` hands to `server::serve_foreground` (daemon and server never
+//! import each other). This file owns the dispatch; each command lives in a file of its own, on top of
+//! `files`, `process`, `http` and `display`.
 //!
 //! A background server is this same binary re-run as `start --foreground …` in a session of its own
 //! (`setsid`), with stdout and stderr appended to the log file. Three files describe it (by default in
@@ -36,83 +36,36 @@ mod start;
 mod status;
 mod stop;
 
-use anyhow::Context;
-
 use crate::cli::{Command, StartArgs};
 
-/// Runs a non-foreground command and returns its exit code.
-pub async fn run_command(command: Command) -> anyhow::Result<i32> {
-    match command {
+/// What the command line asks of the process after a daemon command ran.
+pub enum Outcome {
+    /// Exit with this code.
+    Exit(i32),
+    /// Serve in this process (`start --foreground`, `restart --foreground` once the old server is gone).
+    ServeForeground(Box<StartArgs>),
+}
+
+/// Runs a command; serving in the foreground is left to the caller (`main`), so this module never
+/// depends on the server.
+pub async fn run_command(command: Command) -> anyhow::Result<Outcome> {
+    let code = match command {
         Command::Start(args) if args.foreground => {
-            crate::server::serve_foreground(&args).await.map(|_| 0)
+            return Ok(Outcome::ServeForeground(Box::new(args)))
         }
-        Command::Start(args) => start::run(args).await,
-        Command::Stop(args) => stop::run(&args).await,
-        Command::Status(args) => status::run(&args).await,
-        Command::Restart(args) => restart::run(args).await,
-        Command::Check(args) => check::run(&args),
-        Command::Reload(args) => reload::run(&args).await,
-    }
-}
-
-/// The warning the original tool printed for a non-loopback bind without an api key, or `None`.
-pub fn exposure_warning(host: &str, api_keys: &[String]) -> Option<String> {
-    (!crate::server::is_loopback(host) && api_keys.is_empty()).then(|| {
-        format!(
-            "WARNING: binding to non-loopback host {host} without an API key. Anyone who can reach this port \
-             can spend your Codex quota and read files in the allowed roots. Set --api-key or [server] api_keys."
-        )
-    })
-}
-
-/// What a background server reads on its stdin (`--secrets-stdin`): one line of JSON.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Secrets {
-    #[serde(default)]
-    pub(crate) api_key: Option<String>,
-    /// The values of the `${VAR}`s the config file references ([`StartArgs::config_env`]).
-    #[serde(default)]
-    pub(crate) env: std::collections::BTreeMap<String, String>,
-}
-
-/// `start --foreground --secrets-stdin` (how `start` runs the background server): the settings with
-/// the api key and the config's variables read from the first line of stdin. Other settings are
-/// returned unchanged.
-pub fn with_secrets_from_stdin(args: &StartArgs) -> anyhow::Result<StartArgs> {
-    let mut args = args.clone();
-    if args.secrets_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .context("cannot read the settings the start command hands over on stdin")?;
-        let secrets: Secrets = serde_json::from_str(line.trim_end_matches(['\r', '\n']))
-            .context("--secrets-stdin: stdin held no JSON object on its first line")?;
-        if let Some(key) = secrets.api_key.filter(|key| !key.is_empty()) {
-            args.api_key = Some(key);
-        }
-        args.config_env.extend(secrets.env);
-    }
-    Ok(args)
-}
-
-/// The warning for `cors_origins = ["*"]`, or `None`.
-pub fn cors_warning(origins: &[String]) -> Option<String> {
-    origins.iter().any(|origin| origin == "*").then(|| {
-        "WARNING: [server] cors_origins contains \"*\": any web page a browser opens may call this API \
-         (with the browser's network position; with a key if the page has it). List the origins that \
-         need it instead."
-            .to_string()
-    })
+        Command::Start(args) => start::run(args).await?,
+        Command::Stop(args) => stop::run(&args).await?,
+        Command::Status(args) => status::run(&args).await?,
+        Command::Restart(args) => return restart::run(args).await,
+        Command::Check(args) => check::run(&args)?,
+        Command::Reload(args) => reload::run(&args).await?,
+    };
+    Ok(Outcome::Exit(code))
 }
 
 /// Prints the exposure and CORS warnings `config` deserves to stderr.
 pub fn print_warnings(config: &crate::config::Config) {
-    let server = &config.server;
-    let warnings = [
-        exposure_warning(&server.host, &server.api_keys),
-        cors_warning(&server.cors_origins),
-    ];
-    for warning in warnings.into_iter().flatten() {
+    for warning in config.warnings() {
         eprintln!("{warning}");
     }
 }

@@ -13,7 +13,7 @@ use super::files::{lock, DaemonFiles, DaemonState};
 use super::start::start_locked;
 use super::stop::stop_locked;
 
-pub(super) async fn run(args: StartArgs) -> anyhow::Result<i32> {
+pub(super) async fn run(args: StartArgs) -> anyhow::Result<super::Outcome> {
     let state_path = DaemonFiles::new(&args.files).state;
     let saved = DaemonState::load(&state_path)?;
     let files = DaemonFiles::merged(&args.files, saved.as_ref());
@@ -36,7 +36,7 @@ pub(super) async fn run(args: StartArgs) -> anyhow::Result<i32> {
     stop_locked(&files, saved.as_ref(), None).await?;
     if merged.foreground {
         drop(lock_guard);
-        return crate::server::serve_foreground(&merged).await.map(|_| 0);
+        return Ok(super::Outcome::ServeForeground(Box::new(merged)));
     }
-    start_locked(merged, &files).await
+    start_locked(merged, &files).await.map(super::Outcome::Exit)
 }

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Context};
 use serde_json::Value;
 
-use crate::api::ops::VERSION;
 use crate::cli::StartArgs;
 use crate::config::{self, Config};
+use crate::report::VERSION;
 
 use super::display::{
     display_flags, format_unix_time, pid_or_unknown, print_endpoints, print_files, profile_lines,
@@ -91,7 +91,7 @@ pub(super) async fn start_locked(mut args: StartArgs, files: &DaemonFiles) -> an
     let mut child = spawn_server(&args, log)?;
     let pid = child.id();
     if let Some(mut stdin) = child.stdin.take() {
-        let secrets = super::Secrets {
+        let secrets = crate::cli::Secrets {
             api_key: args.api_key.clone(),
             env: args.config_env.clone(),
         };

@@ -11,16 +11,20 @@ pub mod exec;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::config::EngineKind;
+use crate::codex::env::ChildEnv;
+use crate::codex::launch::{CodexUnavailable, ResolvedCodex};
+use crate::config::{EngineKind, Profile};
 pub use crate::turn::{
     ms, Capabilities, Completion, EngineError, FailureKind, FinishReason, Phases, TurnEvent,
     TurnRequest, Usage,
 };
+use app_server::AppServerPool;
 
 /// What each engine can carry beyond plain text. An API adapter compares it with
 /// [`TurnRequest::needs`] and answers 400 before admission when the profile's engine lacks something.
@@ -38,6 +42,168 @@ pub fn capabilities(engine: EngineKind) -> Capabilities {
             output_schema: false,
             streams_deltas: true,
         },
+    }
+}
+
+/// Whether an engine can take work now, and if not, why (for `/ready` and 503s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// The Codex binary was not found or did not answer `--version`.
+    CodexUnavailable(CodexUnavailable),
+    /// No app-server worker is ready (starting, down or stopped); the reason names the state.
+    WorkersNotReady(String),
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Readiness::Ready)
+    }
+
+    /// Why the engine cannot serve, or `None` when it can.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Readiness::Ready => None,
+            Readiness::CodexUnavailable(err) => Some(err.0.clone()),
+            Readiness::WorkersNotReady(reason) => Some(reason.clone()),
+        }
+    }
+}
+
+/// The Codex engine of one pool: dispatch of admitted jobs, readiness and capabilities. Built once per
+/// pool (an app-server engine starts its workers when built) from the profile it runs.
+pub enum Engine {
+    /// One `codex exec` process per job.
+    Exec(ExecEngine),
+    /// Long-lived `codex app-server` workers.
+    AppServer(AppServerEngine),
+}
+
+/// What an exec run needs besides the job.
+pub struct ExecEngine {
+    profile: Arc<Profile>,
+    codex: Result<ResolvedCodex, CodexUnavailable>,
+    child_env: Arc<ChildEnv>,
+}
+
+/// The workers of an app-server profile and the profile they were started with.
+pub struct AppServerEngine {
+    profile: Arc<Profile>,
+    codex: Result<ResolvedCodex, CodexUnavailable>,
+    child_env: Arc<ChildEnv>,
+    workers: Arc<AppServerPool>,
+}
+
+impl Engine {
+    /// Builds the engine `profile.runtime.engine` names; an app-server engine starts its workers now.
+    pub fn new(
+        profile: Arc<Profile>,
+        codex: Result<ResolvedCodex, CodexUnavailable>,
+        child_env: Arc<ChildEnv>,
+    ) -> Engine {
+        match profile.runtime.engine {
+            EngineKind::Exec => Engine::Exec(ExecEngine {
+                profile,
+                codex,
+                child_env,
+            }),
+            EngineKind::AppServer => {
+                let plain = codex.clone().map_err(|err| err.0);
+                let workers = AppServerPool::start(&profile, plain, &child_env);
+                Engine::AppServer(AppServerEngine {
+                    profile,
+                    codex,
+                    child_env,
+                    workers,
+                })
+            }
+        }
+    }
+
+    /// Starts an admitted job; `guard` (the admission permit) is dropped when the Codex work has ended.
+    pub fn start(&self, job: Job, guard: impl Send + 'static) -> RunHandle {
+        match self {
+            Engine::Exec(exec) => exec::start(
+                exec.profile.clone(),
+                exec.codex.clone().map_err(|err| err.0),
+                exec.child_env.clone(),
+                job,
+                guard,
+            ),
+            Engine::AppServer(app) => app.workers.run(app.profile.clone(), job, guard),
+        }
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        let codex = match self {
+            Engine::Exec(exec) => &exec.codex,
+            Engine::AppServer(app) => &app.codex,
+        };
+        if let Err(err) = codex {
+            return Readiness::CodexUnavailable(err.clone());
+        }
+        match self {
+            Engine::Exec(_) => Readiness::Ready,
+            Engine::AppServer(app) => match app.workers.readiness() {
+                Ok(()) => Readiness::Ready,
+                Err(reason) => Readiness::WorkersNotReady(reason),
+            },
+        }
+    }
+
+    /// Whether the Codex binary was usable when the engine was built.
+    pub fn codex_runnable(&self) -> bool {
+        match self {
+            Engine::Exec(exec) => exec.codex.is_ok(),
+            Engine::AppServer(app) => app.codex.is_ok(),
+        }
+    }
+
+    /// The environment settings of its Codex processes (part of a pool's runtime identity).
+    pub fn child_env(&self) -> &Arc<ChildEnv> {
+        match self {
+            Engine::Exec(exec) => &exec.child_env,
+            Engine::AppServer(app) => &app.child_env,
+        }
+    }
+
+    pub fn kind(&self) -> EngineKind {
+        match self {
+            Engine::Exec(_) => EngineKind::Exec,
+            Engine::AppServer(_) => EngineKind::AppServer,
+        }
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        capabilities(self.kind())
+    }
+
+    /// The app-server workers' figures for `/metrics` (`None` for exec).
+    pub async fn workers_report(&self) -> Option<serde_json::Value> {
+        match self {
+            Engine::Exec(_) => None,
+            Engine::AppServer(app) => Some(app.workers.workers_json().await),
+        }
+    }
+
+    /// Process ids of live workers (empty for exec: its processes belong to their runs).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        match self {
+            Engine::Exec(_) => Vec::new(),
+            Engine::AppServer(app) => app.workers.worker_pids(),
+        }
+    }
+
+    /// Stops long-lived processes now (exec has none: its runs end with their tasks).
+    pub fn shutdown(&self) {
+        if let Engine::AppServer(app) = self {
+            app.workers.shutdown();
+        }
+    }
+
+    /// Whether the engine keeps processes that must be stopped when its pool retires.
+    pub fn has_workers(&self) -> bool {
+        matches!(self, Engine::AppServer(_))
     }
 }
 

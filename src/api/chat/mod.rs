@@ -26,7 +26,7 @@ use axum::{Extension, Json};
 use crate::api::guard::Loaded;
 use crate::api::pipeline::{self, Incoming, Parsed};
 use crate::api::RequestId;
-use crate::state::AppState;
+use crate::live::state::AppState;
 use render::ChatRenderer;
 use request::{ChatRequest, Messages};
 

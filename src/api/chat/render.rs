@@ -13,9 +13,9 @@ use crate::api::error::ApiError;
 use crate::api::pipeline::{engine_phase_name, record_error, LatencyLog, Started};
 use crate::config::EngineKind;
 use crate::engine::{ms, Completion, TurnEvent};
+use crate::live::snapshot::Snapshot;
+use crate::live::state::AppState;
 use crate::metrics::{InFlight, ProfileStats};
-use crate::snapshot::Snapshot;
-use crate::state::AppState;
 
 fn unix_now() -> u64 {
     SystemTime::now()

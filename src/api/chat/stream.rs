@@ -11,7 +11,7 @@ use futures_util::Stream;
 
 use crate::api::chat::render::ChatRenderer;
 use crate::engine::RunHandle;
-use crate::state::AppState;
+use crate::live::state::AppState;
 
 struct SseStream {
     run: RunHandle,

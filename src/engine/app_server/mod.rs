@@ -46,18 +46,18 @@ pub struct AppServerPool {
 }
 
 impl AppServerPool {
-    /// Starts the supervisors of `profile.workers` processes.
+    /// Starts the supervisors of `profile.runtime.workers` processes.
     pub fn start(
         profile: &Profile,
         codex: Result<ResolvedCodex, String>,
         child_env: &ChildEnv,
     ) -> Arc<AppServerPool> {
-        let workers: Vec<Arc<Worker>> = (0..profile.workers).map(Worker::new).collect();
+        let workers: Vec<Arc<Worker>> = (0..profile.runtime.workers).map(Worker::new).collect();
         let stop = CancellationToken::new();
         let unavailable = match codex {
             Ok(codex) => {
                 let mut args = worker::base_args();
-                if !profile.tools {
+                if !profile.runtime.tools {
                     args.extend(
                         crate::codex::launch::NO_TOOLS_ARGS
                             .iter()
@@ -68,13 +68,17 @@ impl AppServerPool {
                     args.push("-c".to_string());
                     args.push(item);
                 }
-                let env = child_env.build(std::env::vars_os(), &codex, profile.proxy.as_deref());
+                let env = child_env.build(
+                    std::env::vars_os(),
+                    &codex,
+                    profile.runtime.proxy.as_deref(),
+                );
                 let spec = Arc::new(WorkerSpec {
                     codex,
                     args,
                     env,
-                    codex_home: profile.codex_home.clone(),
-                    working_dir: profile.default_cwd.clone(),
+                    codex_home: profile.runtime.codex_home.clone(),
+                    working_dir: profile.runtime.default_cwd.clone(),
                 });
                 for worker in &workers {
                     tokio::spawn(supervise(worker.clone(), spec.clone(), stop.clone()));
@@ -234,7 +238,7 @@ impl AppServerPool {
         events: &mpsc::Sender<TurnEvent>,
         cancel: &CancellationToken,
     ) -> Result<(), EngineError> {
-        let deadline = tokio::time::Instant::from_std(job.received_at) + profile.timeout;
+        let deadline = tokio::time::Instant::from_std(job.received_at) + profile.runtime.timeout;
         let mut phases = Phases::new();
         let started = Instant::now();
         let (worker, connection) = self.pick_worker(deadline, cancel).await?;
@@ -295,7 +299,7 @@ impl AppServerPool {
             .pointer("/turn/id")
             .and_then(Value::as_str)
             .map(str::to_string);
-        let core = AppServerTurn::new(turn_id, phases, profile.timeout);
+        let core = AppServerTurn::new(turn_id, phases, profile.runtime.timeout);
         turn.stream(&thread_id, core, notifications, events).await
     }
 }
@@ -330,7 +334,7 @@ impl TurnContext<'_> {
             self.deadline,
         ))
         .await
-        .map_err(|stop| turn::stopped_before_turn(stop, self.profile.timeout))?
+        .map_err(|stop| turn::stopped_before_turn(stop, self.profile.runtime.timeout))?
     }
 
     /// The thread's next message, or why the turn stopped waiting for it.

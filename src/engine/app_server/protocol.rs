@@ -49,7 +49,7 @@ pub fn thread_start_params(
     let mut params = json!({
         "cwd": cwd,
         "approvalPolicy": "never",
-        "sandbox": if profile.agent { "workspace-write" } else { "read-only" },
+        "sandbox": if profile.runtime.agent { "workspace-write" } else { "read-only" },
         "ephemeral": true,
     });
     if let Some(model) = model {
@@ -58,7 +58,7 @@ pub fn thread_start_params(
     if let Some(instructions) = developer_instructions {
         params["developerInstructions"] = json!(instructions);
     }
-    if !profile.tools {
+    if !profile.runtime.tools {
         params["config"] = no_tools_config();
         params["dynamicTools"] = json!([]);
         params["environments"] = json!([]);

@@ -48,7 +48,7 @@ pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
         "--disable",
         "unbounded_connection_retries",
         "--sandbox",
-        if profile.agent {
+        if profile.runtime.agent {
             "workspace-write"
         } else {
             "read-only"
@@ -68,7 +68,7 @@ pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
         args.push("-c".into());
         args.push(developer_instructions_arg(instructions).into());
     }
-    if !profile.tools {
+    if !profile.runtime.tools {
         args.extend(
             crate::codex::launch::NO_TOOLS_ARGS
                 .iter()
@@ -79,7 +79,7 @@ pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
         args.push("-c".into());
         args.push(item.into());
     }
-    if profile.ephemeral {
+    if profile.runtime.ephemeral {
         args.push("--ephemeral".into());
     }
     // End of options: the prompt comes from stdin.
@@ -116,7 +116,7 @@ async fn run(
     let build_started = Instant::now();
     let mut command = Command::new(&codex.program);
     command.args(exec_args(profile, job)).current_dir(&job.cwd);
-    child_env.apply(&mut command, &codex, profile.proxy.as_deref());
+    child_env.apply(&mut command, &codex, profile.runtime.proxy.as_deref());
     phases.insert("codex_command_build", ms(build_started));
 
     let spawn_started = Instant::now();
@@ -132,8 +132,8 @@ async fn run(
     })?;
     let mut turn = ExecTurn::new(phases, io_started);
     let reader = Reader {
-        deadline: tokio::time::Instant::from_std(job.received_at) + profile.timeout,
-        timeout: profile.timeout,
+        deadline: tokio::time::Instant::from_std(job.received_at) + profile.runtime.timeout,
+        timeout: profile.runtime.timeout,
         events,
         cancel,
         stdin_write_ms: &stdin_write_ms,

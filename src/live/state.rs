@@ -10,8 +10,8 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerOverrides;
+use crate::live::snapshot::Snapshot;
 use crate::metrics::Metrics;
-use crate::snapshot::Snapshot;
 
 /// Outcome bookkeeping of config reloads, shown by `/ready` and `/metrics`.
 #[derive(Debug, Clone, Default)]
@@ -118,7 +118,7 @@ impl AppState {
         self.inner.snapshot.load_full()
     }
 
-    /// Publishes a new snapshot (one atomic store). Only [`crate::reload`] calls it, holding
+    /// Publishes a new snapshot (one atomic store). Only [`crate::live::reload`] calls it, holding
     /// [`AppState::reload_lock`].
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
         self.inner.snapshot.store(snapshot);
@@ -170,7 +170,7 @@ impl AppState {
     /// The value of `${name}` for a reload: the environment's, else the one saved at start.
     pub fn config_var(&self, name: &str) -> Option<String> {
         static EMPTY: BTreeMap<String, String> = BTreeMap::new();
-        crate::cli::config_env_lookup(self.inner.config_env.get().unwrap_or(&EMPTY), name)
+        crate::config::config_env_lookup(self.inner.config_env.get().unwrap_or(&EMPTY), name)
     }
 
     pub fn shutdown(&self) -> &CancellationToken {

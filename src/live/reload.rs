@@ -2,7 +2,7 @@
 //! with one `store`. On any error nothing changes; the error is recorded for `/ready` and `/metrics` and
 //! logged once (the same error again is only counted).
 //!
-//! Entry point: [`reload`], called by the file watcher ([`crate::config::watch`]), SIGHUP and
+//! Entry point: [`reload`], called by the file watcher ([`crate::live::watch`]), SIGHUP and
 //! `POST /admin/reload`. `${VAR}`s are expanded from the environment, else from the values the server
 //! was started with ([`AppState::config_var`]). A panic inside a reload is caught and recorded as a
 //! failed reload. Reloads are serialised by [`AppState::reload_lock`] and each one reads the file
@@ -12,17 +12,16 @@
 //! A file that parses to the table already in service (same keys and values in the same order; only
 //! comments or layout changed) is a no-op: same generation, no pool touched. Otherwise
 //! [`Snapshot::build`] reuses the pool of every profile whose runtime settings are unchanged; the pools
-//! of changed and removed profiles are retired once no snapshot holds them (see [`crate::snapshot`]).
+//! of changed and removed profiles are retired once no snapshot holds them (see [`crate::live::snapshot`]).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::config::{self, Config, ConfigErrors, ServerConfig, ServerOverrides};
-use crate::snapshot::{same_table, ChangeSummary, Snapshot};
-use crate::state::{AppState, StartupServer};
+use crate::config::{self, Config, ConfigErrors, ServerConfig};
+use crate::live::snapshot::{same_table, ChangeSummary, CodexStatus, Snapshot};
+use crate::live::state::{AppState, StartupServer};
 
 /// The result of one reload, as `/admin/reload` and the `reload` command report it.
 #[derive(Debug, Clone, Serialize)]
@@ -43,26 +42,6 @@ pub enum ReloadError {
     NoConfigFile,
     #[error("{0}")]
     Invalid(ConfigErrors),
-}
-
-/// Reads and validates the whole file; also returns its parsed table for the no-op check.
-fn read_config(
-    path: &Path,
-    overrides: &ServerOverrides,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Config, toml::Table), ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|err| ConfigErrors {
-        path: path.display().to_string(),
-        problems: vec![config::Problem {
-            line: None,
-            profile: None,
-            message: format!("cannot read the file: {err}"),
-        }],
-    })?;
-    let config = config::parse(&text, path, overrides, lookup)?;
-    // `parse` succeeded, so the text is valid TOML.
-    let table = toml::from_str::<toml::Table>(&text).unwrap_or_default();
-    Ok((config, table))
 }
 
 /// The `[server]` settings that differ from what the process started with and cannot change live.
@@ -164,7 +143,7 @@ async fn reload_now(state: &AppState, trigger: &str) -> Result<ReloadOutcome, Re
     };
     let current = state.snapshot();
     let lookup = |name: &str| state.config_var(name);
-    let (config, table) = match read_config(&path, state.overrides(), &lookup) {
+    let config = match config::load_file_with(&path, state.overrides(), &lookup) {
         Ok(loaded) => loaded,
         Err(errors) => {
             record_failure(state, trigger, current.generation, &errors);
@@ -176,7 +155,8 @@ async fn reload_now(state: &AppState, trigger: &str) -> Result<ReloadOutcome, Re
     let unchanged = current
         .source_table
         .as_ref()
-        .is_some_and(|served| same_table(served, &table))
+        .zip(config.source_table.as_ref())
+        .is_some_and(|(served, table)| same_table(served, table))
         // A Codex binary that did not run is probed again even for the same file.
         && current.codex.runnable().is_ok();
     if unchanged {
@@ -210,15 +190,10 @@ async fn reload_now(state: &AppState, trigger: &str) -> Result<ReloadOutcome, Re
             restart_required,
         });
     }
-    for profile in &config.profiles {
-        if let Err(err) = crate::cwd::ensure_default_cwd(profile) {
-            tracing::warn!(profile = %profile.name, "cannot create default_cwd {}: {err}", profile.default_cwd.display());
-        }
-    }
+    ensure_default_cwds(&config);
     let codex = current.codex.reprobe(&config.server.codex_bin).await;
-    let (mut snapshot, changes) =
+    let (snapshot, changes) =
         Snapshot::build(config, current.generation + 1, codex, Some(&current));
-    snapshot.source_table = Some(table);
     let generation = snapshot.generation;
     state.publish(Arc::new(snapshot));
     // The old snapshot's pools that the new one does not use retire once in-flight requests let go.
@@ -256,6 +231,23 @@ fn warn_restart(before: &[String], now: &[String]) {
             now.join(", ")
         );
     }
+}
+
+/// Creates every profile's `default_cwd` that is missing (a failure is logged: requests naming a cwd
+/// of their own still work).
+pub fn ensure_default_cwds(config: &Config) {
+    for profile in &config.profiles {
+        if let Err(err) = crate::cwd::ensure_default_cwd(profile) {
+            tracing::warn!(profile = %profile.name, "cannot create default_cwd {}: {err}", profile.runtime.default_cwd.display());
+        }
+    }
+}
+
+/// Builds generation 1 from a validated config (probing the Codex binary).
+pub async fn first_snapshot(config: Config) -> Snapshot {
+    let codex = CodexStatus::probe(&config.server.codex_bin).await;
+    ensure_default_cwds(&config);
+    Snapshot::build(config, 1, codex, None).0
 }
 
 #[cfg(test)]

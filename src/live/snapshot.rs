@@ -1,5 +1,5 @@
 //! The config snapshot every request works from: an immutable [`Snapshot`] (config, router, one pool per
-//! profile, the resolved Codex binary) published through one `ArcSwap` in [`crate::state`].
+//! profile, the resolved Codex binary) published through one `ArcSwap` in [`crate::live::state`].
 //!
 //! [`Snapshot::build`] makes a complete new snapshot from a validated config, reusing the previous
 //! snapshot's pool for every profile whose runtime settings did not change (so its queue and warm
@@ -18,22 +18,25 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::codex::env::ChildEnv;
-use crate::codex::launch::{self, ResolvedCodex};
+use crate::codex::launch::{self, CodexUnavailable, ResolvedCodex};
 use crate::config::{Config, Profile};
+use crate::engine::Engine;
 use crate::pool::Pool;
 use crate::routing::{RouteKind, Router};
 
 /// The resolved Codex binary and whether it runs.
 #[derive(Debug, Clone)]
 pub struct CodexStatus {
-    pub resolved: Result<ResolvedCodex, String>,
+    pub resolved: Result<ResolvedCodex, CodexUnavailable>,
     /// `codex --version` output, or why it could not run.
-    pub version: Result<String, String>,
+    pub version: Result<String, CodexUnavailable>,
     /// Device, inode, modification time and size of the program that answered `--version`.
     program_identity: Option<(u64, u64, i64, u64)>,
 }
 
-fn program_identity(resolved: &Result<ResolvedCodex, String>) -> Option<(u64, u64, i64, u64)> {
+fn program_identity(
+    resolved: &Result<ResolvedCodex, CodexUnavailable>,
+) -> Option<(u64, u64, i64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let program = &resolved.as_ref().ok()?.program;
     let meta = std::fs::metadata(program).ok()?;
@@ -47,10 +50,10 @@ fn program_identity(resolved: &Result<ResolvedCodex, String>) -> Option<(u64, u6
 
 impl CodexStatus {
     pub async fn probe(codex_bin: &str) -> CodexStatus {
-        let resolved = launch::resolve(codex_bin).map_err(|err| err.0);
+        let resolved = launch::resolve(codex_bin);
         let program_identity = program_identity(&resolved);
         let version = match &resolved {
-            Ok(resolved) => launch::probe_version(resolved).await.map_err(|err| err.0),
+            Ok(resolved) => launch::probe_version(resolved).await,
             Err(err) => Err(err.clone()),
         };
         CodexStatus {
@@ -64,7 +67,7 @@ impl CodexStatus {
     /// same, unmodified program that answered `--version`; otherwise a fresh [`CodexStatus::probe`].
     /// (Running `codex --version` is most of the time a reload takes.)
     pub async fn reprobe(&self, codex_bin: &str) -> CodexStatus {
-        let resolved = launch::resolve(codex_bin).map_err(|err| err.0);
+        let resolved = launch::resolve(codex_bin);
         let same = self.version.is_ok()
             && resolved.is_ok()
             && resolved == self.resolved
@@ -78,7 +81,7 @@ impl CodexStatus {
     }
 
     /// What pools should run: the binary if it was found *and* answered `--version`.
-    pub fn runnable(&self) -> Result<ResolvedCodex, String> {
+    pub fn runnable(&self) -> Result<ResolvedCodex, CodexUnavailable> {
         match (&self.resolved, &self.version) {
             (Ok(resolved), Ok(_)) => Ok(resolved.clone()),
             (Err(err), _) | (_, Err(err)) => Err(err.clone()),
@@ -150,12 +153,9 @@ impl ChangeSummary {
     }
 }
 
-/// Whether the fields that are not part of the runtime key (routing, description, access) are equal.
+/// Whether the fields that are not runtime settings (routing, description, access) are equal.
 fn same_routing_and_access(a: &Profile, b: &Profile) -> bool {
-    a.aliases == b.aliases
-        && a.description == b.description
-        && a.api_keys == b.api_keys
-        && a.match_regex.as_ref().map(|r| r.as_str()) == b.match_regex.as_ref().map(|r| r.as_str())
+    a.routing == b.routing && a.access == b.access
 }
 
 /// A resolved route: the profile, its pool, and how the name matched.
@@ -194,7 +194,8 @@ impl Snapshot {
             });
             let Some((previous, index)) = before else {
                 summary.added.push(profile.name.clone());
-                let pool = Pool::new(profile.clone(), runnable.clone(), child_env.clone());
+                let engine = Engine::new(profile.clone(), runnable.clone(), child_env.clone());
+                let pool = Pool::new(profile.clone(), engine);
                 leases.push(Arc::new(PoolLease(pool.clone())));
                 pools.push(pool);
                 continue;
@@ -202,12 +203,10 @@ impl Snapshot {
             let old_profile = &previous.config.profiles[index];
             let old_pool = &previous.pools[index];
             // The pool's processes are shaped by its own profile (the one it was built with).
-            let reusable = old_pool
-                .profile
-                .runtime_key(&previous.config.server.codex_bin)
-                == profile.runtime_key(&codex_bin)
-                && old_pool.child_env == child_env
-                && old_pool.codex.is_ok() == runnable.is_ok();
+            let reusable = old_pool.profile.runtime == profile.runtime
+                && previous.config.server.codex_bin == codex_bin
+                && *old_pool.engine().child_env() == child_env
+                && old_pool.engine().codex_runnable() == runnable.is_ok();
             if reusable {
                 // Same processes, same queue. Routing, auth and descriptions use the new profile
                 // (`Route::profile`); the pool only runs it.
@@ -220,7 +219,8 @@ impl Snapshot {
                 pools.push(old_pool.clone());
             } else {
                 summary.changed.push(profile.name.clone());
-                let pool = Pool::new(profile.clone(), runnable.clone(), child_env.clone());
+                let engine = Engine::new(profile.clone(), runnable.clone(), child_env.clone());
+                let pool = Pool::new(profile.clone(), engine);
                 leases.push(Arc::new(PoolLease(pool.clone())));
                 pools.push(pool);
             }
@@ -237,6 +237,7 @@ impl Snapshot {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        let source_table = config.source_table.clone();
         (
             Snapshot {
                 generation,
@@ -245,7 +246,7 @@ impl Snapshot {
                 pools,
                 codex,
                 created,
-                source_table: None,
+                source_table,
                 leases,
             },
             summary,
@@ -290,8 +291,8 @@ mod tests {
 
     fn codex() -> CodexStatus {
         CodexStatus {
-            resolved: Err("not used".into()),
-            version: Err("not used".into()),
+            resolved: Err(CodexUnavailable("not used".into())),
+            version: Err(CodexUnavailable("not used".into())),
             program_identity: None,
         }
     }
@@ -337,7 +338,7 @@ mod tests {
         assert_ne!(id(&first, "limits"), id(&second, "limits"));
         // Routing uses the new profile even though the pool is the old one.
         let route = second.route("r").unwrap();
-        assert_eq!(route.profile.description, "new");
+        assert_eq!(route.profile.routing.description, "new");
         assert_eq!(route.pool.id, id(&first, "relabel"));
 
         // The same file again: compared with generation 2's profiles, nothing changed (the reused pool

@@ -14,7 +14,7 @@
 //!   where inotify sees nothing (NFS, some container volumes) and in case an event was missed.
 //!
 //! Every check compares the file's bytes with the last bytes seen, so only real changes reach
-//! [`crate::reload::reload`]; events for other files, a deleted file (editors that delete, then write) and
+//! [`crate::live::reload::reload`]; events for other files, a deleted file (editors that delete, then write) and
 //! a file recreated with the same content do nothing. A file that is half written when it is read is just a
 //! rejected reload; the write that completes it is another change and is applied.
 //!
@@ -39,7 +39,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::state::AppState;
+use crate::live::state::AppState;
 
 /// Quiet time after the last relevant event before looking at the file.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -259,7 +259,7 @@ impl DirectoryWatch {
     }
 }
 
-/// What the watcher does about a changed file: [`crate::reload::reload`] in the server; tests pass
+/// What the watcher does about a changed file: [`crate::live::reload::reload`] in the server; tests pass
 /// their own.
 pub type ReloadFn =
     Arc<dyn Fn(AppState, &'static str) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
@@ -279,7 +279,7 @@ pub fn spawn(state: AppState) -> Option<WatchGuard> {
     };
     let reload: ReloadFn = Arc::new(|state, trigger| {
         Box::pin(async move {
-            let _ = crate::reload::reload(&state, trigger).await;
+            let _ = crate::live::reload::reload(&state, trigger).await;
         })
     });
     spawn_with(state, settings, reload)
@@ -312,7 +312,7 @@ async fn supervise(state: AppState, path: PathBuf, settings: Settings, reload: R
         )));
         let reason = match (&mut run.0).await {
             Ok(()) => "it ended".to_string(),
-            Err(err) => crate::reload::panic_message(err),
+            Err(err) => crate::live::reload::panic_message(err),
         };
         tracing::error!(
             "the config file watcher stopped ({reason}); starting it again in {} ms",
@@ -364,7 +364,7 @@ fn served_bytes(state: &AppState, path: &Path) -> Option<Vec<u8>> {
             .ok()
             .and_then(|text| toml::from_str::<toml::Table>(text).ok());
         match (&served.source_table, parsed) {
-            (Some(served), Some(parsed)) => crate::snapshot::same_table(served, &parsed),
+            (Some(served), Some(parsed)) => crate::live::snapshot::same_table(served, &parsed),
             _ => false,
         }
     })
@@ -418,7 +418,7 @@ async fn watch_loop(state: AppState, path: PathBuf, settings: Settings, reload: 
         }
         last = current;
         if let Err(err) = tokio::spawn(reload(state.clone(), trigger)).await {
-            let reason = crate::reload::panic_message(err);
+            let reason = crate::live::reload::panic_message(err);
             tracing::error!("a config reload failed unexpectedly ({reason}); still watching");
             state.update_reload_status(|status| {
                 status.reloads_failed += 1;
@@ -491,7 +491,7 @@ mod tests {
     /// A server state serving `path` (not listening anywhere).
     async fn state_for(path: &Path) -> AppState {
         let config = crate::config::load_file(path, &Default::default()).unwrap();
-        let snapshot = crate::server::first_snapshot(config).await;
+        let snapshot = crate::live::reload::first_snapshot(config).await;
         AppState::new(
             snapshot,
             Some(path.to_path_buf()),
@@ -589,7 +589,7 @@ mod tests {
     fn real_reload() -> ReloadFn {
         Arc::new(|state, trigger| {
             Box::pin(async move {
-                let _ = crate::reload::reload(&state, trigger).await;
+                let _ = crate::live::reload::reload(&state, trigger).await;
             })
         })
     }
@@ -638,7 +638,7 @@ mod tests {
             })
             .await;
         }
-        let description = &state.snapshot().config.profiles[0].description;
+        let description = &state.snapshot().config.profiles[0].routing.description;
         assert_eq!(description, "v4");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -1,0 +1,186 @@
+//! The typed bodies of `/health`, `/ready` and `/metrics`: built by `api::ops`, read back by the daemon
+//! commands (`status`, `start`). One definition for both sides, so a renamed or missing field is a
+//! compile error or a parse error, never a silent zero. Depends only on serde.
+//!
+//! Field names and shapes are the HTTP contract (tests in `tests/it/` read them); change them only
+//! together with those tests and the README.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The proxy's version, as `/health` reports it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `/health` for callers with ops access (others get only `status` and `pid`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_generation: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<usize>,
+}
+
+/// `status` of `/ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyStatus {
+    Ready,
+    NotReady,
+}
+
+/// The body of `/ready` (HTTP 200 when `status` is `ready`, else 503).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ready {
+    pub status: ReadyStatus,
+    pub codex: CodexReport,
+    pub profiles: BTreeMap<String, ProfileReadiness>,
+    pub config: ConfigReport,
+}
+
+/// The Codex binary the server resolved, and its `--version` (or why it did not answer).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CodexReport {
+    pub codex_bin: String,
+    pub program: Option<String>,
+    pub npm_launcher_bypassed: Option<String>,
+    pub version: Option<String>,
+    pub error: Option<String>,
+}
+
+/// One profile in `/ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileReadiness {
+    pub ready: bool,
+    pub engine: String,
+    pub reason: Option<String>,
+}
+
+/// The config file and its reload history (in both `/ready` and `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigReport {
+    pub path: Option<String>,
+    pub generation: u64,
+    /// Unix seconds of the last reload attempt.
+    pub last_reload_at: Option<u64>,
+    pub last_error: Option<String>,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub restart_required: Vec<String>,
+    /// How file changes are noticed (`notify+poll`, `poll`), or `stopped: <reason>`.
+    pub watch: Option<String>,
+}
+
+/// The body of `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    #[serde(flatten)]
+    pub counters: GlobalCounters,
+    pub profiles: BTreeMap<String, ProfileMetrics>,
+    pub config: ConfigReport,
+}
+
+/// The server-wide counters of `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GlobalCounters {
+    pub requests_total: u64,
+    pub requests_ok: u64,
+    pub requests_error: u64,
+    /// HTTP status → count.
+    pub errors_by_status: BTreeMap<String, u64>,
+    pub uptime_seconds: f64,
+}
+
+/// A profile's request counters (they outlive reloads, unlike its pool).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProfileCounters {
+    pub requests: u64,
+    pub ok: u64,
+    pub errors_by_status: BTreeMap<String, u64>,
+    pub in_flight: u64,
+    pub tokens: Tokens,
+}
+
+/// One profile in `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProfileMetrics {
+    #[serde(flatten)]
+    pub counters: ProfileCounters,
+    pub engine: String,
+    pub queued: usize,
+    pub running: usize,
+    pub max_concurrency: usize,
+    pub pool: PoolId,
+    /// App-server profiles only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Vec<WorkerReport>>,
+}
+
+/// Token counts a profile has served.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub prompt: u64,
+    pub completion: u64,
+    pub total: u64,
+}
+
+/// The identity of a profile's pool: it stays the same across reloads that keep the pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolId {
+    pub id: u64,
+}
+
+/// The state of an app-server worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerStateName {
+    Starting,
+    Ready,
+    Down,
+    Stopped,
+}
+
+/// One app-server worker in `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    pub index: usize,
+    pub pid: Option<u32>,
+    pub state: WorkerStateName,
+    pub turns_in_flight: u64,
+    pub turns_served: u64,
+    pub restarts: u64,
+    pub threads_loaded: Option<u64>,
+    /// Why the worker is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_status_and_worker_states_are_snake_case() {
+        let text = serde_json::to_string(&ReadyStatus::NotReady).unwrap();
+        assert_eq!(text, "\"not_ready\"");
+        let worker: WorkerReport = serde_json::from_str(
+            r#"{"index":0,"pid":null,"state":"down","turns_in_flight":0,"turns_served":2,
+                "restarts":1,"threads_loaded":null,"error":"exited"}"#,
+        )
+        .unwrap();
+        assert_eq!(worker.state, WorkerStateName::Down);
+        assert_eq!(worker.error.as_deref(), Some("exited"));
+    }
+
+    #[test]
+    fn a_missing_field_is_an_error_not_a_zero() {
+        let parsed = serde_json::from_str::<Metrics>(r#"{"requests_total":1}"#);
+        assert!(parsed.is_err());
+    }
+}
