@@ -65,7 +65,16 @@ async fn generation(app: &App) -> u64 {
 }
 
 async fn pool_id(app: &App, profile: &str) -> u64 {
-    let metrics = app.get_json("/metrics").await.1;
+    pool_id_keyed(app, profile, None).await
+}
+
+/// [`pool_id`] on a server with keys: `/metrics` needs a server key then.
+async fn pool_id_keyed(app: &App, profile: &str, key: Option<&str>) -> u64 {
+    let mut request = App::client().get(app.url("/metrics"));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let metrics: Value = request.send().await.unwrap().json().await.unwrap();
     metrics["profiles"][profile]["pool"]["id"]
         .as_u64()
         .unwrap_or_else(|| panic!("no pool id for {profile}: {metrics}"))
@@ -386,7 +395,7 @@ async fn admin_reload_reports_changes_and_new_access_rules_apply_to_a_kept_pool(
         ],
     )
     .await;
-    let alpha_pool = pool_id(&app, "alpha").await;
+    let alpha_pool = pool_id_keyed(&app, "alpha", Some("server-key")).await;
     let reload = |key: Option<&'static str>| {
         let mut request = App::client().post(app.url("/admin/reload"));
         if let Some(key) = key {
@@ -430,7 +439,10 @@ async fn admin_reload_reports_changes_and_new_access_rules_apply_to_a_kept_pool(
             "restart_required": [],
         })
     );
-    assert_eq!(pool_id(&app, "alpha").await, alpha_pool);
+    assert_eq!(
+        pool_id_keyed(&app, "alpha", Some("server-key")).await,
+        alpha_pool
+    );
 
     // Routing and authorisation use the new profile, although the old pool runs it.
     let request = chat_body("a1", "mock:reply=relabelled_alpha");
