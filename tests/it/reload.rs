@@ -457,9 +457,10 @@ async fn admin_reload_reports_changes_and_new_access_rules_apply_to_a_kept_pool(
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "relabelled alpha");
+    // A profile key opens only the profiles that list it (README, Safety), not the unrestricted gamma.
     assert_eq!(
         model_ids(&app.base_url, Some("alpha-key")).await,
-        vec!["alpha", "gamma"]
+        vec!["alpha"]
     );
     let (_, entry) = {
         let response = App::client()
