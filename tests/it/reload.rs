@@ -57,7 +57,17 @@ fn save_by_rename(path: &Path, text: &str) {
 }
 
 async fn ready_config(app: &App) -> Value {
-    app.get_json("/ready").await.1["config"].clone()
+    ready_config_keyed(app, None).await
+}
+
+/// [`ready_config`] on a server with keys: `/ready` needs a server key then.
+async fn ready_config_keyed(app: &App, key: Option<&str>) -> Value {
+    let mut request = App::client().get(app.url("/ready"));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let ready: Value = request.send().await.unwrap().json().await.unwrap();
+    ready["config"].clone()
 }
 
 async fn generation(app: &App) -> u64 {
@@ -496,8 +506,14 @@ async fn admin_reload_reports_changes_and_new_access_rules_apply_to_a_kept_pool(
         message.contains(&format!("config.toml:{line}: profile `delta`")),
         "{message}"
     );
-    assert_eq!(generation(&app).await, 2);
-    assert_eq!(ready_config(&app).await["reloads_failed"], 1);
+    assert_eq!(
+        ready_config_keyed(&app, Some("server-key")).await["generation"],
+        2
+    );
+    assert_eq!(
+        ready_config_keyed(&app, Some("server-key")).await["reloads_failed"],
+        1
+    );
 }
 
 #[tokio::test]
