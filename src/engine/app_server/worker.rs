@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -98,11 +99,11 @@ impl Worker {
     }
 
     pub fn state(&self) -> WorkerState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.state.lock().clone()
     }
 
     pub fn set_state(&self, state: WorkerState) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        *self.state.lock() = state;
         self.changed.send_modify(|generation| *generation += 1);
     }
 
@@ -112,15 +113,12 @@ impl Worker {
 
     /// Asks the supervisor to kill the current process (it stopped answering).
     pub fn request_kill(&self) {
-        self.kill_slot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .cancel();
+        self.kill_slot.lock().cancel();
     }
 
     fn fresh_kill_token(&self) -> CancellationToken {
         let token = CancellationToken::new();
-        *self.kill_slot.lock().unwrap_or_else(|e| e.into_inner()) = token.clone();
+        *self.kill_slot.lock() = token.clone();
         token
     }
 
@@ -228,7 +226,7 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
     if let Some(stderr) = child.stderr.take() {
         let tail = tail.clone();
         tokio::spawn(for_each_capped_line(stderr, move |line| {
-            tail.lock().unwrap_or_else(|e| e.into_inner()).push(line)
+            tail.lock().push(line)
         }));
     }
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
@@ -244,7 +242,6 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let detail = tail
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .last_meaningful()
             .unwrap_or_else(|| "no error output".to_string());
         drop(group);
@@ -365,14 +362,9 @@ async fn serve(
         .map(|status| status.to_string())
         .unwrap_or_else(|| "unknown status".to_string());
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let detail = connection.failure().unwrap_or_else(|| {
-        running
-            .tail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_meaningful()
-            .unwrap_or_default()
-    });
+    let detail = connection
+        .failure()
+        .unwrap_or_else(|| running.tail.lock().last_meaningful().unwrap_or_default());
     let reason = format!("the app-server worker exited ({status}) {detail}")
         .trim()
         .to_string();
