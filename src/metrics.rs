@@ -1,4 +1,4 @@
-//! Counters for `/metrics`: the original tool's global counters plus one block per profile.
+//! Counters for `/metrics`: server-wide counters plus one block per profile.
 //!
 //! Per-profile stats are keyed by profile *name* and outlive config snapshots, so a reload does not
 //! reset them. Hot counters are atomics; the by-status maps are small and behind a `parking_lot` mutex
