@@ -33,6 +33,7 @@ pub use crate::turn::{
     ms, Capabilities, Completion, EngineError, FailureKind, FinishReason, Phases, TurnEvent,
     TurnRequest, Usage,
 };
+use app_server::worker::WorkerFigures;
 use app_server::AppServerPool;
 
 /// What each engine can carry beyond plain text. An API adapter compares it with
@@ -188,10 +189,10 @@ impl Engine {
     }
 
     /// The app-server workers' figures for `/metrics` (`None` for exec).
-    pub async fn workers_report(&self) -> Option<serde_json::Value> {
+    pub fn workers_figures(&self) -> Option<Vec<WorkerFigures>> {
         match self {
             Engine::Exec(_) => None,
-            Engine::AppServer(app) => Some(app.workers.workers_json().await),
+            Engine::AppServer(app) => Some(app.workers.workers_figures()),
         }
     }
 

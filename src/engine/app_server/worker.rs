@@ -62,6 +62,21 @@ impl WorkerState {
     }
 }
 
+/// One worker's figures at one moment; `api::ops` turns them into the `/metrics` worker report.
+#[derive(Clone)]
+pub struct WorkerFigures {
+    pub index: usize,
+    /// The live process, if any.
+    pub pid: Option<u32>,
+    /// Its state; `Down` carries why.
+    pub state: WorkerState,
+    pub turns_in_flight: u64,
+    pub turns_served: u64,
+    pub restarts: u64,
+    /// Threads loaded at the supervisor's last poll, `None` when unknown.
+    pub threads_loaded: Option<u64>,
+}
+
 /// One worker slot of a pool.
 pub struct Worker {
     pub index: usize,
@@ -122,24 +137,21 @@ impl Worker {
         token
     }
 
-    pub fn to_json(&self) -> Value {
+    /// The worker's figures for `/metrics`, read from its atomics and state (never from the process).
+    pub fn figures(&self) -> WorkerFigures {
         let state = self.state();
-        let mut value = json!({
-            "index": self.index,
-            "pid": match self.pid.load(Ordering::Relaxed) { 0 => Value::Null, pid => json!(pid) },
-            "state": state.name(),
-            "turns_in_flight": self.in_flight.load(Ordering::Relaxed),
-            "turns_served": self.served.load(Ordering::Relaxed),
-            "restarts": self.restarts.load(Ordering::Relaxed),
-            "threads_loaded": match self.threads_loaded.load(Ordering::Relaxed) {
-                loaded if loaded >= 0 => json!(loaded),
-                _ => Value::Null,
+        WorkerFigures {
+            index: self.index,
+            pid: match self.pid.load(Ordering::Relaxed) {
+                0 => None,
+                pid => Some(pid),
             },
-        });
-        if let WorkerState::Down(reason) = state {
-            value["error"] = json!(reason);
+            turns_in_flight: self.in_flight.load(Ordering::Relaxed) as u64,
+            turns_served: self.served.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            threads_loaded: u64::try_from(self.threads_loaded.load(Ordering::Relaxed)).ok(),
+            state,
         }
-        value
     }
 }
 
