@@ -144,6 +144,26 @@ mod tests {
     }
 
     #[test]
+    fn every_profile_of_the_example_is_reached_by_its_name_and_aliases() {
+        let config = parse(
+            include_str!("../config.example.toml"),
+            Path::new("/etc/proxy/config.toml"),
+            &ServerOverrides::default(),
+            &|_| Some("value".to_string()),
+        )
+        .unwrap();
+        assert!(config.profiles.len() > 1);
+        for profile in &config.profiles {
+            let name = Some((profile.name.clone(), RouteKind::Name));
+            assert_eq!(route(&config, &profile.name), name);
+            for alias in &profile.routing.aliases {
+                let alias_route = Some((profile.name.clone(), RouteKind::Alias));
+                assert_eq!(route(&config, alias), alias_route);
+            }
+        }
+    }
+
+    #[test]
     fn no_fallback_means_no_route() {
         let config = config("[profiles.a]\n");
         assert_eq!(route(&config, "other"), None);

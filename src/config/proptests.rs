@@ -1,6 +1,6 @@
 //! Property tests of [`parse`] on hostile config files: random bytes, byte edits and truncations of
 //! `config.example.toml`, and random tables, keys and value types. `parse` must not panic; an error
-//! carries problems, each with a message; a config has profiles, each reachable by its own name. And
+//! carries problems, each with a message; a config has profiles, and no model name belongs to two. And
 //! the messages of config errors never show the keys of `api_keys`.
 //!
 //! The case counts are fixed here, the seed is fixed unless `PROPTEST_RNG_SEED` is set;
@@ -20,7 +20,6 @@ use proptest::test_runner::{
 };
 
 use super::{parse, ServerOverrides, PROFILE_KEYS, SERVER_KEYS};
-use crate::routing::Router;
 
 /// The server-level key of the secrets test.
 const SERVER_KEY: &str = "sk-test-SECRET";
@@ -123,7 +122,7 @@ fn text() -> BoxedStrategy<String> {
 }
 
 /// Checks what `parse` promises: no panic; an error carries problems, each with a message; a config
-/// has profiles, each reachable by its own name.
+/// has profiles, and no model name (profile name or alias) belongs to two of them.
 fn parse_case(text: &str) -> Result<(), TestCaseError> {
     let lookup = |name: &str| (name == "SET").then(|| "value-of-set".to_string());
     match parse(
@@ -134,14 +133,23 @@ fn parse_case(text: &str) -> Result<(), TestCaseError> {
     ) {
         Ok(config) => {
             prop_assert!(!config.profiles.is_empty());
-            let router = Router::new(&config);
-            for (index, profile) in config.profiles.iter().enumerate() {
+            for profile in &config.profiles {
                 prop_assert!(profile.runtime.max_concurrency >= 1 && profile.runtime.workers >= 1);
-                prop_assert_eq!(
-                    router.route(&config, &profile.name).map(|(found, _)| found),
-                    Some(index)
-                );
             }
+            // Each model name (a profile's name or alias) belongs to one profile, so `routing::Router`
+            // reaches every profile by its own name.
+            let mut names: Vec<&str> = config
+                .profiles
+                .iter()
+                .flat_map(|profile| {
+                    std::iter::once(profile.name.as_str())
+                        .chain(profile.routing.aliases.iter().map(String::as_str))
+                })
+                .collect();
+            let claimed = names.len();
+            names.sort_unstable();
+            names.dedup();
+            prop_assert_eq!(names.len(), claimed, "a model name claimed twice");
         }
         Err(errors) => {
             prop_assert!(!errors.problems.is_empty(), "an error without problems");

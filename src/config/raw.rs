@@ -1,5 +1,5 @@
 //! The TOML file as written: a serde mirror that keeps the byte span of every key and value so that
-//! validation (in `config::mod`) can name the line of each problem. Nothing here interprets values;
+//! validation (in `config/check.rs`) can name the line of each problem. Nothing here interprets values;
 //! the one transformation is `${VAR}` expansion, which also needs the spans for its errors.
 
 use std::collections::BTreeMap;

@@ -151,7 +151,6 @@ async fn reload_now(state: &AppState, trigger: &str) -> Result<ReloadOutcome, Re
         }
     };
     let restart_required = restart_required(state.startup_server(), &config.server);
-    let mut previous_restart = Vec::new();
     let unchanged = current
         .source_table
         .as_ref()
@@ -160,36 +159,59 @@ async fn reload_now(state: &AppState, trigger: &str) -> Result<ReloadOutcome, Re
         // A Codex binary that did not run is probed again even for the same file.
         && current.codex.runnable().is_ok();
     if unchanged {
-        let mut cleared = false;
-        state.update_reload_status(|status| {
-            cleared = status.last_error.take().is_some();
-            status.last_reload_at = Some(SystemTime::now());
-            previous_restart =
-                std::mem::replace(&mut status.restart_required, restart_required.clone());
-        });
-        if cleared {
-            tracing::info!(
-                trigger,
-                generation = current.generation,
-                "config file is valid again and matches the configuration in service"
-            );
-        }
-        warn_restart(&previous_restart, &restart_required);
-        return Ok(ReloadOutcome {
-            generation: current.generation,
-            applied: false,
-            changes: ChangeSummary {
-                unchanged: current
-                    .config
-                    .profiles
-                    .iter()
-                    .map(|p| p.name.clone())
-                    .collect(),
-                ..ChangeSummary::default()
-            },
-            restart_required,
-        });
+        return Ok(keep_current(state, trigger, &current, restart_required));
     }
+    Ok(apply(state, trigger, config, current, restart_required, started).await)
+}
+
+/// The file parsed to the table already in service: clears a recorded error and changes nothing else.
+fn keep_current(
+    state: &AppState,
+    trigger: &str,
+    current: &Snapshot,
+    restart_required: Vec<String>,
+) -> ReloadOutcome {
+    let mut cleared = false;
+    let mut previous_restart = Vec::new();
+    state.update_reload_status(|status| {
+        cleared = status.last_error.take().is_some();
+        status.last_reload_at = Some(SystemTime::now());
+        previous_restart =
+            std::mem::replace(&mut status.restart_required, restart_required.clone());
+    });
+    if cleared {
+        tracing::info!(
+            trigger,
+            generation = current.generation,
+            "config file is valid again and matches the configuration in service"
+        );
+    }
+    warn_restart(&previous_restart, &restart_required);
+    ReloadOutcome {
+        generation: current.generation,
+        applied: false,
+        changes: ChangeSummary {
+            unchanged: current
+                .config
+                .profiles
+                .iter()
+                .map(|p| p.name.clone())
+                .collect(),
+            ..ChangeSummary::default()
+        },
+        restart_required,
+    }
+}
+
+/// Builds the next generation from `config` (reusing the pools of unchanged profiles) and publishes it.
+async fn apply(
+    state: &AppState,
+    trigger: &str,
+    config: Config,
+    current: Arc<Snapshot>,
+    restart_required: Vec<String>,
+    started: Instant,
+) -> ReloadOutcome {
     ensure_default_cwds(&config);
     let codex = current.codex.reprobe(&config.server.codex_bin).await;
     let (snapshot, changes) =
@@ -198,6 +220,7 @@ async fn reload_now(state: &AppState, trigger: &str) -> Result<ReloadOutcome, Re
     state.publish(Arc::new(snapshot));
     // The old snapshot's pools that the new one does not use retire once in-flight requests let go.
     drop(current);
+    let mut previous_restart = Vec::new();
     state.update_reload_status(|status| {
         status.reloads_ok += 1;
         status.last_reload_at = Some(SystemTime::now());
@@ -215,12 +238,12 @@ async fn reload_now(state: &AppState, trigger: &str) -> Result<ReloadOutcome, Re
         "config reloaded"
     );
     warn_restart(&previous_restart, &restart_required);
-    Ok(ReloadOutcome {
+    ReloadOutcome {
         generation,
         applied: true,
         changes,
         restart_required,
-    })
+    }
 }
 
 /// Logs "restart required" when the set of such settings changed (not again on every reload).

@@ -158,6 +158,17 @@ fn same_routing_and_access(a: &Profile, b: &Profile) -> bool {
     a.routing == b.routing && a.access == b.access
 }
 
+/// What the previous snapshot held for a profile of the same name.
+#[derive(Clone, Copy)]
+enum Before {
+    /// No profile of that name: the profile is added.
+    Absent,
+    /// A pool whose processes were shaped differently: a new pool replaces it.
+    Rebuilt,
+    /// A pool that serves the new profile as it is; `same` when routing and access are unchanged too.
+    Reusable { index: usize, same: bool },
+}
+
 /// A resolved route: the profile, its pool, and how the name matched.
 ///
 /// `profile` is this snapshot's profile: use it for authorisation, descriptions and logs. `pool.profile`
@@ -177,48 +188,33 @@ impl Snapshot {
         codex: CodexStatus,
         previous: Option<&Snapshot>,
     ) -> (Snapshot, ChangeSummary) {
-        let codex_bin = config.server.codex_bin.clone();
         let runnable = codex.runnable();
         let child_env = Arc::new(ChildEnv::from_config(&config));
         let mut summary = ChangeSummary::default();
         let mut pools = Vec::with_capacity(config.profiles.len());
         let mut leases = Vec::with_capacity(config.profiles.len());
         for profile in &config.profiles {
-            let before = previous.and_then(|previous| {
-                let index = previous
-                    .config
-                    .profiles
-                    .iter()
-                    .position(|p| p.name == profile.name)?;
-                Some((previous, index))
+            let before = previous.map_or(Before::Absent, |previous| {
+                previous.before(
+                    profile,
+                    &config.server.codex_bin,
+                    &child_env,
+                    runnable.is_ok(),
+                )
             });
-            let Some((previous, index)) = before else {
-                summary.added.push(profile.name.clone());
-                let engine = Engine::new(profile.clone(), runnable.clone(), child_env.clone());
-                let pool = Pool::new(profile.clone(), engine);
-                leases.push(Arc::new(PoolLease(pool.clone())));
-                pools.push(pool);
-                continue;
+            let names = match before {
+                Before::Absent => &mut summary.added,
+                Before::Rebuilt => &mut summary.changed,
+                Before::Reusable { same: true, .. } => &mut summary.unchanged,
+                Before::Reusable { same: false, .. } => &mut summary.changed,
             };
-            let old_profile = &previous.config.profiles[index];
-            let old_pool = &previous.pools[index];
-            // The pool's processes are shaped by its own profile (the one it was built with).
-            let reusable = old_pool.profile.runtime == profile.runtime
-                && previous.config.server.codex_bin == codex_bin
-                && *old_pool.engine().child_env() == child_env
-                && old_pool.engine().codex_runnable() == runnable.is_ok();
-            if reusable {
+            names.push(profile.name.clone());
+            if let (Before::Reusable { index, .. }, Some(previous)) = (before, previous) {
                 // Same processes, same queue. Routing, auth and descriptions use the new profile
                 // (`Route::profile`); the pool only runs it.
-                if same_routing_and_access(old_profile, profile) {
-                    summary.unchanged.push(profile.name.clone());
-                } else {
-                    summary.changed.push(profile.name.clone());
-                }
                 leases.push(previous.leases[index].clone());
-                pools.push(old_pool.clone());
+                pools.push(previous.pools[index].clone());
             } else {
-                summary.changed.push(profile.name.clone());
                 let engine = Engine::new(profile.clone(), runnable.clone(), child_env.clone());
                 let pool = Pool::new(profile.clone(), engine);
                 leases.push(Arc::new(PoolLease(pool.clone())));
@@ -251,6 +247,38 @@ impl Snapshot {
             },
             summary,
         )
+    }
+
+    /// What this (older) snapshot offers a profile of the next one: nothing under its name, a pool
+    /// that must be rebuilt, or a pool it can keep.
+    fn before(
+        &self,
+        profile: &Profile,
+        codex_bin: &str,
+        child_env: &Arc<ChildEnv>,
+        runnable: bool,
+    ) -> Before {
+        let Some(index) = self
+            .config
+            .profiles
+            .iter()
+            .position(|p| p.name == profile.name)
+        else {
+            return Before::Absent;
+        };
+        let old_pool = &self.pools[index];
+        // The pool's processes are shaped by its own profile (the one it was built with).
+        let reusable = old_pool.profile.runtime == profile.runtime
+            && self.config.server.codex_bin == codex_bin
+            && old_pool.engine().child_env() == child_env
+            && old_pool.engine().codex_runnable() == runnable;
+        if !reusable {
+            return Before::Rebuilt;
+        }
+        Before::Reusable {
+            index,
+            same: same_routing_and_access(&self.config.profiles[index], profile),
+        }
     }
 
     pub fn pool_of(&self, profile: &str) -> Option<&Arc<Pool>> {

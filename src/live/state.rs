@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerOverrides;
@@ -139,16 +140,11 @@ impl AppState {
     }
 
     pub fn reload_status(&self) -> ReloadStatus {
-        self.inner
-            .reload
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.reload.lock().clone()
     }
 
     pub fn update_reload_status(&self, update: impl FnOnce(&mut ReloadStatus)) {
-        let mut status = self.inner.reload.lock().unwrap_or_else(|e| e.into_inner());
-        update(&mut status);
+        update(&mut self.inner.reload.lock());
     }
 
     pub fn config_path(&self) -> Option<&PathBuf> {
