@@ -650,7 +650,10 @@ impl<'a> Checker<'a> {
         let profile = entries.profile.as_deref();
         runtime.fast = self.flag(entries, "fast", false);
         runtime.agent = self.flag(entries, "agent", false);
-        runtime.tools = self.flag(entries, "tools", true);
+        // A plain model call unless the profile is an agent: what clients of an OpenAI-compatible
+        // endpoint expect, at half the model request and about half of Codex's CPU per turn (README,
+        // "Performance"). `tools = true` gives Codex its own tools back.
+        runtime.tools = self.flag(entries, "tools", runtime.agent);
         if runtime.agent && !runtime.tools {
             let line = entries.get("tools").map(|entry| entry.2);
             self.problem(
@@ -779,7 +782,7 @@ fn default_runtime(name: &str) -> RuntimeSettings {
         pass_model: false,
         fast: false,
         agent: false,
-        tools: true,
+        tools: false,
         ephemeral: true,
         proxy: None,
         allowed_roots: vec![default_cwd.clone()],

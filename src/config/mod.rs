@@ -399,7 +399,8 @@ impl Config {
             pass_model: false,
             fast: settings.fast,
             agent: settings.agent,
-            tools: true,
+            // As in a file: Codex's own tools only for an agent.
+            tools: settings.agent,
             ephemeral: settings.ephemeral,
             proxy: settings.proxy.clone(),
             default_cwd,
@@ -539,8 +540,15 @@ mod tests {
         assert_eq!(profile.runtime.max_concurrency, 1);
         assert_eq!(profile.runtime.max_queue_size, 64);
         assert_eq!(profile.runtime.timeout, Duration::from_secs(300));
-        assert!(profile.runtime.tools && profile.runtime.ephemeral && !profile.runtime.agent);
+        assert!(!profile.runtime.tools && profile.runtime.ephemeral && !profile.runtime.agent);
         assert_eq!(config.server.port, 8765);
+    }
+
+    #[test]
+    fn tools_default_to_the_agent_setting() {
+        let config = parse_text("[profiles.plain]\n[profiles.agentic]\nagent = true\n").unwrap();
+        assert!(!config.profiles[0].runtime.tools);
+        assert!(config.profiles[1].runtime.tools);
     }
 
     #[test]

@@ -180,12 +180,26 @@ async fn system_text_becomes_developer_instructions_and_history_a_transcript() {
 }
 
 #[tokio::test]
+async fn by_default_a_profile_is_a_plain_model_call() {
+    let env = TestEnv::new().await;
+    let config = format!("{}{}", env.server(""), env.profile("default", ""));
+    let app = App::start(&env, &config).await;
+    assert_eq!(app.chat_json(&chat_body("default", "hi")).await.0, 200);
+    let requests = env.mock.requests();
+    assert!(
+        requests[0].tool_names().is_empty(),
+        "{:?}",
+        requests[0].tool_names()
+    );
+}
+
+#[tokio::test]
 async fn tools_false_makes_a_plain_smaller_model_call() {
     let env = TestEnv::new().await;
     let config = format!(
         "{}{}{}",
         env.server(""),
-        env.profile("agentic", ""),
+        env.profile("agentic", "tools = true"),
         env.profile("plain", "tools = false")
     );
     let app = App::start(&env, &config).await;
@@ -338,9 +352,14 @@ async fn health_ready_and_metrics_describe_the_server() {
 #[tokio::test]
 async fn metadata_cwd_selects_a_directory_inside_the_roots() {
     let env = TestEnv::new().await;
+    // Codex's environment context (which names the directory) comes with its tools.
     let app = App::start(
         &env,
-        &format!("{}{}", env.server(""), env.profile("default", "")),
+        &format!(
+            "{}{}",
+            env.server(""),
+            env.profile("default", "tools = true")
+        ),
     )
     .await;
     let project = env.workspace.join("project-a");
