@@ -13,7 +13,7 @@ use crate::cli::ReloadArgs;
 
 use super::display::{redact, string_items};
 use super::files::{DaemonFiles, DaemonState};
-use super::http::http;
+use super::http::{http, Method};
 use super::process::PidFile;
 
 /// Timeout of `POST /admin/reload` (a reload probes the Codex binary again).
@@ -44,9 +44,15 @@ pub(super) async fn run(args: &ReloadArgs) -> anyhow::Result<i32> {
     }
     let mut reply = None;
     for key in candidates {
-        let answer = http(saved.address, "POST", "/admin/reload", key, RELOAD_TIMEOUT)
-            .await
-            .with_context(|| format!("cannot reach {}", saved.url))?;
+        let answer = http(
+            saved.address,
+            Method::POST,
+            "/admin/reload",
+            key,
+            RELOAD_TIMEOUT,
+        )
+        .await
+        .with_context(|| format!("cannot reach {}", saved.url))?;
         let unauthorized = answer.status == 401;
         reply = Some(answer);
         if !unauthorized {
