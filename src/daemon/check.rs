@@ -84,7 +84,6 @@ fn profile_rows(config: &Config) -> Vec<[String; 5]> {
 
 /// Where each profile name and alias, each `--model` name and two samples route.
 fn route_rows(config: &Config, models: &[String]) -> Vec<[String; 3]> {
-
     let mut examples: Vec<String> = Vec::new();
     for profile in &config.profiles {
         examples.push(profile.name.clone());

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::cli::StartArgs;
+use crate::cli::Settings;
 use crate::config::{Config, Profile};
 use crate::report::{ProfileReadiness, Ready};
 
@@ -25,7 +25,7 @@ pub(super) fn redact(text: &str, keys: &[String]) -> String {
 }
 
 /// `--name=value` flags for display, with the api key redacted.
-pub(super) fn display_flags(settings: &StartArgs) -> String {
+pub(super) fn display_flags(settings: &Settings) -> String {
     let mut shown = settings.clone();
     let mut flags: Vec<String> = Vec::new();
     if shown.api_key.take().is_some() {

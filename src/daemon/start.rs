@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Context};
 use serde_json::Value;
 
-use crate::cli::StartArgs;
+use crate::cli::{Settings, StartArgs};
 use crate::config::{self, Config};
 use crate::report::{Ready, VERSION};
 
@@ -37,7 +37,7 @@ const LOG_TAIL_LINES: usize = 20;
 pub(super) async fn run(args: StartArgs) -> anyhow::Result<i32> {
     let files = DaemonFiles::new(&args.files);
     let _lock = lock(&files).await?;
-    start_locked(args, &files).await
+    start_locked(args.into_settings(), &files).await
 }
 
 /// Why a new server did not come up.
@@ -46,7 +46,7 @@ struct StartFailure {
 }
 
 /// Starts a server with `args` unless ours already runs; the caller holds the management lock.
-pub(super) async fn start_locked(mut args: StartArgs, files: &DaemonFiles) -> anyhow::Result<i32> {
+pub(super) async fn start_locked(mut args: Settings, files: &DaemonFiles) -> anyhow::Result<i32> {
     if already_running(files) {
         return Ok(0);
     }
@@ -130,7 +130,7 @@ fn already_running(files: &DaemonFiles) -> bool {
 /// Spawns the server with its log, hands it its secrets and writes the pid file; returns the child
 /// and where its output starts in the log. A failure here leaves nothing running.
 async fn spawn(
-    args: &StartArgs,
+    args: &Settings,
     files: &DaemonFiles,
     config: &Config,
 ) -> anyhow::Result<(Child, u64)> {
