@@ -144,16 +144,17 @@ pub struct Settings {
     pub config: Option<PathBuf>,
 
     /// Bind host; a non-loopback host without --api-key prints a warning [default: 127.0.0.1]
-    #[arg(long, env = "CODEX_PROXY_HOST")]
+    #[arg(long, env = "CODEX_PROXY_HOST", hide_env_values = true)]
     pub host: Option<String>,
-    /// Bind port; 0 picks a free port (printed as `listening on http://HOST:PORT`) [default: 8765]
-    #[arg(long, env = "CODEX_PROXY_PORT")]
+    /// Bind port; 0 picks a free port (see the `listening on` line) [default: 8765]
+    #[arg(long, env = "CODEX_PROXY_PORT", hide_env_values = true)]
     pub port: Option<u16>,
     /// Require `Authorization: Bearer <key>` on API requests; kept in the state file for `restart`,
     /// printed only as <redacted>
     #[arg(
         long,
         env = "CODEX_PROXY_API_KEY",
+        hide_env_values = true,
         hide_env_values = true,
         value_name = "KEY"
     )]
@@ -165,44 +166,59 @@ pub struct Settings {
     #[arg(skip)]
     pub config_env: BTreeMap<String, String>,
     /// Codex executable (an npm install's launcher is bypassed for its native binary) [default: codex]
-    #[arg(long, env = "CODEX_PROXY_CODEX_BIN", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "CODEX_PROXY_CODEX_BIN",
+        hide_env_values = true,
+        value_name = "PATH"
+    )]
     pub codex_bin: Option<String>,
     /// Log level: debug, info, warning or error [default: info]
-    #[arg(long, env = "CODEX_PROXY_LOG_LEVEL")]
+    #[arg(long, env = "CODEX_PROXY_LOG_LEVEL", hide_env_values = true)]
     pub log_level: Option<String>,
 
     /// Outbound proxy URL given to Codex as http_proxy/https_proxy (no --config)
-    #[arg(long, env = "CODEX_PROXY_PROXY")]
+    #[arg(long, env = "CODEX_PROXY_PROXY", hide_env_values = true)]
     pub proxy: Option<String>,
     /// Model passed to Codex as --model (no --config)
-    #[arg(long, env = "CODEX_PROXY_MODEL")]
+    #[arg(long, env = "CODEX_PROXY_MODEL", hide_env_values = true)]
     pub model: Option<String>,
     /// Engine: exec or app-server (no --config) [default: exec]
-    #[arg(long, env = "CODEX_PROXY_ENGINE")]
+    #[arg(long, env = "CODEX_PROXY_ENGINE", hide_env_values = true)]
     pub engine: Option<String>,
     /// Long-lived app-server workers (no --config) [default: 1]
-    #[arg(long, env = "CODEX_PROXY_WORKERS", value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_WORKERS))]
+    #[arg(long, env = "CODEX_PROXY_WORKERS", hide_env_values = true, value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_WORKERS))]
     pub workers: Option<usize>,
     /// Waiting requests beyond this get 429 (no --config) [default: 64]
-    #[arg(long, env = "CODEX_PROXY_MAX_QUEUE_SIZE", value_parser = RangedU64ValueParser::<usize>::new().range(0..=limits::MAX_QUEUE_SIZE))]
+    #[arg(long, env = "CODEX_PROXY_MAX_QUEUE_SIZE", hide_env_values = true, value_parser = RangedU64ValueParser::<usize>::new().range(0..=limits::MAX_QUEUE_SIZE))]
     pub max_queue_size: Option<usize>,
     /// Longest wait for a Codex slot before 429 (no --config) [default: 30]
-    #[arg(long, env = "CODEX_PROXY_QUEUE_TIMEOUT_SECONDS", value_parser = RangedU64ValueParser::<u64>::new().range(1..=limits::MAX_SECONDS))]
+    #[arg(long, env = "CODEX_PROXY_QUEUE_TIMEOUT_SECONDS", hide_env_values = true, value_parser = RangedU64ValueParser::<u64>::new().range(1..=limits::MAX_SECONDS))]
     pub queue_timeout_seconds: Option<u64>,
     /// Private CODEX_HOME of app-server workers (no --config) [default: ~/.codex-api-proxy/codex-home/codex-local]
-    #[arg(long, env = "CODEX_PROXY_APP_SERVER_CODEX_HOME", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "CODEX_PROXY_APP_SERVER_CODEX_HOME",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub app_server_codex_home: Option<PathBuf>,
     /// Codex config override passed as `-c key=value`; repeatable (no --config) [env: `;;`-separated]
-    #[arg(long, env = "CODEX_PROXY_CODEX_CONFIGS", value_name = "KEY=VALUE")]
+    #[arg(
+        long,
+        env = "CODEX_PROXY_CODEX_CONFIGS",
+        hide_env_values = true,
+        value_name = "KEY=VALUE"
+    )]
     pub codex_config: Vec<String>,
     /// Run `codex exec` with --ephemeral (no --config) [default: on]
-    #[arg(long, env = "CODEX_PROXY_EPHEMERAL", value_parser = BoolishValueParser::new(), overrides_with = "no_ephemeral")]
+    #[arg(long, env = "CODEX_PROXY_EPHEMERAL", hide_env_values = true, value_parser = BoolishValueParser::new(), overrides_with = "no_ephemeral")]
     pub ephemeral: bool,
     /// Run `codex exec` without --ephemeral (no --config)
     #[arg(long)]
     pub no_ephemeral: bool,
     /// Enable Codex agent tools and workspace writes, for trusted clients only (no --config) [default: off]
-    #[arg(long, env = "CODEX_PROXY_AGENT", value_parser = BoolishValueParser::new(), overrides_with = "no_agent")]
+    #[arg(long, env = "CODEX_PROXY_AGENT", hide_env_values = true, value_parser = BoolishValueParser::new(), overrides_with = "no_agent")]
     pub agent: bool,
     /// Disable agent tools: read-only sandbox (no --config)
     #[arg(long)]
@@ -211,16 +227,26 @@ pub struct Settings {
     #[arg(long)]
     pub fast: bool,
     /// Default Codex working directory (no --config) [default: ~/.codex-api-proxy/workspace]
-    #[arg(long, env = "CODEX_PROXY_DEFAULT_CWD", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "CODEX_PROXY_DEFAULT_CWD",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub default_cwd: Option<PathBuf>,
     /// Allowed root for metadata.cwd; repeatable (no --config) [env: colon-separated] [default: the default cwd]
-    #[arg(long, env = "CODEX_PROXY_ALLOWED_ROOTS", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "CODEX_PROXY_ALLOWED_ROOTS",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub allowed_root: Vec<PathBuf>,
     /// Per-request timeout in seconds (no --config) [default: 300]
-    #[arg(long, env = "CODEX_PROXY_TIMEOUT_SECONDS", value_parser = RangedU64ValueParser::<u64>::new().range(1..=limits::MAX_SECONDS))]
+    #[arg(long, env = "CODEX_PROXY_TIMEOUT_SECONDS", hide_env_values = true, value_parser = RangedU64ValueParser::<u64>::new().range(1..=limits::MAX_SECONDS))]
     pub timeout_seconds: Option<u64>,
     /// Simultaneous Codex runs (no --config) [default: 1 for exec, 4 per worker for app-server]
-    #[arg(long, env = "CODEX_PROXY_MAX_CONCURRENCY", value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_CONCURRENCY))]
+    #[arg(long, env = "CODEX_PROXY_MAX_CONCURRENCY", hide_env_values = true, value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_CONCURRENCY))]
     pub max_concurrency: Option<usize>,
 
     /// On stop (SIGTERM, Ctrl-C, `stop`): seconds in-flight requests get to finish before they are ended
@@ -288,6 +314,16 @@ impl Cli {
                 .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::EnvVariable))
                 .map(|id| id.to_string())
                 .collect();
+            // An empty variable counts as unset.
+            for id in args.from_env.clone() {
+                let empty = sub
+                    .get_raw(&id)
+                    .is_some_and(|mut values| values.all(|value| value.is_empty()));
+                if empty {
+                    args.settings.clear(&id);
+                    args.from_env.remove(&id);
+                }
+            }
         }
         cli
     }

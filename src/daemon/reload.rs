@@ -67,8 +67,12 @@ pub(super) async fn run(args: &ReloadArgs) -> anyhow::Result<i32> {
             redact(&reply.error_message(), &keys)
         );
     }
-    let body = reply.json();
-    let outcome = &body["reload"];
+    print_outcome(&reply.json()["reload"], saved.config.as_deref());
+    Ok(0)
+}
+
+/// What the server says the reload changed, and what only a restart applies.
+fn print_outcome(outcome: &serde_json::Value, config: Option<&std::path::Path>) {
     let list = |name: &str| -> String {
         let items = string_items(&outcome[name]).unwrap_or_default();
         if items.is_empty() {
@@ -78,11 +82,7 @@ pub(super) async fn run(args: &ReloadArgs) -> anyhow::Result<i32> {
         }
     };
     let generation = outcome["generation"].as_u64().unwrap_or(0);
-    let path = saved
-        .config
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+    let path = config.map(|p| p.display().to_string()).unwrap_or_default();
     if outcome["applied"] == true {
         println!("reloaded {path}: now serving generation {generation}");
         println!("  added:     {}", list("added"));
@@ -100,5 +100,4 @@ pub(super) async fn run(args: &ReloadArgs) -> anyhow::Result<i32> {
             required.join(", ")
         );
     }
-    Ok(0)
 }
