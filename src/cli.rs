@@ -2,16 +2,20 @@
 //! step that turns `start` flags into a validated [`Config`] (from `--config`, or the implicit
 //! `codex-local` profile built from flags and `CODEX_PROXY_*` variables). Also the pieces `daemon` needs
 //! to carry a start's settings over to the background server and to `restart`: making them
-//! self-contained ([`StartArgs::resolve_for_daemon`]), writing them back as flags
-//! ([`StartArgs::to_flags`]) and merging them ([`StartArgs::merged_over`]). No I/O beyond reading the
+//! self-contained ([`Settings::resolve_for_daemon`]), writing them back as flags
+//! ([`Settings::to_flags`]) and merging them ([`StartArgs::merged_over`]). No I/O beyond reading the
 //! config file and the environment.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::builder::RangedU64ValueParser;
-use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeSet;
+
+use clap::builder::{BoolishValueParser, RangedU64ValueParser};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{
     self, config_env_lookup, limits, Config, EngineKind, ImplicitProfile, ServerOverrides,
@@ -108,80 +112,113 @@ impl FileArgs {
     }
 }
 
-/// The settings of one `start`. Also the `restart` flags, and (serialised, with the api key) what the
-/// state file keeps for the next `restart`.
-#[derive(Debug, Clone, Args, Default, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
+/// The `start` and `restart` command line: the [`Settings`], how to run, and which values came from
+/// `CODEX_PROXY_*` variables rather than flags ([`Cli::parse_args`] records them).
+#[derive(Debug, Clone, Args, Default)]
 pub struct StartArgs {
-    /// TOML file declaring [server] settings and named [profiles.NAME]; saving it reloads the server live
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
     /// Serve in this terminal instead of starting a background daemon (Ctrl-C stops gracefully)
     #[arg(long)]
-    #[serde(skip)]
     pub foreground: bool,
-
-    /// Bind host; a non-loopback host without --api-key prints a warning [env: CODEX_PROXY_HOST] [default: 127.0.0.1]
-    #[arg(long)]
-    pub host: Option<String>,
-    /// Bind port; 0 picks a free port (printed as `listening on http://HOST:PORT`) [env: CODEX_PROXY_PORT] [default: 8765]
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// Require `Authorization: Bearer <key>` on API requests; kept in the state file for `restart`,
-    /// printed only as <redacted> [env: CODEX_PROXY_API_KEY]
-    #[arg(long, value_name = "KEY")]
-    pub api_key: Option<String>,
     /// Internal (the background server): read the api key and the values of the config's `${VAR}`s
     /// from the first line of stdin (one JSON object), so the key shows in neither a process listing
     /// nor the environment Codex inherits
     #[arg(long, hide = true, requires = "foreground")]
-    #[serde(skip)]
     pub secrets_stdin: bool,
+    #[command(flatten)]
+    pub files: FileArgs,
+    /// The ids of the settings whose value came from a `CODEX_PROXY_*` variable.
+    #[arg(skip)]
+    pub from_env: BTreeSet<String>,
+}
+
+/// The settings of one `start`: what the state file keeps (with the api key) for the next `restart`,
+/// what `restart` merges, and what the background server's command line is written from
+/// ([`Settings::to_flags`]). Declared once, as the flags of [`StartArgs`].
+#[derive(Debug, Clone, Args, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// TOML file declaring [server] settings and named [profiles.NAME]; saving it reloads the server live
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Bind host; a non-loopback host without --api-key prints a warning [default: 127.0.0.1]
+    #[arg(long, env = "CODEX_PROXY_HOST", hide_env_values = true)]
+    pub host: Option<String>,
+    /// Bind port; 0 picks a free port (see the `listening on` line) [default: 8765]
+    #[arg(long, env = "CODEX_PROXY_PORT", hide_env_values = true)]
+    pub port: Option<u16>,
+    /// Require `Authorization: Bearer <key>` on API requests; kept in the state file for `restart`,
+    /// printed only as <redacted>
+    #[arg(
+        long,
+        env = "CODEX_PROXY_API_KEY",
+        hide_env_values = true,
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_key: Option<String>,
     /// The values of the variables the config file references through `${VAR}`, as the last start saw
     /// them: a background server expands the file with them (its own environment lacks
     /// `CODEX_PROXY_API_KEY`), and `restart` falls back to them for variables its own environment
     /// lacks. Never a flag; kept in the state file (mode 0600) like the api key.
     #[arg(skip)]
     pub config_env: BTreeMap<String, String>,
-    /// Codex executable (an npm install's launcher is bypassed for its native binary) [env: CODEX_PROXY_CODEX_BIN] [default: codex]
-    #[arg(long, value_name = "PATH")]
+    /// Codex executable (an npm install's launcher is bypassed for its native binary) [default: codex]
+    #[arg(
+        long,
+        env = "CODEX_PROXY_CODEX_BIN",
+        hide_env_values = true,
+        value_name = "PATH"
+    )]
     pub codex_bin: Option<String>,
-    /// Log level: debug, info, warning or error [env: CODEX_PROXY_LOG_LEVEL] [default: info]
-    #[arg(long)]
+    /// Log level: debug, info, warning or error [default: info]
+    #[arg(long, env = "CODEX_PROXY_LOG_LEVEL", hide_env_values = true)]
     pub log_level: Option<String>,
 
-    /// Outbound proxy URL given to Codex as http_proxy/https_proxy (no --config) [env: CODEX_PROXY_PROXY]
-    #[arg(long)]
+    /// Outbound proxy URL given to Codex as http_proxy/https_proxy (no --config)
+    #[arg(long, env = "CODEX_PROXY_PROXY", hide_env_values = true)]
     pub proxy: Option<String>,
-    /// Model passed to Codex as --model (no --config) [env: CODEX_PROXY_MODEL]
-    #[arg(long)]
+    /// Model passed to Codex as --model (no --config)
+    #[arg(long, env = "CODEX_PROXY_MODEL", hide_env_values = true)]
     pub model: Option<String>,
-    /// Engine: exec or app-server (no --config) [env: CODEX_PROXY_ENGINE] [default: exec]
-    #[arg(long)]
+    /// Engine: exec or app-server (no --config) [default: exec]
+    #[arg(long, env = "CODEX_PROXY_ENGINE", hide_env_values = true)]
     pub engine: Option<String>,
-    /// Long-lived app-server workers (no --config) [env: CODEX_PROXY_WORKERS] [default: 1]
-    #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_WORKERS))]
+    /// Long-lived app-server workers (no --config) [default: 1]
+    #[arg(long, env = "CODEX_PROXY_WORKERS", hide_env_values = true, value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_WORKERS))]
     pub workers: Option<usize>,
-    /// Waiting requests beyond this get 429 (no --config) [env: CODEX_PROXY_MAX_QUEUE_SIZE] [default: 64]
-    #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(0..=limits::MAX_QUEUE_SIZE))]
+    /// Waiting requests beyond this get 429 (no --config) [default: 64]
+    #[arg(long, env = "CODEX_PROXY_MAX_QUEUE_SIZE", hide_env_values = true, value_parser = RangedU64ValueParser::<usize>::new().range(0..=limits::MAX_QUEUE_SIZE))]
     pub max_queue_size: Option<usize>,
-    /// Longest wait for a Codex slot before 429 (no --config) [env: CODEX_PROXY_QUEUE_TIMEOUT_SECONDS] [default: 30]
-    #[arg(long, value_parser = RangedU64ValueParser::<u64>::new().range(1..=limits::MAX_SECONDS))]
+    /// Longest wait for a Codex slot before 429 (no --config) [default: 30]
+    #[arg(long, env = "CODEX_PROXY_QUEUE_TIMEOUT_SECONDS", hide_env_values = true, value_parser = RangedU64ValueParser::<u64>::new().range(1..=limits::MAX_SECONDS))]
     pub queue_timeout_seconds: Option<u64>,
-    /// Private CODEX_HOME of app-server workers (no --config) [env: CODEX_PROXY_APP_SERVER_CODEX_HOME] [default: ~/.codex-api-proxy/codex-home/codex-local]
-    #[arg(long, value_name = "DIR")]
+    /// Private CODEX_HOME of app-server workers (no --config) [default: ~/.codex-api-proxy/codex-home/codex-local]
+    #[arg(
+        long,
+        env = "CODEX_PROXY_APP_SERVER_CODEX_HOME",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub app_server_codex_home: Option<PathBuf>,
-    /// Codex config override passed as `-c key=value`; repeatable (no --config) [env: CODEX_PROXY_CODEX_CONFIGS, `;;`-separated]
-    #[arg(long, value_name = "KEY=VALUE")]
+    /// Codex config override passed as `-c key=value`; repeatable (no --config) [env: `;;`-separated]
+    #[arg(
+        long,
+        env = "CODEX_PROXY_CODEX_CONFIGS",
+        hide_env_values = true,
+        value_name = "KEY=VALUE"
+    )]
     pub codex_config: Vec<String>,
-    /// Run `codex exec` with --ephemeral (no --config) [env: CODEX_PROXY_EPHEMERAL] [default: on]
-    #[arg(long, overrides_with = "no_ephemeral")]
+    /// Run `codex exec` with --ephemeral (no --config) [default: on]
+    #[arg(long, env = "CODEX_PROXY_EPHEMERAL", hide_env_values = true, value_parser = BoolishValueParser::new(), overrides_with = "no_ephemeral")]
     pub ephemeral: bool,
     /// Run `codex exec` without --ephemeral (no --config)
     #[arg(long)]
     pub no_ephemeral: bool,
-    /// Enable Codex agent tools and workspace writes, for trusted clients only (no --config) [env: CODEX_PROXY_AGENT] [default: off]
-    #[arg(long, overrides_with = "no_agent")]
+    /// Enable Codex agent tools and workspace writes, for trusted clients only (no --config) [default: off]
+    #[arg(long, env = "CODEX_PROXY_AGENT", hide_env_values = true, value_parser = BoolishValueParser::new(), overrides_with = "no_agent")]
     pub agent: bool,
     /// Disable agent tools: read-only sandbox (no --config)
     #[arg(long)]
@@ -189,27 +226,33 @@ pub struct StartArgs {
     /// Fast defaults: model_reasoning_effort="low" unless --codex-config sets it (no --config)
     #[arg(long)]
     pub fast: bool,
-    /// Default Codex working directory (no --config) [env: CODEX_PROXY_DEFAULT_CWD] [default: ~/.codex-api-proxy/workspace]
-    #[arg(long, value_name = "DIR")]
+    /// Default Codex working directory (no --config) [default: ~/.codex-api-proxy/workspace]
+    #[arg(
+        long,
+        env = "CODEX_PROXY_DEFAULT_CWD",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub default_cwd: Option<PathBuf>,
-    /// Allowed root for metadata.cwd; repeatable (no --config) [env: CODEX_PROXY_ALLOWED_ROOTS, colon-separated] [default: the default cwd]
-    #[arg(long, value_name = "DIR")]
+    /// Allowed root for metadata.cwd; repeatable (no --config) [env: colon-separated] [default: the default cwd]
+    #[arg(
+        long,
+        env = "CODEX_PROXY_ALLOWED_ROOTS",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub allowed_root: Vec<PathBuf>,
-    /// Per-request timeout in seconds (no --config) [env: CODEX_PROXY_TIMEOUT_SECONDS] [default: 300]
-    #[arg(long, value_parser = RangedU64ValueParser::<u64>::new().range(1..=limits::MAX_SECONDS))]
+    /// Per-request timeout in seconds (no --config) [default: 300]
+    #[arg(long, env = "CODEX_PROXY_TIMEOUT_SECONDS", hide_env_values = true, value_parser = RangedU64ValueParser::<u64>::new().range(1..=limits::MAX_SECONDS))]
     pub timeout_seconds: Option<u64>,
-    /// Simultaneous Codex runs (no --config) [env: CODEX_PROXY_MAX_CONCURRENCY] [default: 1 for exec, 4 per worker for app-server]
-    #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_CONCURRENCY))]
+    /// Simultaneous Codex runs (no --config) [default: 1 for exec, 4 per worker for app-server]
+    #[arg(long, env = "CODEX_PROXY_MAX_CONCURRENCY", hide_env_values = true, value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::MAX_CONCURRENCY))]
     pub max_concurrency: Option<usize>,
 
     /// On stop (SIGTERM, Ctrl-C, `stop`): seconds in-flight requests get to finish before they are ended
     /// with an error [default: 10]
     #[arg(long, value_parser = RangedU64ValueParser::<u64>::new().range(0..=limits::MAX_SECONDS))]
     pub grace_seconds: Option<u64>,
-
-    #[command(flatten)]
-    #[serde(skip)]
-    pub files: FileArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -254,76 +297,210 @@ pub struct ReloadArgs {
     pub files: FileArgs,
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.is_empty())
-}
-
-fn env_bool(name: &str) -> Option<bool> {
-    env(name).map(|value| {
-        matches!(
-            value.to_ascii_lowercase().as_str(),
-            "1" | "true" | "yes" | "on"
-        )
-    })
-}
-
-fn env_number<T: std::str::FromStr>(name: &str) -> Result<Option<T>, String> {
-    match env(name) {
-        None => Ok(None),
-        Some(value) => value
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{name}={value} is not a valid number")),
+impl Cli {
+    /// Parses the command line and the `CODEX_PROXY_*` variables behind the `start` flags, noting which
+    /// values came from a variable. A variable's invalid value is reported with its name and exit 1 (it
+    /// is not a usage error of the command line); other errors are clap's, exit 2.
+    pub fn parse_args() -> Cli {
+        let matches = Cli::command()
+            .try_get_matches()
+            .unwrap_or_else(|err| exit_for(err));
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+        if let (Command::Start(args) | Command::Restart(args), Some((_, sub))) =
+            (&mut cli.command, matches.subcommand())
+        {
+            args.from_env = sub
+                .ids()
+                .filter(|id| sub.value_source(id.as_str()) == Some(ValueSource::EnvVariable))
+                .map(|id| id.to_string())
+                .collect();
+            // An empty variable counts as unset.
+            for id in args.from_env.clone() {
+                let empty = sub
+                    .get_raw(&id)
+                    .is_some_and(|mut values| values.all(|value| value.is_empty()));
+                if empty {
+                    args.settings.clear(&id);
+                    args.from_env.remove(&id);
+                }
+            }
+        }
+        cli
     }
 }
 
-/// A number of the implicit profile: the flag's value (clap checked its range), else the variable's,
-/// which must lie in `min..=max` like the flag's, else `default`.
-fn bounded(
-    flag: Option<u64>,
-    variable: &str,
-    (min, max): (u64, u64),
-    default: u64,
-) -> Result<u64, String> {
-    let value = match flag {
-        Some(value) => value,
-        None => env_number::<u64>(variable)?.unwrap_or(default),
-    };
-    if (min..=max).contains(&value) {
-        Ok(value)
-    } else {
-        let flag = variable
-            .trim_start_matches("CODEX_PROXY_")
-            .to_ascii_lowercase()
-            .replace('_', "-");
-        Err(format!(
-            "--{flag} (or {variable}) must be from {min} to {max}, found {value}"
-        ))
+/// Exits for a parse error: 1 naming the variable when a `CODEX_PROXY_*` value is invalid, else clap's.
+fn exit_for(err: clap::Error) -> ! {
+    if err.kind() == ErrorKind::ValueValidation {
+        if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
+            let long = arg.split_whitespace().next().unwrap_or("");
+            if let Some((name, value)) = env_behind(long) {
+                let flag_given =
+                    std::env::args().any(|a| a == long || a.starts_with(&format!("{long}=")));
+                if !flag_given {
+                    let why = std::error::Error::source(&err)
+                        .map_or_else(|| "invalid value".to_string(), |cause| cause.to_string());
+                    eprintln!("codex-api-proxy: {name}={value} (behind {long}): {why}");
+                    std::process::exit(1);
+                }
+            }
+        }
     }
+    err.exit()
+}
+
+/// The variable behind the `start` flag `long` (`--timeout-seconds`) and its value, if it is set.
+fn env_behind(long: &str) -> Option<(String, String)> {
+    let command = Cli::command();
+    let start = command.find_subcommand("start")?;
+    let arg = start.get_arguments().find(|arg| {
+        arg.get_long()
+            .is_some_and(|name| format!("--{name}") == long)
+    })?;
+    let name = arg.get_env()?.to_string_lossy().to_string();
+    let value = std::env::var(&name).ok()?;
+    Some((name, value))
 }
 
 impl StartArgs {
-    /// Server settings from flags, then `CODEX_PROXY_*` variables.
+    /// The settings of this command line alone: values that came from `CODEX_PROXY_*` variables are
+    /// left out (`restart` merges them below the saved settings).
+    fn given_on_command_line(&self) -> Settings {
+        let mut settings = self.settings.clone();
+        for id in &self.from_env {
+            settings.clear(id);
+        }
+        settings
+    }
+
+    /// The values that came from `CODEX_PROXY_*` variables, lists split (`;;` for `--codex-config`,
+    /// `:` for `--allowed-root`) and a false `CODEX_PROXY_EPHEMERAL` or `CODEX_PROXY_AGENT` turned
+    /// into its `--no-…` switch. With `--config`, the profile variables do not apply and are dropped.
+    fn variables(&self, with_config: bool) -> Settings {
+        let mut env = Settings {
+            config_env: BTreeMap::new(),
+            config: None,
+            fast: false,
+            grace_seconds: None,
+            ..self.settings.clone()
+        };
+        for id in Settings::IDS {
+            if !self.from_env.contains(*id) || (with_config && Settings::PROFILE_IDS.contains(id)) {
+                env.clear(id);
+            }
+        }
+        env.codex_config = split_items(&env.codex_config, ";;");
+        env.allowed_root = split_items(&env.allowed_root, ":");
+        env.no_ephemeral = self.from_env.contains("ephemeral") && !env.ephemeral;
+        env.no_agent = self.from_env.contains("agent") && !env.agent;
+        env
+    }
+
+    /// `start`: the flags over the variables.
+    pub fn into_settings(self) -> Settings {
+        let with_config = self.settings.config.is_some();
+        self.given_on_command_line()
+            .merged_over(self.variables(with_config))
+    }
+
+    /// `restart`: the flags given now over `saved` (the last successful start), over the variables.
+    pub fn merged_over(&self, saved: Settings) -> Settings {
+        let merged = self.given_on_command_line().merged_over(saved);
+        let with_config = merged.config.is_some();
+        merged.merged_over(self.variables(with_config))
+    }
+}
+
+/// Each item split at `separator`, empty pieces dropped.
+fn split_items<T: From<String> + AsRef<std::ffi::OsStr>>(items: &[T], separator: &str) -> Vec<T> {
+    items
+        .iter()
+        .flat_map(|item| {
+            let text = item.as_ref().to_string_lossy().to_string();
+            text.split(separator)
+                .map(str::trim)
+                .filter(|piece| !piece.is_empty())
+                .map(|piece| T::from(piece.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+impl Settings {
+    /// The ids of the settings a `CODEX_PROXY_*` variable can give.
+    const IDS: &'static [&'static str] = &[
+        "host",
+        "port",
+        "api_key",
+        "codex_bin",
+        "log_level",
+        "proxy",
+        "model",
+        "engine",
+        "workers",
+        "max_queue_size",
+        "queue_timeout_seconds",
+        "app_server_codex_home",
+        "codex_config",
+        "ephemeral",
+        "agent",
+        "default_cwd",
+        "allowed_root",
+        "timeout_seconds",
+        "max_concurrency",
+    ];
+    /// Those of them that describe the implicit profile (not used with `--config`).
+    const PROFILE_IDS: &'static [&'static str] = &[
+        "proxy",
+        "model",
+        "engine",
+        "workers",
+        "max_queue_size",
+        "queue_timeout_seconds",
+        "app_server_codex_home",
+        "codex_config",
+        "ephemeral",
+        "agent",
+        "default_cwd",
+        "allowed_root",
+        "timeout_seconds",
+        "max_concurrency",
+    ];
+
+    /// Unsets the setting `id` (a clap argument id, the field's name).
+    fn clear(&mut self, id: &str) {
+        match id {
+            "host" => self.host = None,
+            "port" => self.port = None,
+            "api_key" => self.api_key = None,
+            "codex_bin" => self.codex_bin = None,
+            "log_level" => self.log_level = None,
+            "proxy" => self.proxy = None,
+            "model" => self.model = None,
+            "engine" => self.engine = None,
+            "workers" => self.workers = None,
+            "max_queue_size" => self.max_queue_size = None,
+            "queue_timeout_seconds" => self.queue_timeout_seconds = None,
+            "app_server_codex_home" => self.app_server_codex_home = None,
+            "codex_config" => self.codex_config.clear(),
+            "ephemeral" => self.ephemeral = false,
+            "agent" => self.agent = false,
+            "default_cwd" => self.default_cwd = None,
+            "allowed_root" => self.allowed_root.clear(),
+            "timeout_seconds" => self.timeout_seconds = None,
+            "max_concurrency" => self.max_concurrency = None,
+            _ => {}
+        }
+    }
+
+    /// Server settings from the flags (and the variables folded into them).
     pub fn server_overrides(&self) -> Result<ServerOverrides, String> {
         Ok(ServerOverrides {
-            host: self.host.clone().or_else(|| env("CODEX_PROXY_HOST")),
-            port: match self.port {
-                Some(port) => Some(port),
-                None => env_number("CODEX_PROXY_PORT")?,
-            },
-            api_key: self
-                .api_key
-                .clone()
-                .filter(|key| !key.is_empty())
-                .or_else(|| env("CODEX_PROXY_API_KEY")),
-            codex_bin: self
-                .codex_bin
-                .clone()
-                .or_else(|| env("CODEX_PROXY_CODEX_BIN")),
-            log_level: self
-                .log_level
-                .clone()
-                .or_else(|| env("CODEX_PROXY_LOG_LEVEL")),
+            host: self.host.clone(),
+            port: self.port,
+            api_key: self.api_key.clone().filter(|key| !key.is_empty()),
+            codex_bin: self.codex_bin.clone(),
+            log_level: self.log_level.clone(),
         })
     }
 
@@ -363,10 +540,9 @@ impl StartArgs {
         given
     }
 
-    /// `--engine`, else `CODEX_PROXY_ENGINE`, else exec.
+    /// `--engine` (or `CODEX_PROXY_ENGINE`), else exec.
     fn implicit_engine(&self) -> Result<EngineKind, String> {
-        let engine_text = self.engine.clone().or_else(|| env("CODEX_PROXY_ENGINE"));
-        match engine_text.as_deref() {
+        match self.engine.as_deref() {
             None | Some("exec") => Ok(EngineKind::Exec),
             Some("app-server") => Ok(EngineKind::AppServer),
             Some(other) => Err(format!(
@@ -375,137 +551,43 @@ impl StartArgs {
         }
     }
 
-    /// `--codex-config` items, else `CODEX_PROXY_CODEX_CONFIGS` (`;;`-separated), each `key=value`.
+    /// `--codex-config` items, each `key=value`.
     fn implicit_codex_config(&self) -> Result<Vec<String>, String> {
-        let codex_config: Vec<String> = if self.codex_config.is_empty() {
-            env("CODEX_PROXY_CODEX_CONFIGS")
-                .map(|value| {
-                    value
-                        .split(";;")
-                        .map(str::trim)
-                        .filter(|item| !item.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default()
-        } else {
-            self.codex_config.clone()
-        };
-        for item in &codex_config {
+        for item in &self.codex_config {
             if !item.contains('=') {
                 return Err(format!(
                     "--codex-config {item:?} is not of the form key=value"
                 ));
             }
         }
-        Ok(codex_config)
+        Ok(self.codex_config.clone())
     }
 
-    /// `--allowed-root` paths, else `CODEX_PROXY_ALLOWED_ROOTS` (colon-separated), made absolute.
-    fn implicit_allowed_roots(&self) -> Vec<PathBuf> {
-        if self.allowed_root.is_empty() {
-            env("CODEX_PROXY_ALLOWED_ROOTS")
-                .map(|value| {
-                    value
-                        .split(':')
-                        .filter(|item| !item.is_empty())
-                        .map(|item| config::resolve_path(item, None))
-                        .collect()
-                })
-                .unwrap_or_default()
-        } else {
-            self.allowed_root
-                .iter()
-                .map(|root| config::resolve_path(&root.to_string_lossy(), None))
-                .collect()
-        }
-    }
-
-    /// The implicit profile's settings from flags, then `CODEX_PROXY_*` variables, then defaults.
+    /// The implicit profile's settings from the flags (the variables folded in, clap checked the
+    /// ranges of `config::limits`), else the defaults.
     fn implicit_profile(&self) -> Result<ImplicitProfile, String> {
-        let engine = self.implicit_engine()?;
-        let codex_config = self.implicit_codex_config()?;
-        let ephemeral = if self.no_ephemeral {
-            false
-        } else if self.ephemeral {
-            true
-        } else {
-            env_bool("CODEX_PROXY_EPHEMERAL").unwrap_or(true)
-        };
-        let agent = if self.no_agent {
-            false
-        } else if self.agent {
-            true
-        } else {
-            env_bool("CODEX_PROXY_AGENT").unwrap_or(false)
-        };
-        let allowed_roots = self.implicit_allowed_roots();
-        let default_cwd = self
-            .default_cwd
-            .as_ref()
-            .map(|dir| dir.to_string_lossy().to_string())
-            .or_else(|| env("CODEX_PROXY_DEFAULT_CWD"))
-            .map(|dir| config::resolve_path(&dir, None));
-        let workers = bounded(
-            self.workers.map(|v| v as u64),
-            "CODEX_PROXY_WORKERS",
-            (1, limits::MAX_WORKERS),
-            1,
-        )? as usize;
-        let max_concurrency = match self.max_concurrency {
-            Some(value) => Some(value as u64),
-            None => env_number::<u64>("CODEX_PROXY_MAX_CONCURRENCY")?,
-        };
-        let max_concurrency = match max_concurrency {
-            Some(value) => Some(bounded(
-                Some(value),
-                "CODEX_PROXY_MAX_CONCURRENCY",
-                (1, limits::MAX_CONCURRENCY),
-                1,
-            )? as usize),
-            None => None,
-        };
-        let timeout_seconds = bounded(
-            self.timeout_seconds,
-            "CODEX_PROXY_TIMEOUT_SECONDS",
-            (1, limits::MAX_SECONDS),
-            300,
-        )?;
+        let resolve = |dir: &PathBuf| config::resolve_path(&dir.to_string_lossy(), None);
         Ok(ImplicitProfile {
-            model: self.model.clone().or_else(|| env("CODEX_PROXY_MODEL")),
-            engine,
-            workers,
-            max_queue_size: bounded(
-                self.max_queue_size.map(|v| v as u64),
-                "CODEX_PROXY_MAX_QUEUE_SIZE",
-                (0, limits::MAX_QUEUE_SIZE),
-                64,
-            )? as usize,
-            queue_timeout_seconds: bounded(
-                self.queue_timeout_seconds,
-                "CODEX_PROXY_QUEUE_TIMEOUT_SECONDS",
-                (1, limits::MAX_SECONDS),
-                30,
-            )?,
-            codex_home: self
-                .app_server_codex_home
-                .clone()
-                .or_else(|| env("CODEX_PROXY_APP_SERVER_CODEX_HOME").map(PathBuf::from))
-                .map(|dir| config::resolve_path(&dir.to_string_lossy(), None)),
-            codex_config,
-            ephemeral,
-            agent,
+            model: self.model.clone(),
+            engine: self.implicit_engine()?,
+            workers: self.workers.unwrap_or(1),
+            max_queue_size: self.max_queue_size.unwrap_or(64),
+            queue_timeout_seconds: self.queue_timeout_seconds.unwrap_or(30),
+            codex_home: self.app_server_codex_home.as_ref().map(resolve),
+            codex_config: self.implicit_codex_config()?,
+            ephemeral: !self.no_ephemeral,
+            agent: self.agent && !self.no_agent,
             fast: self.fast,
-            proxy: self.proxy.clone().or_else(|| env("CODEX_PROXY_PROXY")),
-            default_cwd,
-            allowed_roots,
-            timeout_seconds,
-            max_concurrency,
+            proxy: self.proxy.clone(),
+            default_cwd: self.default_cwd.as_ref().map(resolve),
+            allowed_roots: self.allowed_root.iter().map(resolve).collect(),
+            timeout_seconds: self.timeout_seconds.unwrap_or(300),
+            max_concurrency: self.max_concurrency,
         })
     }
 
     /// The configuration this `start` describes, fully validated. `${VAR}`s in the file take their
-    /// value from the environment, else from [`StartArgs::config_env`].
+    /// value from the environment, else from [`Settings::config_env`].
     pub fn load_config(&self) -> anyhow::Result<Config> {
         let overrides = self.server_overrides().map_err(anyhow::Error::msg)?;
         match &self.config {
@@ -538,8 +620,8 @@ impl StartArgs {
         }
     }
 
-    /// Keeps in [`StartArgs::config_env`] the value of every variable `config` references, as
-    /// [`StartArgs::load_config`] found it (what a background server and a later `restart` need).
+    /// Keeps in [`Settings::config_env`] the value of every variable `config` references, as
+    /// [`Settings::load_config`] found it (what a background server and a later `restart` need).
     pub fn keep_config_env(&mut self, config: &Config) {
         self.config_env = config
             .env_refs
@@ -556,19 +638,18 @@ impl StartArgs {
 pub struct Secrets {
     #[serde(default)]
     pub api_key: Option<String>,
-    /// The values of the `${VAR}`s the config file references ([`StartArgs::config_env`]).
+    /// The values of the `${VAR}`s the config file references ([`Settings::config_env`]).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
 }
 
 impl StartArgs {
-    /// `start --foreground --secrets-stdin` (how `start` runs the background server): the settings
-    /// with the api key and the config's variables read from the first line of stdin. Other settings
-    /// are returned unchanged.
-    pub fn with_secrets_from_stdin(&self) -> anyhow::Result<StartArgs> {
+    /// `start --foreground` (how `start` runs the background server, with `--secrets-stdin`): the
+    /// settings, with the api key and the config's variables read from the first line of stdin.
+    pub fn with_secrets_from_stdin(&self) -> anyhow::Result<Settings> {
         use anyhow::Context;
-        let mut args = self.clone();
-        if args.secrets_stdin {
+        let mut settings = self.clone().into_settings();
+        if self.secrets_stdin {
             let mut line = String::new();
             std::io::stdin()
                 .read_line(&mut line)
@@ -576,11 +657,11 @@ impl StartArgs {
             let secrets: Secrets = serde_json::from_str(line.trim_end_matches(['\r', '\n']))
                 .context("--secrets-stdin: stdin held no JSON object on its first line")?;
             if let Some(key) = secrets.api_key.filter(|key| !key.is_empty()) {
-                args.api_key = Some(key);
+                settings.api_key = Some(key);
             }
-            args.config_env.extend(secrets.env);
+            settings.config_env.extend(secrets.env);
         }
-        Ok(args)
+        Ok(settings)
     }
 }
 
@@ -589,10 +670,10 @@ fn absolute(path: &std::path::Path) -> PathBuf {
     config::resolve_path(&path.to_string_lossy(), None)
 }
 
-impl StartArgs {
+impl Settings {
     /// Makes these settings mean the same from any directory and environment, so the background server
-    /// and a later `restart` see what this `start` saw: the `CODEX_PROXY_*` server settings (host, port,
-    /// api key, codex binary, log level) are folded into the flags, and paths become absolute.
+    /// and a later `restart` see what this `start` saw: the `CODEX_PROXY_*` values are already folded in
+    /// ([`StartArgs::into_settings`]); an empty api key is dropped and paths become absolute.
     pub fn resolve_for_daemon(&mut self) -> Result<(), String> {
         let overrides = self.server_overrides()?;
         self.host = overrides.host;
@@ -692,7 +773,7 @@ impl StartArgs {
     /// `restart`: these flags (given now) over `saved` (the last successful start), field by field. A
     /// value given now wins; lists given now replace the saved lists; `--fast` cannot be taken back
     /// (there is no `--no-fast`). The daemon file flags are merged by the caller.
-    pub fn merged_over(self, saved: StartArgs) -> StartArgs {
+    pub fn merged_over(self, saved: Settings) -> Settings {
         let now = self;
         let (ephemeral, no_ephemeral) = if now.ephemeral || now.no_ephemeral {
             (now.ephemeral, now.no_ephemeral)
@@ -705,13 +786,11 @@ impl StartArgs {
             (saved.agent, saved.no_agent)
         };
         let list = |now: Vec<String>, saved: Vec<String>| if now.is_empty() { saved } else { now };
-        StartArgs {
+        Settings {
             config: now.config.or(saved.config),
-            foreground: now.foreground,
             host: now.host.or(saved.host),
             port: now.port.or(saved.port),
             api_key: now.api_key.or(saved.api_key),
-            secrets_stdin: now.secrets_stdin,
             config_env: {
                 let mut env = saved.config_env;
                 env.extend(now.config_env);
@@ -741,7 +820,6 @@ impl StartArgs {
             timeout_seconds: now.timeout_seconds.or(saved.timeout_seconds),
             max_concurrency: now.max_concurrency.or(saved.max_concurrency),
             grace_seconds: now.grace_seconds.or(saved.grace_seconds),
-            files: now.files,
         }
     }
 }
@@ -777,6 +855,7 @@ mod tests {
             "--grace-seconds",
             "3",
         ]);
+        let args = args.settings;
         let flags = args.to_flags();
         assert!(flags
             .iter()
@@ -785,7 +864,7 @@ mod tests {
             .iter()
             .map(|f| f.to_string_lossy().to_string())
             .collect();
-        let again = parse(&text.iter().map(String::as_str).collect::<Vec<_>>());
+        let again = parse(&text.iter().map(String::as_str).collect::<Vec<_>>()).settings;
         assert_eq!(again.config, args.config);
         assert_eq!(again.port, Some(0));
         assert_eq!(again.api_key, None);
@@ -805,7 +884,8 @@ mod tests {
             "--agent",
             "--codex-config",
             "a=1",
-        ]);
+        ])
+        .into_settings();
         let merged = parse(&["--port", "9000", "--no-agent"]).merged_over(saved.clone());
         assert_eq!(merged.port, Some(9000));
         assert_eq!(merged.api_key.as_deref(), Some("old"));
@@ -819,13 +899,67 @@ mod tests {
 
     #[test]
     fn saved_settings_survive_serialisation() {
-        let args = parse(&["--port", "0", "--api-key", "k", "--allowed-root", "/a"]);
+        let args =
+            parse(&["--port", "0", "--api-key", "k", "--allowed-root", "/a"]).into_settings();
         let text = serde_json::to_string(&args).unwrap();
-        let back: StartArgs = serde_json::from_str(&text).unwrap();
+        let back: Settings = serde_json::from_str(&text).unwrap();
         assert_eq!(back.api_key.as_deref(), Some("k"));
         assert_eq!(back.allowed_root, vec![PathBuf::from("/a")]);
         // Older or hand-edited files may lack fields.
-        let partial: StartArgs = serde_json::from_str(r#"{"port": 1}"#).unwrap();
+        let partial: Settings = serde_json::from_str(r#"{"port": 1}"#).unwrap();
         assert_eq!(partial.port, Some(1));
+    }
+
+    /// `args` as if the settings named in `from_env` had come from their variables.
+    fn with_env(mut args: StartArgs, from_env: &[&str]) -> StartArgs {
+        args.from_env = from_env.iter().map(|id| id.to_string()).collect();
+        args
+    }
+
+    #[test]
+    fn variables_rank_below_flags_and_saved_settings() {
+        // CODEX_PROXY_PORT=7000 CODEX_PROXY_CODEX_CONFIGS="a=1;;b=2" CODEX_PROXY_EPHEMERAL=0
+        let args = with_env(
+            parse(&[
+                "--port",
+                "7000",
+                "--codex-config",
+                "a=1;;b=2",
+                "--model",
+                "m",
+            ]),
+            &["port", "codex_config"],
+        );
+        let mut args = args;
+        args.from_env.insert("ephemeral".to_string());
+        let settings = args.clone().into_settings();
+        assert_eq!(settings.port, Some(7000));
+        assert_eq!(settings.codex_config, vec!["a=1", "b=2"]);
+        assert!(settings.no_ephemeral);
+        assert_eq!(settings.model.as_deref(), Some("m"));
+        // `restart`: the saved port wins over the variable, a flag given now over both.
+        let saved = parse(&["--port", "8000"]).into_settings();
+        assert_eq!(args.merged_over(saved.clone()).port, Some(8000));
+        let now = with_env(parse(&["--port", "9000"]), &[]);
+        assert_eq!(now.merged_over(saved).port, Some(9000));
+    }
+
+    #[test]
+    fn profile_variables_do_not_apply_with_a_config_file() {
+        let args = with_env(
+            parse(&[
+                "--config",
+                "/etc/c.toml",
+                "--model",
+                "from-env",
+                "--port",
+                "1",
+            ]),
+            &["model", "port"],
+        );
+        let settings = args.into_settings();
+        assert_eq!(settings.model, None);
+        assert_eq!(settings.port, Some(1));
+        assert!(settings.profile_flags_given().is_empty());
     }
 }

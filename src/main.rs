@@ -2,14 +2,12 @@
 //! serve in the foreground (`server::serve_foreground`, which sets up its own logging), print any error once as `codex-api-proxy: {err:#}`, and
 //! exit with the command's code: 0 success, 1 failure, 64 an invalid config for `check`.
 
-use clap::Parser;
-
 use codex_api_proxy::cli::Cli;
 use codex_api_proxy::daemon::Outcome;
 use codex_api_proxy::server::serve_foreground;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -5,7 +5,7 @@
 //! It needs no running server and touches none of the daemon's files.
 
 use crate::cli::CheckArgs;
-use crate::config::{self, ServerOverrides};
+use crate::config::{self, Config, ServerOverrides};
 use crate::routing::Router;
 
 use super::display::{model_label, url_of, REDACTED};
@@ -46,6 +46,15 @@ pub(super) fn run(args: &CheckArgs) -> anyhow::Result<i32> {
         println!("{warning}");
     }
 
+    println!();
+    print_table(&profile_rows(&config));
+    println!();
+    print_table(&route_rows(&config, &args.models));
+    Ok(0)
+}
+
+/// One row per profile: name, engine, model, aliases, match pattern.
+fn profile_rows(config: &Config) -> Vec<[String; 5]> {
     let mut rows = vec![[
         "PROFILE".to_string(),
         "ENGINE".to_string(),
@@ -70,24 +79,26 @@ pub(super) fn run(args: &CheckArgs) -> anyhow::Result<i32> {
                 .map_or("-".to_string(), |regex| regex.as_str().to_string()),
         ]);
     }
-    println!();
-    print_table(&rows);
+    rows
+}
 
+/// Where each profile name and alias, each `--model` name and two samples route.
+fn route_rows(config: &Config, models: &[String]) -> Vec<[String; 3]> {
     let mut examples: Vec<String> = Vec::new();
     for profile in &config.profiles {
         examples.push(profile.name.clone());
         examples.extend(profile.routing.aliases.iter().cloned());
     }
-    examples.extend(args.models.iter().cloned());
+    examples.extend(models.iter().cloned());
     examples.extend(["gpt-5".to_string(), "unknown-model".to_string()]);
-    let router = Router::new(&config);
+    let router = Router::new(config);
     let mut routes = vec![[
         "MODEL".to_string(),
         "ROUTES TO".to_string(),
         "BY".to_string(),
     ]];
     for model in super::unique_in_order(examples) {
-        match router.route(&config, &model) {
+        match router.route(config, &model) {
             Some((index, kind)) => routes.push([
                 model,
                 config.profiles[index].name.clone(),
@@ -96,9 +107,7 @@ pub(super) fn run(args: &CheckArgs) -> anyhow::Result<i32> {
             None => routes.push([model, "(no profile: 404)".to_string(), "-".to_string()]),
         }
     }
-    println!();
-    print_table(&routes);
-    Ok(0)
+    routes
 }
 
 /// Prints `rows` as left-aligned columns, two spaces apart.

@@ -6,8 +6,9 @@
 
 use serde_json::Value;
 
-use crate::cli::StartArgs;
+use crate::cli::Settings;
 use crate::config::{Config, Profile};
+use crate::report::{ProfileReadiness, Ready};
 
 use super::files::DaemonFiles;
 
@@ -24,7 +25,7 @@ pub(super) fn redact(text: &str, keys: &[String]) -> String {
 }
 
 /// `--name=value` flags for display, with the api key redacted.
-pub(super) fn display_flags(settings: &StartArgs) -> String {
+pub(super) fn display_flags(settings: &Settings) -> String {
     let mut shown = settings.clone();
     let mut flags: Vec<String> = Vec::new();
     if shown.api_key.take().is_some() {
@@ -52,7 +53,7 @@ pub(super) fn url_of(host: &str, port: u16) -> String {
 }
 
 /// A pid a server answered with, or `unknown`.
-pub(super) fn pid_or_unknown(pid: Option<u64>) -> String {
+pub(super) fn pid_or_unknown(pid: Option<u32>) -> String {
     pid.map_or("unknown".to_string(), |pid| pid.to_string())
 }
 
@@ -76,20 +77,11 @@ pub(super) fn string_items(value: &Value) -> Option<Vec<&str>> {
         .map(|items| items.iter().filter_map(Value::as_str).collect())
 }
 
-/// The profile names `/ready` lists.
-pub(super) fn profile_names(ready: &Value) -> Vec<String> {
-    ready
-        .get("profiles")
-        .and_then(Value::as_object)
-        .map(|profiles| profiles.keys().cloned().collect())
-        .unwrap_or_default()
-}
-
 /// One line per profile (name, engine, model, aliases, readiness) with the profile's name, in the order
 /// of `/v1/models` if given, else of `/ready`, else of the config.
 pub(super) fn profile_lines(
     config: Option<&Config>,
-    ready: Option<&Value>,
+    ready: Option<&Ready>,
     models: Option<&Value>,
 ) -> Vec<(String, String)> {
     let entries: &[Value] = models
@@ -101,8 +93,8 @@ pub(super) fn profile_lines(
         .iter()
         .filter_map(|entry| entry.get("profile").and_then(Value::as_str))
         .map(str::to_string);
-    let mut names =
-        super::unique_in_order(listed.chain(ready.map(profile_names).unwrap_or_default()));
+    let readied = ready.into_iter().flat_map(|r| r.profiles.keys().cloned());
+    let mut names = super::unique_in_order(listed.chain(readied));
     if names.is_empty() {
         if let Some(config) = config {
             names = config.profiles.iter().map(|p| p.name.clone()).collect();
@@ -116,41 +108,57 @@ pub(super) fn profile_lines(
     names
         .into_iter()
         .map(|name| {
-            let entry = entries.iter().find(|e| e["profile"] == name.as_str());
-            let readiness = ready
-                .and_then(|r| r.get("profiles"))
-                .and_then(|p| p.get(&name));
-            let profile = config.and_then(|c| c.profile(&name));
-            let engine = entry
-                .and_then(|e| e["engine"].as_str())
-                .or_else(|| readiness.and_then(|r| r["engine"].as_str()))
-                .map(str::to_string)
-                .or_else(|| profile.map(|p| p.runtime.engine.as_str().to_string()))
-                .unwrap_or_else(|| "?".to_string());
-            let mut line = format!("{name:width$}  engine={engine}");
-            if let Some(profile) = profile {
-                line.push_str(&format!("  model={}", model_label(profile)));
+            let line = ProfileLine {
+                entry: entries.iter().find(|e| e["profile"] == name.as_str()),
+                readiness: ready.and_then(|r| r.profiles.get(&name)),
+                profile: config.and_then(|c| c.profile(&name)).map(|p| &**p),
             }
-            let aliases: Vec<String> = match entry.and_then(|e| string_items(&e["aliases"])) {
-                Some(list) => list.into_iter().map(str::to_string).collect(),
-                None => profile
-                    .map(|p| p.routing.aliases.clone())
-                    .unwrap_or_default(),
-            };
-            if !aliases.is_empty() {
-                line.push_str(&format!("  aliases={}", aliases.join(", ")));
-            }
-            match readiness {
-                Some(block) if block["ready"] == true => line.push_str("  ready"),
-                Some(block) => line.push_str(&format!(
-                    "  NOT READY: {}",
-                    block["reason"].as_str().unwrap_or("unknown reason")
-                )),
-                None => {}
-            }
+            .render(&name, width);
             (name, line)
         })
         .collect()
+}
+
+/// What is known of one profile: its `/v1/models` entry, its `/ready` block, its config.
+struct ProfileLine<'a> {
+    entry: Option<&'a Value>,
+    readiness: Option<&'a ProfileReadiness>,
+    profile: Option<&'a Profile>,
+}
+
+impl ProfileLine<'_> {
+    fn render(&self, name: &str, width: usize) -> String {
+        let engine = self
+            .entry
+            .and_then(|e| e["engine"].as_str())
+            .map(str::to_string)
+            .or_else(|| self.readiness.map(|r| r.engine.clone()))
+            .or_else(|| self.profile.map(|p| p.runtime.engine.as_str().to_string()))
+            .unwrap_or_else(|| "?".to_string());
+        let mut line = format!("{name:width$}  engine={engine}");
+        if let Some(profile) = self.profile {
+            line.push_str(&format!("  model={}", model_label(profile)));
+        }
+        let aliases: Vec<String> = match self.entry.and_then(|e| string_items(&e["aliases"])) {
+            Some(list) => list.into_iter().map(str::to_string).collect(),
+            None => self
+                .profile
+                .map(|p| p.routing.aliases.clone())
+                .unwrap_or_default(),
+        };
+        if !aliases.is_empty() {
+            line.push_str(&format!("  aliases={}", aliases.join(", ")));
+        }
+        match self.readiness {
+            Some(block) if block.ready => line.push_str("  ready"),
+            Some(block) => line.push_str(&format!(
+                "  NOT READY: {}",
+                block.reason.as_deref().unwrap_or("unknown reason")
+            )),
+            None => {}
+        }
+        line
+    }
 }
 
 pub(super) fn print_endpoints(url: &str) {

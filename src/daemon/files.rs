@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{FileArgs, StartArgs};
+use crate::cli::{FileArgs, Settings};
 use crate::config::{self, ServerOverrides};
 
 /// The server's grace period when `start` was not given `--grace-seconds`.
@@ -85,9 +85,9 @@ impl DaemonFiles {
 /// What the state file keeps about the last successful start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct DaemonState {
-    /// The settings of that start, self-contained (`StartArgs::resolve_for_daemon`): `restart` starts
+    /// The settings of that start, self-contained (`Settings::resolve_for_daemon`): `restart` starts
     /// from them. They include the api key, which is why the file is 0600.
-    pub(super) settings: StartArgs,
+    pub(super) settings: Settings,
     /// The server-level keys the config file had then, so `reload` can authenticate when the key came
     /// from the file rather than a flag.
     #[serde(default)]

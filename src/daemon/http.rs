@@ -1,18 +1,20 @@
-//! The minimal HTTP/1.1 client the commands talk to a running server with: one request per connection
-//! (`Connection: close`) under a timeout, plain or chunked answers ([`http`]), the probes the commands
-//! share (`/health`, `/ready`, `/metrics`, `/v1/models`), and where to connect to a bound address.
+//! How the commands talk to a running server: one `reqwest` client per request under a timeout
+//! (plain HTTP to a loopback or bind address, no proxy from the environment), the probes the
+//! commands share (`/health`, `/ready`, `/metrics`, `/v1/models`), read into the typed bodies of
+//! `crate::report`, and where to connect to a bound address.
 //!
-//! No client dependency: no keep-alive, redirects, TLS or request bodies. It prints nothing and reads
-//! nothing into an answer beyond its status and (JSON) body.
+//! It prints nothing and reads nothing of an answer beyond its status and (JSON) body.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::report::VERSION;
+pub(super) use reqwest::Method;
+
+use crate::report::{Health, Metrics, Ready, VERSION};
 
 /// Timeout of one health/status request.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -25,8 +27,14 @@ pub(super) struct Reply {
 }
 
 impl Reply {
+    /// The body as JSON (`null` if it is not JSON).
     pub(super) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The body as `T`; an error says which field is missing or wrong.
+    pub(super) fn parse<T: DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_str(&self.body).context("the server's answer is not in the expected shape")
     }
 
     /// The `error.message` of an OpenAI-shaped error body, else the body.
@@ -39,109 +47,58 @@ impl Reply {
     }
 }
 
-/// One HTTP/1.1 request with `Connection: close`.
+/// One request to `address` with an empty body (with `Authorization: Bearer KEY` given a key).
 pub(super) async fn http(
     address: SocketAddr,
-    method: &str,
+    method: Method,
     path: &str,
     key: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<Reply> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address).await?;
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: codex-api-proxy/{VERSION}\r\n\
-             Accept: application/json\r\nConnection: close\r\n"
-        );
-        if let Some(key) = key {
-            request.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    // The environment's HTTP proxy must not see loopback requests carrying keys.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .user_agent(format!("codex-api-proxy/{VERSION}"))
+        .build()
+        .context("cannot set up the HTTP client")?;
+    let mut request = client
+        .request(method, format!("http://{address}{path}"))
+        .header(reqwest::header::ACCEPT, "application/json");
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.map_err(|err| {
+        if err.is_timeout() {
+            anyhow!("no answer within {} s", timeout.as_secs())
+        } else {
+            anyhow!("{}", error_chain(&err))
         }
-        if method != "GET" {
-            request.push_str("Content-Length: 0\r\n");
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
-    let raw = tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| anyhow!("no answer within {} s", timeout.as_secs()))??;
-    parse_reply(&raw)
+    })?;
+    let status = response.status().as_u16();
+    let body = response.text().await.context("the answer broke off")?;
+    Ok(Reply { status, body })
 }
 
-fn parse_reply(raw: &[u8]) -> anyhow::Result<Reply> {
-    let split = raw
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("not an HTTP response"))?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let mut body = raw[split + 4..].to_vec();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| anyhow!("not an HTTP response"))?;
-    let chunked = lines.any(|line| {
-        let line = line.to_ascii_lowercase();
-        line.starts_with("transfer-encoding:") && line.contains("chunked")
-    });
-    if chunked {
-        body = dechunk(&body);
+/// An error and its causes on one line (reqwest's own message is only the outermost).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
     }
-    Ok(Reply {
-        status,
-        body: String::from_utf8_lossy(&body).to_string(),
-    })
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&data[..end]);
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let Ok(size) = usize::from_str_radix(size_text, 16) else {
-            break;
-        };
-        data = &data[end + 2..];
-        if size == 0 || data.len() < size {
-            break;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = data.get(size + 2..).unwrap_or(&[]);
-    }
-    out
+    text
 }
 
 /// `GET /health`, whatever its status.
 pub(super) async fn get_health(address: SocketAddr) -> anyhow::Result<Reply> {
-    http(address, "GET", "/health", None, PROBE_TIMEOUT).await
+    http(address, Method::GET, "/health", None, PROBE_TIMEOUT).await
 }
 
-/// The pid a `/health` body names, `None` if it names none.
-pub(super) fn health_pid(health: &Value) -> Option<u64> {
-    health.get("pid").and_then(Value::as_u64)
-}
-
-/// A GET whose answer is JSON with status 200, else `None`.
-pub(super) async fn get_json(address: SocketAddr, path: &str, key: Option<&str>) -> Option<Value> {
-    match http(address, "GET", path, key, PROBE_TIMEOUT).await {
-        Ok(reply) if reply.status == 200 => Some(reply.json()),
-        _ => None,
-    }
-}
-
-/// `/ready` (with the first key the server accepts) answers 503 while not ready, with the same body.
-pub(super) async fn get_ready(address: SocketAddr, keys: &[String]) -> Option<Value> {
-    for key in key_candidates(keys) {
-        match http(address, "GET", "/ready", key, PROBE_TIMEOUT).await {
-            Ok(reply) if reply.status == 200 || reply.status == 503 => return Some(reply.json()),
-            _ => {}
-        }
-    }
-    None
+/// The pid a `/health` answer names, `None` if it is not a `/health` body.
+pub(super) fn health_pid(health: &Reply) -> Option<u32> {
+    health.parse::<Health>().ok().map(|health| health.pid)
 }
 
 /// Each key, or no key when there are none.
@@ -152,23 +109,47 @@ fn key_candidates(keys: &[String]) -> Vec<Option<&str>> {
     keys.iter().map(|key| Some(key.as_str())).collect()
 }
 
-/// A GET with the first key the server accepts (`/v1/models`, `/metrics`).
-pub(super) async fn get_json_keyed(
+/// A GET with the first key the server accepts whose status is one of `accepted`, parsed as `T`.
+async fn get_keyed<T: DeserializeOwned>(
     address: SocketAddr,
     path: &str,
     keys: &[String],
-) -> Option<Value> {
+    accepted: &[u16],
+) -> anyhow::Result<T> {
+    let mut last = anyhow!("no key to try");
     for key in key_candidates(keys) {
-        if let Some(value) = get_json(address, path, key).await {
-            return Some(value);
+        match http(address, Method::GET, path, key, PROBE_TIMEOUT).await {
+            Ok(reply) if accepted.contains(&reply.status) => {
+                return reply.parse().with_context(|| path.to_string())
+            }
+            Ok(reply) => last = anyhow!("{path} answered HTTP {}", reply.status),
+            Err(err) => last = err.context(path.to_string()),
         }
     }
-    None
+    Err(last)
 }
 
-/// `/v1/models` with the first key the server accepts.
+/// `/ready` (it answers 503 while not ready, with the same body).
+pub(super) async fn get_ready(address: SocketAddr, keys: &[String]) -> anyhow::Result<Ready> {
+    get_keyed(address, "/ready", keys, &[200, 503]).await
+}
+
+/// `/metrics`.
+pub(super) async fn get_metrics(address: SocketAddr, keys: &[String]) -> anyhow::Result<Metrics> {
+    get_keyed(address, "/metrics", keys, &[200]).await
+}
+
+/// `/health` with a key, which adds the version and uptime when the server has keys.
+pub(super) async fn get_keyed_health(
+    address: SocketAddr,
+    keys: &[String],
+) -> anyhow::Result<Health> {
+    get_keyed(address, "/health", keys, &[200]).await
+}
+
+/// `/v1/models` (an OpenAI list, not a report of this proxy's own, so left as JSON).
 pub(super) async fn get_models(address: SocketAddr, keys: &[String]) -> Option<Value> {
-    get_json_keyed(address, "/v1/models", keys).await
+    get_keyed(address, "/v1/models", keys, &[200]).await.ok()
 }
 
 /// Where to connect to a server bound to `bound` (an unspecified address is reached over loopback).
@@ -201,14 +182,16 @@ mod tests {
     }
 
     #[test]
-    fn parses_plain_and_chunked_replies() {
-        let reply = parse_reply(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
-        assert_eq!((reply.status, reply.body.as_str()), (200, "{}"));
-        let reply = parse_reply(
-            b"HTTP/1.1 422 Unprocessable\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!((reply.status, reply.body.as_str()), (422, "abcde"));
-        assert!(parse_reply(b"garbage").is_err());
+    fn a_report_with_a_missing_field_is_an_error() {
+        let reply = Reply {
+            status: 200,
+            body: r#"{"status":"ready","codex":{}}"#.to_string(),
+        };
+        assert!(reply.parse::<Ready>().is_err());
+        let reply = Reply {
+            status: 200,
+            body: r#"{"status":"ok","pid":42}"#.to_string(),
+        };
+        assert_eq!(health_pid(&reply), Some(42));
     }
 }

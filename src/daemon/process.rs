@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::cli::StartArgs;
+use crate::cli::Settings;
 
 /// What the pid file says about the server.
 #[derive(Debug)]
@@ -91,7 +91,7 @@ fn shorten(text: &str, max: usize) -> String {
 /// Runs this program as `start --foreground` with `args`, in a session of its own, stdout and stderr
 /// appended to `log`. With an api key or config variables, the server's stdin is a pipe the caller
 /// writes them to (`crate::cli::Secrets`).
-pub(super) fn spawn_server(args: &StartArgs, log: File) -> anyhow::Result<Child> {
+pub(super) fn spawn_server(args: &Settings, log: File) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("cannot find the path of this program")?;
     let mut command = std::process::Command::new(&exe);
     command

@@ -13,7 +13,7 @@ use crate::cli::ReloadArgs;
 
 use super::display::{redact, string_items};
 use super::files::{DaemonFiles, DaemonState};
-use super::http::http;
+use super::http::{http, Method};
 use super::process::PidFile;
 
 /// Timeout of `POST /admin/reload` (a reload probes the Codex binary again).
@@ -44,9 +44,15 @@ pub(super) async fn run(args: &ReloadArgs) -> anyhow::Result<i32> {
     }
     let mut reply = None;
     for key in candidates {
-        let answer = http(saved.address, "POST", "/admin/reload", key, RELOAD_TIMEOUT)
-            .await
-            .with_context(|| format!("cannot reach {}", saved.url))?;
+        let answer = http(
+            saved.address,
+            Method::POST,
+            "/admin/reload",
+            key,
+            RELOAD_TIMEOUT,
+        )
+        .await
+        .with_context(|| format!("cannot reach {}", saved.url))?;
         let unauthorized = answer.status == 401;
         reply = Some(answer);
         if !unauthorized {
@@ -61,8 +67,12 @@ pub(super) async fn run(args: &ReloadArgs) -> anyhow::Result<i32> {
             redact(&reply.error_message(), &keys)
         );
     }
-    let body = reply.json();
-    let outcome = &body["reload"];
+    print_outcome(&reply.json()["reload"], saved.config.as_deref());
+    Ok(0)
+}
+
+/// What the server says the reload changed, and what only a restart applies.
+fn print_outcome(outcome: &serde_json::Value, config: Option<&std::path::Path>) {
     let list = |name: &str| -> String {
         let items = string_items(&outcome[name]).unwrap_or_default();
         if items.is_empty() {
@@ -72,11 +82,7 @@ pub(super) async fn run(args: &ReloadArgs) -> anyhow::Result<i32> {
         }
     };
     let generation = outcome["generation"].as_u64().unwrap_or(0);
-    let path = saved
-        .config
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+    let path = config.map(|p| p.display().to_string()).unwrap_or_default();
     if outcome["applied"] == true {
         println!("reloaded {path}: now serving generation {generation}");
         println!("  added:     {}", list("added"));
@@ -94,5 +100,4 @@ pub(super) async fn run(args: &ReloadArgs) -> anyhow::Result<i32> {
             required.join(", ")
         );
     }
-    Ok(0)
 }

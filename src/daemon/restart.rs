@@ -24,7 +24,7 @@ pub(super) async fn run(args: StartArgs) -> anyhow::Result<super::Outcome> {
                 "no saved settings at {}: starting with the flags given",
                 state_path.display()
             );
-            args
+            args.clone().into_settings()
         }
     };
     // An invalid result must not take the running server down.
@@ -34,9 +34,14 @@ pub(super) async fn run(args: StartArgs) -> anyhow::Result<super::Outcome> {
     )?;
     let lock_guard = lock(&files).await?;
     stop_locked(&files, saved.as_ref(), None).await?;
-    if merged.foreground {
+    if args.foreground {
         drop(lock_guard);
-        return Ok(super::Outcome::ServeForeground(Box::new(merged)));
+        let serve = StartArgs {
+            settings: merged,
+            from_env: Default::default(),
+            ..args
+        };
+        return Ok(super::Outcome::ServeForeground(Box::new(serve)));
     }
     start_locked(merged, &files).await.map(super::Outcome::Exit)
 }

@@ -1,11 +1,12 @@
 //! `start` in the background: check that no server of ours runs (clearing a stale pid file), validate
-//! the config, spawn the server with its log, hand it the api key and the config's `${VAR}` values, wait until `/health` answers with
-//! its pid (reading the real port from its `listening on` line), then save the state file and print
-//! what runs where. [`start_locked`] is also `restart`'s second half.
+//! the config, spawn the server with its log, hand it the api key and the config's `${VAR}` values,
+//! wait until `/health` answers with its pid (reading the real port from its `listening on` line),
+//! then save the state file and print what runs where. [`start_locked`] is also `restart`'s second
+//! half.
 //!
 //! A start that fails once the server is spawned ends its whole session, removes its pid file and
-//! shows the log tail: nothing is left running. It does not stop a running server (`stop`) and never serves itself
-//! (`start --foreground` is `crate::server`).
+//! shows the log tail: nothing is left running. It does not stop a running server (`stop`) and never
+//! serves itself (`start --foreground` is `crate::server`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,9 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Context};
 use serde_json::Value;
 
-use crate::cli::StartArgs;
+use crate::cli::{Settings, StartArgs};
 use crate::config::{self, Config};
-use crate::report::VERSION;
+use crate::report::{Ready, VERSION};
 
 use super::display::{
     display_flags, format_unix_time, pid_or_unknown, print_endpoints, print_files, profile_lines,
@@ -36,7 +37,7 @@ const LOG_TAIL_LINES: usize = 20;
 pub(super) async fn run(args: StartArgs) -> anyhow::Result<i32> {
     let files = DaemonFiles::new(&args.files);
     let _lock = lock(&files).await?;
-    start_locked(args, &files).await
+    start_locked(args.into_settings(), &files).await
 }
 
 /// Why a new server did not come up.
@@ -45,7 +46,64 @@ struct StartFailure {
 }
 
 /// Starts a server with `args` unless ours already runs; the caller holds the management lock.
-pub(super) async fn start_locked(mut args: StartArgs, files: &DaemonFiles) -> anyhow::Result<i32> {
+pub(super) async fn start_locked(mut args: Settings, files: &DaemonFiles) -> anyhow::Result<i32> {
+    if already_running(files) {
+        return Ok(0);
+    }
+    args.resolve_for_daemon().map_err(anyhow::Error::msg)?;
+    // Every problem of the config is reported here, before anything starts.
+    let config = args.load_config()?;
+    args.keep_config_env(&config);
+    super::print_warnings(&config);
+    let keys: Vec<String> = args
+        .api_key
+        .iter()
+        .cloned()
+        .chain(config.server.api_keys.iter().cloned())
+        .collect();
+    let (mut child, offset) = spawn(&args, files, &config).await?;
+    let failed = |reason: String| StartFailure { reason };
+    let waited = tokio::select! {
+        waited = wait_ready(&mut child, files, offset) => waited,
+        _ = tokio::signal::ctrl_c() => Err(failed("interrupted while waiting for /health".to_string())),
+    };
+    let address = match waited {
+        Ok(address) => address,
+        Err(failure) => {
+            return Err(report_failed_start(&mut child, files, offset, failure, &keys).await)
+        }
+    };
+    let connect = connect_address(address);
+    let ready = get_ready(connect, &keys).await.ok();
+    if let Some(error) = ready
+        .as_ref()
+        .and_then(|ready| ready.codex.error.as_deref())
+    {
+        let failure = failed(format!("Codex cannot run: {error}"));
+        return Err(report_failed_start(&mut child, files, offset, failure, &keys).await);
+    }
+    let models = get_models(connect, &keys).await;
+    let state = DaemonState {
+        server_keys: config.server.api_keys.clone(),
+        pid: child.id(),
+        host: config.server.host.clone(),
+        port: address.port(),
+        url: url_of(&config.server.host, address.port()),
+        address: connect,
+        config: config.source.clone(),
+        pid_file: files.pid.clone(),
+        log_file: files.log.clone(),
+        started_at: now_unix(),
+        version: VERSION.to_string(),
+        settings: args,
+    };
+    state.save(&files.state)?;
+    print_started(&state, files, &config, ready.as_ref(), models.as_ref());
+    Ok(0)
+}
+
+/// Whether our server already runs (said so); a stale pid file is reported and removed.
+fn already_running(files: &DaemonFiles) -> bool {
     let pid_file = PidFile::read(&files.pid);
     if let PidFile::Ours(pid) = pid_file {
         let state = DaemonState::load(&files.state)
@@ -60,25 +118,22 @@ pub(super) async fn start_locked(mut args: StartArgs, files: &DaemonFiles) -> an
             None => println!("codex-api-proxy is already running (pid {pid})"),
         }
         println!("To apply other settings use `codex-api-proxy restart [flags]`.");
-        return Ok(0);
+        return true;
     }
     if let Some(reason) = pid_file.stale_reason(&files.pid) {
         println!("{reason}; removing it");
         let _ = std::fs::remove_file(&files.pid);
     }
+    false
+}
 
-    args.resolve_for_daemon().map_err(anyhow::Error::msg)?;
-    // Every problem of the config is reported here, before anything starts.
-    let config = args.load_config()?;
-    args.keep_config_env(&config);
-    super::print_warnings(&config);
-    let keys: Vec<String> = args
-        .api_key
-        .iter()
-        .cloned()
-        .chain(config.server.api_keys.iter().cloned())
-        .collect();
-
+/// Spawns the server with its log, hands it its secrets and writes the pid file; returns the child
+/// and where its output starts in the log. A failure here leaves nothing running.
+async fn spawn(
+    args: &Settings,
+    files: &DaemonFiles,
+    config: &Config,
+) -> anyhow::Result<(Child, u64)> {
     files.create_parents()?;
     let mut log = files.open_log()?;
     writeln!(
@@ -87,8 +142,7 @@ pub(super) async fn start_locked(mut args: StartArgs, files: &DaemonFiles) -> an
         format_unix_time(now_unix())
     )?;
     let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
-
-    let mut child = spawn_server(&args, log)?;
+    let mut child = spawn_server(args, log)?;
     let pid = child.id();
     if let Some(mut stdin) = child.stdin.take() {
         let secrets = crate::cli::Secrets {
@@ -114,50 +168,7 @@ pub(super) async fn start_locked(mut args: StartArgs, files: &DaemonFiles) -> an
             url_of(&config.server.host, config.server.port)
         );
     }
-
-    let waited = tokio::select! {
-        waited = wait_ready(&mut child, files, offset) => waited,
-        _ = tokio::signal::ctrl_c() => Err(StartFailure {
-            reason: "interrupted while waiting for /health".to_string(),
-        }),
-    };
-    let address = match waited {
-        Ok(address) => address,
-        Err(failure) => {
-            return Err(report_failed_start(&mut child, files, offset, failure, &keys).await)
-        }
-    };
-    let connect = connect_address(address);
-    let ready = get_ready(connect, &keys).await;
-    if let Some(error) = ready
-        .as_ref()
-        .and_then(|ready| ready.pointer("/codex/error"))
-        .and_then(Value::as_str)
-    {
-        let failure = StartFailure {
-            reason: format!("Codex cannot run: {error}"),
-        };
-        return Err(report_failed_start(&mut child, files, offset, failure, &keys).await);
-    }
-    let models = get_models(connect, &keys).await;
-
-    let state = DaemonState {
-        server_keys: config.server.api_keys.clone(),
-        pid,
-        host: config.server.host.clone(),
-        port: address.port(),
-        url: url_of(&config.server.host, address.port()),
-        address: connect,
-        config: config.source.clone(),
-        pid_file: files.pid.clone(),
-        log_file: files.log.clone(),
-        started_at: now_unix(),
-        version: VERSION.to_string(),
-        settings: args,
-    };
-    state.save(&files.state)?;
-    print_started(&state, files, &config, ready.as_ref(), models.as_ref());
-    Ok(0)
+    Ok((child, offset))
 }
 
 fn now_unix() -> u64 {
@@ -199,8 +210,8 @@ async fn wait_ready(
         if let Some(bound) = address {
             if let Ok(reply) = get_health(connect_address(bound)).await {
                 if reply.status == 200 {
-                    let answered_by = health_pid(&reply.json());
-                    if answered_by == Some(u64::from(pid)) {
+                    let answered_by = health_pid(&reply);
+                    if answered_by == Some(pid) {
                         return Ok(bound);
                     }
                     return Err(StartFailure {
@@ -280,7 +291,7 @@ fn print_started(
     state: &DaemonState,
     files: &DaemonFiles,
     config: &Config,
-    ready: Option<&Value>,
+    ready: Option<&Ready>,
     models: Option<&Value>,
 ) {
     println!("codex-api-proxy {VERSION} is running (pid {})", state.pid);
@@ -307,11 +318,11 @@ fn print_started(
         state.grace_seconds()
     );
     println!("  settings:   {}", display_flags(&state.settings));
-    if let Some(codex) = ready.and_then(|r| r.get("codex")) {
+    if let Some(codex) = ready.map(|r| &r.codex) {
         println!(
             "  codex:      {} ({})",
-            codex["program"].as_str().unwrap_or("?"),
-            codex["version"].as_str().unwrap_or("version unknown")
+            codex.program.as_deref().unwrap_or("?"),
+            codex.version.as_deref().unwrap_or("version unknown")
         );
     }
     print_files(files);
