@@ -8,8 +8,11 @@
 //! 3. The size of the model request with and without `tools = false`.
 //! 4. With `--python` (or `BENCH_PYTHON=1`): the earlier Python tool (codex-api-proxy 0.1.1, installed
 //!    into a venv under `target/` by `bench/python_contender.sh`) side by side with this proxy, same mock,
-//!    same native Codex binary, both app-server engines with two workers, interleaved over 3 rounds:
-//!    warm sequential p50, streamed p50, 4-client throughput, and CPU per request; medians and ratios.
+//!    same native Codex binary, both app-server engines with two workers, interleaved over 3 rounds.
+//!    This proxy runs with `tools = false` (like the Python tool's threads: `environments: []`, no
+//!    dynamic tools) and, labelled, with `tools = true`: warm sequential p50, streamed p50, 4-client
+//!    throughput, and CPU per request (over at least 150 requests a round); medians and ratios against
+//!    the Python tool (see `support/contender.rs`).
 //!
 //! Every run also prints the CPU time per request of the proxy process and of its Codex processes (utime
 //! + stime from `/proc`, the whole process tree, see `harness::cpu_sample`).

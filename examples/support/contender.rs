@@ -1,10 +1,19 @@
 //! The side-by-side comparison of `bench_app_server --python`: this proxy and the earlier Python tool
 //! (codex-api-proxy 0.1.1 from PyPI, installed at benchmark time by `bench/python_contender.sh`), both
 //! with their app-server engine and two workers, against the same mock model and the same native Codex
-//! binary. The workloads run interleaved (this proxy, then the Python tool, for each workload) over
-//! [`ROUNDS`] rounds; the medians of the rounds and their ratios are printed. With `BENCH_PERF_DATA=FILE`
-//! the 4-client workload of this proxy runs under `perf record --call-graph dwarf` (FILE keeps the last
-//! round's profile; the profiler's overhead skews that proxy's figures, so use it for profiles only).
+//! binary.
+//!
+//! The Python tool starts its non-agent threads with `environments: []` and no dynamic tools (Codex's
+//! shell tool cannot run there), which is this proxy's `tools = false`; so this proxy runs twice, once
+//! with a `tools = false` profile (the like-for-like row) and once with `tools = true` (the default,
+//! labelled). The workloads run interleaved (each contender in turn, the order rotated every round)
+//! over [`ROUNDS`] rounds; the medians of the rounds and their ratios against the Python tool are printed.
+//! CPU per request is counted over a whole round, at least [`MIN_ROUND_REQUESTS`] requests, so that the
+//! 10 ms clock tick of `/proc` gives it a resolution better than 0.1 ms.
+//!
+//! With `BENCH_PERF_DATA=FILE` the 4-client workload of the `tools = false` proxy runs under
+//! `perf record --call-graph dwarf` (FILE keeps the last round's profile; the profiler's overhead skews
+//! that proxy's figures, so use it for profiles only).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -25,13 +34,17 @@ pub const ROUNDS: usize = 3;
 /// Concurrent clients of the throughput workload.
 const CLIENTS: usize = 4;
 /// Requests per client in the throughput workload.
-const PER_CLIENT: usize = 15;
+const PER_CLIENT: usize = 40;
+/// The fewest requests of one round (CPU ticks are 10 ms: 150 requests give 0.07 ms per request).
+pub const MIN_ROUND_REQUESTS: usize = 150;
 /// Warm-up requests per contender before the first round.
 const WARMUP: usize = 6;
 
 /// One contender: its base URL, the model name its requests use, and the process to measure.
 struct Side {
     label: &'static str,
+    /// Whether this is this proxy with `tools = false` (the one `BENCH_PERF_DATA` profiles).
+    profiled: bool,
     proxy: Proxy,
     model: &'static str,
 }
@@ -106,10 +119,16 @@ fn start_python(mock: &MockModel, codex_bin: &Path, workspace: &Path, dir: &Path
     }
 }
 
-/// Starts this proxy with one app-server profile `bench` of two workers.
-fn start_rust(mock: &MockModel, codex_bin: &Path, workspace: &Path, dir: &Path) -> Proxy {
+/// Starts this proxy with one app-server profile `bench` of two workers and the given `tools`.
+fn start_rust(
+    mock: &MockModel,
+    codex_bin: &Path,
+    workspace: &Path,
+    dir: &Path,
+    tools: bool,
+) -> Proxy {
     let config = format!(
-        "{}{}engine = \"app-server\"\nworkers = 2\nmax_concurrency = 8\nmax_queue_size = 64\n",
+        "{}{}engine = \"app-server\"\nworkers = 2\nmax_concurrency = 8\nmax_queue_size = 64\ntools = {tools}\n",
         server_toml(codex_bin),
         profile_toml(
             "bench",
@@ -217,15 +236,18 @@ async fn round(client: &reqwest::Client, side: &Side, requests: usize) -> Figure
     let sequential_p50 = sequential(client, side, requests).await;
     let (first_chunk_p50, streamed_p50) = streamed(client, side, requests).await;
     let profiler = std::env::var_os("BENCH_PERF_DATA")
-        .filter(|_| side.label == "this proxy")
+        .filter(|_| side.profiled)
         .map(|path| start_perf(side.proxy.pid(), Path::new(&path)));
     let throughput = throughput(client, side).await;
     if let Some(mut perf) = profiler {
         harness::send_signal(perf.id(), libc::SIGINT);
         let _ = perf.wait();
     }
-    let total = 2 * requests + CLIENTS * PER_CLIENT;
-    let (proxy_cpu, codex_cpu) = cpu_per_request(&before, &cpu_sample(side.proxy.pid()), total);
+    let (proxy_cpu, codex_cpu) = cpu_per_request(
+        &before,
+        &cpu_sample(side.proxy.pid()),
+        round_requests(requests),
+    );
     Figures {
         sequential_p50,
         streamed_p50,
@@ -236,8 +258,50 @@ async fn round(client: &reqwest::Client, side: &Side, requests: usize) -> Figure
     }
 }
 
+/// The requests of one round of one side.
+fn round_requests(requests: usize) -> usize {
+    2 * requests + CLIENTS * PER_CLIENT
+}
+
 fn median(rounds: &[Figures], field: fn(&Figures) -> f64) -> f64 {
     percentile(&rounds.iter().map(field).collect::<Vec<_>>(), 0.5)
+}
+
+/// The 1-minute load average of the machine (how busy the other users of a shared machine were).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Starts the three contenders: this proxy with `tools = false`, with `tools = true`, the Python tool.
+fn start_sides(
+    mock: &MockModel,
+    codex_bin: &Path,
+    workspace: &Path,
+    dirs: &[tempfile::TempDir; 3],
+) -> [Side; 3] {
+    [
+        Side {
+            label: "tools=false",
+            profiled: true,
+            proxy: start_rust(mock, codex_bin, workspace, dirs[0].path(), false),
+            model: "bench",
+        },
+        Side {
+            label: "tools=true",
+            profiled: false,
+            proxy: start_rust(mock, codex_bin, workspace, dirs[1].path(), true),
+            model: "bench",
+        },
+        Side {
+            label: "Python 0.1.1",
+            profiled: false,
+            proxy: start_python(mock, codex_bin, workspace, dirs[2].path()),
+            model: "codex-local",
+        },
+    ]
 }
 
 /// Runs the comparison and prints it.
@@ -248,20 +312,15 @@ pub async fn compare(
     workspace: &Path,
     requests: usize,
 ) {
-    let rust_dir = scratch_dir(&harness::bench_envs(), "rust-", &["home", "codex-home"]);
-    let python_dir = scratch_dir(&harness::bench_envs(), "python-", &["home", "codex-home"]);
-    let sides = [
-        Side {
-            label: "this proxy",
-            proxy: start_rust(mock, codex_bin, workspace, rust_dir.path()),
-            model: "bench",
-        },
-        Side {
-            label: "Python 0.1.1",
-            proxy: start_python(mock, codex_bin, workspace, python_dir.path()),
-            model: "codex-local",
-        },
-    ];
+    // Enough requests per round for a CPU resolution better than 0.1 ms per request.
+    let requests = requests.max(
+        MIN_ROUND_REQUESTS
+            .saturating_sub(CLIENTS * PER_CLIENT)
+            .div_ceil(2),
+    );
+    let dirs = ["rust-false-", "rust-true-", "python-"]
+        .map(|prefix| scratch_dir(&harness::bench_envs(), prefix, &["home", "codex-home"]));
+    let sides = start_sides(mock, codex_bin, workspace, &dirs);
     for side in &sides {
         assert!(
             harness::wait_ready(client, &side.proxy.base_url, 600).await,
@@ -272,61 +331,73 @@ pub async fn compare(
             crate::post(client, &side.proxy.base_url, side.model, "warm").await;
         }
     }
-    let mut figures = [Vec::new(), Vec::new()];
-    for number in 1..=ROUNDS {
-        for (index, side) in sides.iter().enumerate() {
+    let mut figures = [Vec::new(), Vec::new(), Vec::new()];
+    let mut loads = vec![load_average()];
+    for number in 0..ROUNDS {
+        for offset in 0..sides.len() {
+            // The order rotates every round, so no contender always runs after the same one.
+            let index = (number + offset) % sides.len();
+            let side = &sides[index];
             let result = round(client, side, requests).await;
             println!(
-                "round {number} {:<13} seq p50 {:6.1} ms  stream p50 {:6.1} ms (first chunk {:6.1})  {CLIENTS} clients {:6.1} req/s  CPU/req proxy {:5.2} ms, codex {:5.1} ms",
-                side.label, result.sequential_p50, result.streamed_p50, result.first_chunk_p50,
+                "round {} {:<13} seq p50 {:6.1} ms  stream p50 {:6.1} ms (first chunk {:6.1})  {CLIENTS} clients {:6.1} req/s  CPU/req proxy {:5.2} ms, codex {:5.1} ms",
+                number + 1, side.label, result.sequential_p50, result.streamed_p50, result.first_chunk_p50,
                 result.throughput, result.proxy_cpu, result.codex_cpu
             );
             figures[index].push(result);
+            loads.push(load_average());
         }
     }
     print_medians(&sides, &figures, requests);
+    println!(
+        "load average (1 min) during the rounds: min {:.1}, median {:.1}, max {:.1}",
+        percentile(&loads, 0.0),
+        percentile(&loads, 0.5),
+        percentile(&loads, 1.0)
+    );
 }
 
 /// A printed row: label, the figure it shows, and the goal it is held against.
 type Row = (&'static str, fn(&Figures) -> f64, &'static str);
 
-fn print_medians(sides: &[Side; 2], figures: &[Vec<Figures>; 2], requests: usize) {
+fn print_medians(sides: &[Side; 3], figures: &[Vec<Figures>; 3], requests: usize) {
     println!(
         "== this proxy vs the Python tool 0.1.1, app-server engine, 2 workers, medians of {ROUNDS} interleaved rounds =="
     );
     println!(
-        "({requests} sequential and {requests} streamed requests, then {CLIENTS} clients × {PER_CLIENT} requests, per round)"
+        "({requests} sequential and {requests} streamed requests, then {CLIENTS} clients × {PER_CLIENT} requests, per round; CPU over all {} requests of a round)",
+        round_requests(requests)
     );
     println!(
-        "{:<28} {:>12} {:>12} {:>8}",
-        "", sides[0].label, sides[1].label, "ratio"
+        "{:<30} {:>12} {:>12} {:>12} {:>9} {:>9}",
+        "", sides[0].label, sides[1].label, sides[2].label, "false/Py", "true/Py"
     );
     let rows: [Row; 6] = [
         (
             "warm sequential p50 (ms)",
             |f| f.sequential_p50,
-            "≤ 0.8 goal",
+            "goal false/Py ≤ 0.8",
         ),
         ("streamed p50 (ms)", |f| f.streamed_p50, ""),
-        ("streamed first chunk p50", |f| f.first_chunk_p50, ""),
+        ("streamed first chunk p50 (ms)", |f| f.first_chunk_p50, ""),
         (
             "4 clients, 2 workers (req/s)",
             |f| f.throughput,
-            "≥ 1.3 goal",
+            "goal false/Py ≥ 1.3",
         ),
         (
             "proxy CPU per request (ms)",
             |f| f.proxy_cpu,
-            "< 0.5 ms goal",
+            "goal < 0.5 ms",
         ),
         ("Codex CPU per request (ms)", |f| f.codex_cpu, ""),
     ];
     for (label, field, goal) in rows {
-        let ours = median(&figures[0], field);
-        let theirs = median(&figures[1], field);
+        let [without, with, python] = [0, 1, 2].map(|index| median(&figures[index], field));
         println!(
-            "{label:<28} {ours:>12.2} {theirs:>12.2} {:>7.2}×  {goal}",
-            ours / theirs
+            "{label:<30} {without:>12.2} {with:>12.2} {python:>12.2} {:>8.2}× {:>8.2}×  {goal}",
+            without / python,
+            with / python
         );
     }
 }
