@@ -1,4 +1,4 @@
-//! Counters for `/metrics`: the original tool's global counters plus one block per profile.
+//! Counters for `/metrics`: server-wide counters plus one block per profile.
 //!
 //! Per-profile stats are keyed by profile *name* and outlive config snapshots, so a reload does not
 //! reset them. Hot counters are atomics; the by-status maps are small and behind a `parking_lot` mutex
@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-
-use serde_json::{json, Value};
 
 use crate::turn::Usage;
 
@@ -31,6 +29,30 @@ impl ProfileStats {
     fn errors(&self) -> BTreeMap<u16, u64> {
         self.errors_by_status.lock().clone()
     }
+}
+
+/// The server-wide counters at one moment; `api::ops` turns them into the `/metrics` body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalFigures {
+    pub requests_total: u64,
+    pub requests_ok: u64,
+    pub requests_error: u64,
+    /// HTTP status → count.
+    pub errors_by_status: BTreeMap<u16, u64>,
+    pub uptime_seconds: f64,
+}
+
+/// One profile's counters at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileFigures {
+    pub requests: u64,
+    pub ok: u64,
+    /// HTTP status → count.
+    pub errors_by_status: BTreeMap<u16, u64>,
+    pub in_flight: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
 }
 
 /// Process-wide counters.
@@ -95,42 +117,29 @@ impl Metrics {
         }
     }
 
-    /// The global counters as JSON (the per-profile blocks are added by `api::ops`, which knows pools).
-    pub fn global_json(&self) -> Value {
-        let errors: BTreeMap<String, u64> = self
-            .errors_by_status
-            .lock()
-            .iter()
-            .map(|(status, count)| (status.to_string(), *count))
-            .collect();
-        json!({
-            "requests_total": self.requests_total.load(Ordering::Relaxed),
-            "requests_ok": self.requests_ok.load(Ordering::Relaxed),
-            "requests_error": self.requests_error.load(Ordering::Relaxed),
-            "errors_by_status": errors,
-            "uptime_seconds": self.started_at.elapsed().as_secs_f64(),
-        })
+    /// The server-wide counters now (the per-profile blocks are added by `api::ops`, which knows pools).
+    pub fn global_figures(&self) -> GlobalFigures {
+        GlobalFigures {
+            requests_total: self.requests_total.load(Ordering::Relaxed),
+            requests_ok: self.requests_ok.load(Ordering::Relaxed),
+            requests_error: self.requests_error.load(Ordering::Relaxed),
+            errors_by_status: self.errors_by_status.lock().clone(),
+            uptime_seconds: self.started_at.elapsed().as_secs_f64(),
+        }
     }
 
-    /// One profile's counters as JSON.
-    pub fn profile_json(&self, profile: &str) -> Value {
+    /// One profile's counters now.
+    pub fn profile_figures(&self, profile: &str) -> ProfileFigures {
         let stats = self.profile(profile);
-        let errors: BTreeMap<String, u64> = stats
-            .errors()
-            .iter()
-            .map(|(status, count)| (status.to_string(), *count))
-            .collect();
-        json!({
-            "requests": stats.requests.load(Ordering::Relaxed),
-            "ok": stats.ok.load(Ordering::Relaxed),
-            "errors_by_status": errors,
-            "in_flight": stats.in_flight.load(Ordering::Relaxed),
-            "tokens": {
-                "prompt": stats.prompt_tokens.load(Ordering::Relaxed),
-                "completion": stats.completion_tokens.load(Ordering::Relaxed),
-                "total": stats.total_tokens.load(Ordering::Relaxed),
-            },
-        })
+        ProfileFigures {
+            requests: stats.requests.load(Ordering::Relaxed),
+            ok: stats.ok.load(Ordering::Relaxed),
+            errors_by_status: stats.errors(),
+            in_flight: stats.in_flight.load(Ordering::Relaxed),
+            prompt_tokens: stats.prompt_tokens.load(Ordering::Relaxed),
+            completion_tokens: stats.completion_tokens.load(Ordering::Relaxed),
+            total_tokens: stats.total_tokens.load(Ordering::Relaxed),
+        }
     }
 }
 

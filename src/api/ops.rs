@@ -11,17 +11,20 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::api::error::ApiError;
 use crate::api::guard::Loaded;
 use crate::api::{authenticate_admin, authorize_ops};
+use crate::engine::app_server::worker::{WorkerFigures, WorkerState};
 use crate::live::reload::{reload, ReloadError};
 use crate::live::snapshot::Snapshot;
 use crate::live::state::AppState;
+use crate::metrics::{GlobalFigures, ProfileFigures};
 use crate::report::{
-    CodexReport, ConfigReport, Health, Metrics as MetricsReport, PoolId, ProfileMetrics,
-    ProfileReadiness, Ready, ReadyStatus,
+    CodexReport, ConfigReport, GlobalCounters, Health, Metrics as MetricsReport, PoolId,
+    ProfileCounters, ProfileMetrics, ProfileReadiness, Ready, ReadyStatus, Tokens, WorkerReport,
+    WorkerStateName,
 };
 
 pub use crate::report::VERSION;
@@ -128,9 +131,12 @@ pub async fn metrics(
     let metrics = state.metrics();
     let mut profiles = BTreeMap::new();
     for (profile, pool) in snapshot.config.profiles.iter().zip(&snapshot.pools) {
-        let workers = pool.engine().workers_report().await.map(typed);
+        let workers = pool
+            .engine()
+            .workers_figures()
+            .map(|workers| workers.into_iter().map(worker_report).collect());
         let block = ProfileMetrics {
-            counters: typed(metrics.profile_json(&profile.name)),
+            counters: profile_counters(metrics.profile_figures(&profile.name)),
             engine: profile.runtime.engine.as_str().to_string(),
             queued: pool.queued(),
             running: pool.running(),
@@ -141,21 +147,62 @@ pub async fn metrics(
         profiles.insert(profile.name.clone(), block);
     }
     let body = MetricsReport {
-        counters: typed(metrics.global_json()),
+        counters: global_counters(metrics.global_figures()),
         profiles,
         config: config_report(&state, &snapshot),
     };
     Json(body).into_response()
 }
 
-/// The typed form of a block the counters and workers build as JSON. They are built from the same
-/// field names (`src/metrics.rs`, `src/engine/app_server/worker.rs`); a mismatch is a bug, caught by
-/// the `ops_reports_match_their_sources` test, and shows as default figures rather than a failed scrape.
-fn typed<T: serde::de::DeserializeOwned + Default>(value: Value) -> T {
-    serde_json::from_value(value).unwrap_or_else(|err| {
-        tracing::error!("a /metrics block does not match its report type: {err}");
-        T::default()
-    })
+/// HTTP status → count, with the statuses as the JSON object keys they become.
+fn by_status(errors: BTreeMap<u16, u64>) -> BTreeMap<String, u64> {
+    errors
+        .into_iter()
+        .map(|(status, count)| (status.to_string(), count))
+        .collect()
+}
+
+fn global_counters(figures: GlobalFigures) -> GlobalCounters {
+    GlobalCounters {
+        requests_total: figures.requests_total,
+        requests_ok: figures.requests_ok,
+        requests_error: figures.requests_error,
+        errors_by_status: by_status(figures.errors_by_status),
+        uptime_seconds: figures.uptime_seconds,
+    }
+}
+
+fn profile_counters(figures: ProfileFigures) -> ProfileCounters {
+    ProfileCounters {
+        requests: figures.requests,
+        ok: figures.ok,
+        errors_by_status: by_status(figures.errors_by_status),
+        in_flight: figures.in_flight,
+        tokens: Tokens {
+            prompt: figures.prompt_tokens,
+            completion: figures.completion_tokens,
+            total: figures.total_tokens,
+        },
+    }
+}
+
+fn worker_report(figures: WorkerFigures) -> WorkerReport {
+    let (state, error) = match figures.state {
+        WorkerState::Starting => (WorkerStateName::Starting, None),
+        WorkerState::Ready(_) => (WorkerStateName::Ready, None),
+        WorkerState::Down(reason) => (WorkerStateName::Down, Some(reason)),
+        WorkerState::Stopped => (WorkerStateName::Stopped, None),
+    };
+    WorkerReport {
+        index: figures.index,
+        pid: figures.pid,
+        state,
+        turns_in_flight: figures.turns_in_flight,
+        turns_served: figures.turns_served,
+        restarts: figures.restarts,
+        threads_loaded: figures.threads_loaded,
+        error,
+    }
 }
 
 pub async fn admin_reload(
@@ -210,18 +257,60 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    use super::{global_counters, profile_counters, worker_report};
     use crate::engine::app_server::worker::{Worker, WorkerState};
-    use crate::report::{GlobalCounters, ProfileCounters, WorkerReport};
+    use crate::turn::Usage;
 
     #[test]
-    fn ops_reports_match_their_sources() {
-        let metrics = crate::metrics::Metrics::default();
-        serde_json::from_value::<GlobalCounters>(metrics.global_json()).unwrap();
-        serde_json::from_value::<ProfileCounters>(metrics.profile_json("p")).unwrap();
-        let worker = Worker::new(0);
-        serde_json::from_value::<WorkerReport>(worker.to_json()).unwrap();
+    fn worker_reports_keep_their_json_shape() {
+        let worker = Worker::new(3);
+        let report = serde_json::to_value(worker_report(worker.figures())).unwrap();
+        assert_eq!(
+            report,
+            json!({"index": 3, "pid": null, "state": "starting", "turns_in_flight": 0,
+                   "turns_served": 0, "restarts": 0, "threads_loaded": null})
+        );
         worker.set_state(WorkerState::Down("exited".into()));
-        let report = serde_json::from_value::<WorkerReport>(worker.to_json()).unwrap();
-        assert_eq!(report.error.as_deref(), Some("exited"));
+        worker
+            .threads_loaded
+            .store(2, std::sync::atomic::Ordering::Relaxed);
+        worker.pid.store(42, std::sync::atomic::Ordering::Relaxed);
+        let report = serde_json::to_value(worker_report(worker.figures())).unwrap();
+        assert_eq!(report["state"], json!("down"));
+        assert_eq!(report["error"], json!("exited"));
+        assert_eq!(report["threads_loaded"], json!(2));
+        assert_eq!(report["pid"], json!(42));
+    }
+
+    #[test]
+    fn counters_keep_their_json_shape() {
+        let metrics = crate::metrics::Metrics::default();
+        let stats = metrics.profile("p");
+        metrics.request_started(Some(&stats));
+        metrics.request_error(Some(&stats), 429);
+        metrics.request_started(Some(&stats));
+        let usage = Usage {
+            prompt_tokens: 5,
+            completion_tokens: 2,
+            total_tokens: 7,
+            ..Usage::default()
+        };
+        metrics.request_ok(&stats, &usage);
+        let profile = serde_json::to_value(profile_counters(metrics.profile_figures("p"))).unwrap();
+        assert_eq!(
+            profile,
+            json!({"requests": 2, "ok": 1, "errors_by_status": {"429": 1}, "in_flight": 0,
+                   "tokens": {"prompt": 5, "completion": 2, "total": 7}})
+        );
+        let mut global = serde_json::to_value(global_counters(metrics.global_figures())).unwrap();
+        assert!(global["uptime_seconds"].as_f64().unwrap() >= 0.0);
+        global.as_object_mut().unwrap().remove("uptime_seconds");
+        assert_eq!(
+            global,
+            json!({"requests_total": 2, "requests_ok": 1, "requests_error": 1,
+                   "errors_by_status": {"429": 1}})
+        );
     }
 }

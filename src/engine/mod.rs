@@ -1,10 +1,19 @@
-//! The engine interface: what a profile's pool asks of Codex, and the events both engines produce.
+//! The engine core: how a profile's pool runs Codex, whichever way it runs it.
 //!
-//! A run is started with a [`Job`] and a guard (the pool's admission permit); it returns a
-//! [`RunHandle`]. The run lives in its own task that owns the Codex process (exec) or turn (app-server);
-//! dropping the handle cancels the run at once (the process group is killed, or the turn interrupted).
-//! Engines never touch HTTP; they read a [`TurnRequest`] and write [`TurnEvent`]s (`crate::turn`), which
-//! `api::chat` turns into responses.
+//! [`Engine`] is one pool's engine, built once from its profile: [`Engine::Exec`] starts one
+//! `codex exec --json` process per job ([`exec`]), [`Engine::AppServer`] keeps long-lived
+//! `codex app-server` workers and runs each job as a turn on one of them ([`app_server`]). It does three
+//! things: dispatch ([`Engine::start`] an admitted [`Job`] with the pool's admission permit as its guard),
+//! readiness ([`Engine::readiness`], for `/ready` and 503s) and capabilities ([`Engine::capabilities`],
+//! or [`capabilities`] of an [`EngineKind`]: what the engine can carry beyond plain text, checked by an
+//! API adapter before admission).
+//!
+//! Engines never touch HTTP. They read a [`TurnRequest`] (in the [`Job`]) and write [`TurnEvent`]s to
+//! the [`RunHandle`]'s channel, both from `crate::turn`; an API adapter (`api::chat`, through
+//! `api::pipeline`) turns those events into responses. Every run lives in its own task ([`spawn_run`])
+//! that owns the Codex process (exec) or turn (app-server); dropping the handle cancels the run at once
+//! (the process group is killed, or the turn interrupted), and the guard is dropped only when the Codex
+//! work has ended. The engine knows nothing of the pool that admits jobs.
 
 pub mod app_server;
 pub mod exec;
@@ -24,6 +33,7 @@ pub use crate::turn::{
     ms, Capabilities, Completion, EngineError, FailureKind, FinishReason, Phases, TurnEvent,
     TurnRequest, Usage,
 };
+use app_server::worker::WorkerFigures;
 use app_server::AppServerPool;
 
 /// What each engine can carry beyond plain text. An API adapter compares it with
@@ -179,10 +189,10 @@ impl Engine {
     }
 
     /// The app-server workers' figures for `/metrics` (`None` for exec).
-    pub async fn workers_report(&self) -> Option<serde_json::Value> {
+    pub fn workers_figures(&self) -> Option<Vec<WorkerFigures>> {
         match self {
             Engine::Exec(_) => None,
-            Engine::AppServer(app) => Some(app.workers.workers_json().await),
+            Engine::AppServer(app) => Some(app.workers.workers_figures()),
         }
     }
 

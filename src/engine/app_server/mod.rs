@@ -29,7 +29,7 @@ use crate::config::Profile;
 use crate::engine::{ms, spawn_run, EngineError, FailureKind, Job, Phases, RunHandle, TurnEvent};
 use rpc::{Connection, RpcError, ThreadEvents, ThreadMessage, OVERLOADED};
 use turn::{AppServerTurn, Step, Stop};
-use worker::{supervise, Worker, WorkerSpec, WorkerState};
+use worker::{supervise, Worker, WorkerFigures, WorkerSpec, WorkerState};
 
 /// Longest wait for a JSON-RPC answer that should come at once (thread/start, turn/start, …).
 const RPC_TIMEOUT: Duration = Duration::from_secs(15);
@@ -127,8 +127,8 @@ impl AppServerPool {
 
     /// Per-worker metrics. Reads only figures the workers keep (atomics and their state), so `/metrics`
     /// never waits on a worker process; `threads_loaded` is the supervisor's last poll.
-    pub async fn workers_json(&self) -> Value {
-        Value::Array(self.workers.iter().map(|worker| worker.to_json()).collect())
+    pub fn workers_figures(&self) -> Vec<WorkerFigures> {
+        self.workers.iter().map(|worker| worker.figures()).collect()
     }
 
     /// Process ids of the live workers.

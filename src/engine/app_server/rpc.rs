@@ -24,9 +24,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -191,10 +192,7 @@ struct Health {
 impl Health {
     fn fail(&self, reason: String) {
         tracing::warn!("{reason}");
-        self.reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert(reason);
+        self.reason.lock().get_or_insert(reason);
         self.broken.cancel();
     }
 }
@@ -227,10 +225,7 @@ struct PendingEntry<'a> {
 
 impl Drop for PendingEntry<'_> {
     fn drop(&mut self) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        self.pending.lock().remove(&self.id);
     }
 }
 
@@ -299,26 +294,18 @@ impl Connection {
 
     /// Why the connection broke, if it did.
     pub fn failure(&self) -> Option<String> {
-        self.health
-            .reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.health.reason.lock().clone()
     }
 
     /// Fails everything waiting on this connection.
     fn close(&self) {
         self.closed.cancel();
         self.stop_writing.cancel();
-        let pending: Pending =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let pending: Pending = std::mem::take(&mut *self.pending.lock());
         for (_, waiter) in pending {
             let _ = waiter.send(Err(RpcError::Closed));
         }
-        self.threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.threads.lock().clear();
     }
 
     /// Handles one line from stdout. Never waits (see the module comment). Only the envelope is parsed
@@ -356,7 +343,7 @@ impl Connection {
         let Some(thread) = thread.and_then(|of| of.thread_id) else {
             return self.unrouted(message);
         };
-        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let mut threads = self.threads.lock();
         let Some(route) = threads.get(thread.as_ref()) else {
             drop(threads);
             return self.unrouted(message);
@@ -385,11 +372,7 @@ impl Connection {
         let Ok(id) = id.get().parse::<u64>() else {
             return;
         };
-        let waiter = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        let waiter = self.pending.lock().remove(&id);
         if let Some(waiter) = waiter {
             let result = match error {
                 Some(error) => Err(RpcError::Remote {
@@ -433,10 +416,7 @@ impl Connection {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, sender);
+        self.pending.lock().insert(id, sender);
         let _entry = PendingEntry {
             pending: &self.pending,
             id,
@@ -480,16 +460,13 @@ impl Connection {
         let (sender, receiver) = mpsc::channel(THREAD_BUFFER);
         let overflowed = CancellationToken::new();
         if !self.closed.is_cancelled() {
-            self.threads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(
-                    thread.to_string(),
-                    ThreadRoute {
-                        sender,
-                        overflowed: overflowed.clone(),
-                    },
-                );
+            self.threads.lock().insert(
+                thread.to_string(),
+                ThreadRoute {
+                    sender,
+                    overflowed: overflowed.clone(),
+                },
+            );
         }
         ThreadEvents {
             receiver,
@@ -499,10 +476,7 @@ impl Connection {
     }
 
     pub fn forget_thread(&self, thread: &str) {
-        self.threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(thread);
+        self.threads.lock().remove(thread);
     }
 
     /// Closes stdin once the queued lines are written: the app-server exits on its own within ~30 ms.
@@ -513,7 +487,7 @@ impl Connection {
     /// How many requests wait for an answer (for tests).
     #[cfg(test)]
     fn pending_count(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.pending.lock().len()
     }
 }
 

@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -61,6 +62,21 @@ impl WorkerState {
     }
 }
 
+/// One worker's figures at one moment; `api::ops` turns them into the `/metrics` worker report.
+#[derive(Clone)]
+pub struct WorkerFigures {
+    pub index: usize,
+    /// The live process, if any.
+    pub pid: Option<u32>,
+    /// Its state; `Down` carries why.
+    pub state: WorkerState,
+    pub turns_in_flight: u64,
+    pub turns_served: u64,
+    pub restarts: u64,
+    /// Threads loaded at the supervisor's last poll, `None` when unknown.
+    pub threads_loaded: Option<u64>,
+}
+
 /// One worker slot of a pool.
 pub struct Worker {
     pub index: usize,
@@ -98,11 +114,11 @@ impl Worker {
     }
 
     pub fn state(&self) -> WorkerState {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.state.lock().clone()
     }
 
     pub fn set_state(&self, state: WorkerState) {
-        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        *self.state.lock() = state;
         self.changed.send_modify(|generation| *generation += 1);
     }
 
@@ -112,36 +128,30 @@ impl Worker {
 
     /// Asks the supervisor to kill the current process (it stopped answering).
     pub fn request_kill(&self) {
-        self.kill_slot
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .cancel();
+        self.kill_slot.lock().cancel();
     }
 
     fn fresh_kill_token(&self) -> CancellationToken {
         let token = CancellationToken::new();
-        *self.kill_slot.lock().unwrap_or_else(|e| e.into_inner()) = token.clone();
+        *self.kill_slot.lock() = token.clone();
         token
     }
 
-    pub fn to_json(&self) -> Value {
+    /// The worker's figures for `/metrics`, read from its atomics and state (never from the process).
+    pub fn figures(&self) -> WorkerFigures {
         let state = self.state();
-        let mut value = json!({
-            "index": self.index,
-            "pid": match self.pid.load(Ordering::Relaxed) { 0 => Value::Null, pid => json!(pid) },
-            "state": state.name(),
-            "turns_in_flight": self.in_flight.load(Ordering::Relaxed),
-            "turns_served": self.served.load(Ordering::Relaxed),
-            "restarts": self.restarts.load(Ordering::Relaxed),
-            "threads_loaded": match self.threads_loaded.load(Ordering::Relaxed) {
-                loaded if loaded >= 0 => json!(loaded),
-                _ => Value::Null,
+        WorkerFigures {
+            index: self.index,
+            pid: match self.pid.load(Ordering::Relaxed) {
+                0 => None,
+                pid => Some(pid),
             },
-        });
-        if let WorkerState::Down(reason) = state {
-            value["error"] = json!(reason);
+            turns_in_flight: self.in_flight.load(Ordering::Relaxed) as u64,
+            turns_served: self.served.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            threads_loaded: u64::try_from(self.threads_loaded.load(Ordering::Relaxed)).ok(),
+            state,
         }
-        value
     }
 }
 
@@ -228,7 +238,7 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
     if let Some(stderr) = child.stderr.take() {
         let tail = tail.clone();
         tokio::spawn(for_each_capped_line(stderr, move |line| {
-            tail.lock().unwrap_or_else(|e| e.into_inner()).push(line)
+            tail.lock().push(line)
         }));
     }
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
@@ -244,7 +254,6 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let detail = tail
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .last_meaningful()
             .unwrap_or_else(|| "no error output".to_string());
         drop(group);
@@ -365,14 +374,9 @@ async fn serve(
         .map(|status| status.to_string())
         .unwrap_or_else(|| "unknown status".to_string());
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let detail = connection.failure().unwrap_or_else(|| {
-        running
-            .tail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_meaningful()
-            .unwrap_or_default()
-    });
+    let detail = connection
+        .failure()
+        .unwrap_or_else(|| running.tail.lock().last_meaningful().unwrap_or_default());
     let reason = format!("the app-server worker exited ({status}) {detail}")
         .trim()
         .to_string();

@@ -10,9 +10,10 @@
 pub mod core;
 
 use std::ffi::OsString;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::mpsc;
@@ -195,7 +196,7 @@ impl StderrDrain {
         let drained = child.stderr.take().map(|stderr| {
             let tail = tail.clone();
             tokio::spawn(for_each_capped_line(stderr, move |line| {
-                tail.lock().unwrap_or_else(|e| e.into_inner()).push(line)
+                tail.lock().push(line)
             }))
         });
         StderrDrain { tail, drained }
@@ -207,7 +208,7 @@ impl StderrDrain {
         if let Some(drained) = self.drained {
             let _ = tokio::time::timeout(Duration::from_millis(500), drained).await;
         }
-        let tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        let tail = self.tail.lock();
         tail.last_meaningful()
     }
 }
