@@ -8,6 +8,11 @@
 //! finished round trip replayed with `thread/inject_items` (`function_call` + `function_call_output`)
 //! continues from the tool output with an empty-input `turn/start`.
 //!
+//! The other tests go through the proxy (app-server profile `fast`, exec profile `slow`): the chat
+//! `tools` of a request become the thread's dynamic tools, the model's calls come back as
+//! `finish_reason:"tool_calls"` (plain and streamed), and a conversation carrying the assistant's
+//! `tool_calls` and the `tool` messages is replayed and continued from the tool output.
+//!
 //! Set `RECORD_TOOL_FIXTURE=DIR` to write the thread's messages of the direct round trip to
 //! `DIR/tool_call.jsonl` (scratch paths replaced by `/workspace`, the mock's port by `PORT`).
 
@@ -19,7 +24,7 @@ use std::time::Duration;
 use codex_api_proxy::engine::app_server::protocol::{initialize_params, no_tools_config, refusal};
 use codex_api_proxy::engine::app_server::worker::base_args;
 use serde_json::{json, Value};
-use support::app::TestEnv;
+use support::app::{App, TestEnv};
 use support::mock_model::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
@@ -330,4 +335,236 @@ async fn direct_replayed_round_trip_continues_from_the_tool_output() {
         "call_earlier"
     );
     assert_eq!(requests[0].trailing_tool_outputs(), ["a river animal"]);
+}
+
+// ---------------------------------------------------------------------------
+// Through the proxy
+
+/// An app-server profile `fast` (Codex's own tools stay configured: `agent = false` turns them off for
+/// requests with tools) and an exec profile `slow`.
+async fn proxy(env: &TestEnv) -> App {
+    let config = format!(
+        "{}{}{}",
+        env.server(""),
+        env.profile("fast", "engine = \"app-server\"\nworkers = 1\n"),
+        env.profile("slow", "engine = \"exec\"\n"),
+    );
+    App::start(env, &config).await
+}
+
+/// The chat `tools` of these tests: `lookup` and `weather`.
+fn chat_tools() -> Value {
+    json!([
+        {"type": "function", "function": {
+            "name": "lookup", "description": "Look a word up.",
+            "parameters": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
+        }},
+        {"type": "function", "function": {
+            "name": "weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            "strict": false,
+        }},
+    ])
+}
+
+fn tool_request(model: &str, text: &str) -> Value {
+    json!({
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        "tools": chat_tools(),
+    })
+}
+
+#[tokio::test]
+async fn a_call_ends_the_answer_with_tool_calls() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let request = tool_request("fast", r#"mock:call=lookup:{"word":"otter"}"#);
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+    assert_eq!(choice["message"]["content"], Value::Null, "{body}");
+    assert_eq!(
+        choice["message"]["tool_calls"],
+        json!([{"id": call_id(1, 0), "type": "function",
+                "function": {"name": "lookup", "arguments": r#"{"word":"otter"}"#}}])
+    );
+    assert_eq!(body["usage"]["prompt_tokens"], USAGE_INPUT_TOKENS, "{body}");
+    // Exactly the client's tools were offered, and the turn stopped at the call: one model request.
+    let requests = env.mock.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].tool_names(), ["lookup", "weather"]);
+}
+
+#[tokio::test]
+async fn a_streamed_call_comes_as_tool_call_deltas() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = tool_request(
+        "fast",
+        r#"mock:reply=Checking. mock:call=weather:{"city":"Oslo"}"#,
+    );
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    let transcript = App::sse(app.chat(&request).await).await;
+    assert!(transcript.done(), "{:?}", transcript.data);
+    assert_eq!(transcript.content(), "Checking.");
+    let chunks = transcript.chunks();
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|chunk| chunk.pointer("/choices/0/delta/tool_calls"))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            &json!([{"index": 0, "id": call_id(1, 0), "type": "function",
+                  "function": {"name": "weather", "arguments": r#"{"city":"Oslo"}"#}}])
+        ]
+    );
+    let finishes: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|chunk| chunk.pointer("/choices/0/finish_reason"))
+        .filter(|reason| !reason.is_null())
+        .collect();
+    assert_eq!(finishes, [&json!("tool_calls")]);
+    // The finish chunk, then the usage chunk, then [DONE].
+    let usage = &chunks[chunks.len() - 1];
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["total_tokens"], USAGE_TOTAL_TOKENS);
+}
+
+#[tokio::test]
+async fn parallel_calls_come_back_in_one_response_in_order() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let request = tool_request(
+        "fast",
+        r#"mock:call=lookup:{"word":"a"} mock:call=weather:{"city":"b"}"#,
+    );
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    let calls = body["choices"][0]["message"]["tool_calls"]
+        .as_array()
+        .unwrap();
+    let names: Vec<&str> = calls
+        .iter()
+        .map(|call| call["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["lookup", "weather"], "{body}");
+    assert_eq!(calls[0]["id"], call_id(1, 0));
+    assert_eq!(calls[1]["id"], call_id(1, 1));
+}
+
+#[tokio::test]
+async fn a_replayed_round_trip_continues_from_the_tool_output() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let first = tool_request("fast", r#"mock:call=lookup:{"word":"otter"}"#);
+    let (status, body) = app.chat_json(&first).await;
+    assert_eq!(status, 200, "{body}");
+    let message = body["choices"][0]["message"].clone();
+    let call = &message["tool_calls"][0];
+
+    let mut second = first.clone();
+    let messages = second["messages"].as_array_mut().unwrap();
+    messages.push(message.clone());
+    messages.push(json!({"role": "tool", "tool_call_id": call["id"], "content": "a river animal"}));
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        format!("{TOOL_REPLY_PREFIX}a river animal")
+    );
+    // The second model request carried the call and its output as Responses items.
+    let requests = env.mock.requests();
+    assert_eq!(requests.len(), 2);
+    let replayed = &requests[1];
+    assert_eq!(replayed.tool_names(), ["lookup", "weather"]);
+    let calls = replayed.input_items("function_call");
+    assert_eq!(calls.len(), 1, "{}", replayed.text());
+    assert_eq!(calls[0]["call_id"], call["id"]);
+    assert_eq!(calls[0]["name"], "lookup");
+    assert_eq!(replayed.trailing_tool_outputs(), ["a river animal"]);
+}
+
+#[tokio::test]
+async fn tool_choice_none_offers_no_tools() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = tool_request("fast", "mock:reply=plain");
+    request["tool_choice"] = json!("none");
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "plain");
+    let offered = env.mock.requests()[0].tool_names();
+    assert!(
+        !offered
+            .iter()
+            .any(|name| name == "lookup" || name == "weather"),
+        "{offered:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_exec_profile_refuses_tools_and_names_the_app_server_profile() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let (status, body) = app.chat_json(&tool_request("slow", "hello")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "unsupported_by_engine", "{body}");
+    assert_eq!(body["error"]["param"], "tools", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("client tools") && message.contains("fast"),
+        "{message}"
+    );
+    assert_eq!(env.mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn tool_requests_that_cannot_be_served_get_a_400_naming_the_parameter() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let tool = |name: &str| json!({"type": "function", "function": {"name": name}});
+    let cases = [
+        (
+            json!({"tools": [tool("has space")]}),
+            "tools[0].function.name",
+        ),
+        (
+            json!({"tools": [tool("f"), tool("f")]}),
+            "tools[1].function.name",
+        ),
+        (json!({"tools": [{"type": "web_search"}]}), "tools[0].type"),
+        (
+            json!({"tools": [tool("f")], "tool_choice": "required"}),
+            "tool_choice",
+        ),
+        (
+            json!({"messages": [
+                {"role": "user", "content": "x"},
+                {"role": "tool", "tool_call_id": "call_nowhere", "content": "1"},
+            ]}),
+            "messages[1].tool_call_id",
+        ),
+        (
+            json!({"messages": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c", "type": "function", "function": {"name": 5}}]},
+            ]}),
+            "messages[1].tool_calls",
+        ),
+    ];
+    for (patch, param) in cases {
+        let mut request = tool_request("fast", "hello");
+        for (key, value) in patch.as_object().unwrap() {
+            request[key] = value.clone();
+        }
+        let (status, body) = app.chat_json(&request).await;
+        assert_eq!(status, 400, "{patch}: {body}");
+        assert_eq!(body["error"]["param"], param, "{patch}: {body}");
+    }
+    assert_eq!(env.mock.request_count(), 0);
 }

@@ -255,12 +255,13 @@ impl AppServerPool {
 
         let started = Instant::now();
         let cwd = job.cwd.display().to_string();
-        let params = protocol::thread_start_params(
+        let mut params = protocol::thread_start_params(
             profile,
             &cwd,
             job.model.as_deref(),
             job.request.instructions.as_deref(),
         );
+        protocol::add_client_tools(&mut params, profile, &job.request);
         let thread = turn.call("thread/start", params).await?;
         let thread_id = thread
             .pointer("/thread/id")
@@ -299,7 +300,8 @@ impl AppServerPool {
             .pointer("/turn/id")
             .and_then(Value::as_str)
             .map(str::to_string);
-        let core = AppServerTurn::new(turn_id, phases, profile.runtime.timeout);
+        let core = AppServerTurn::new(turn_id, phases, profile.runtime.timeout)
+            .with_client_tools(job.request.tools.iter().map(|tool| tool.name.clone()));
         turn.stream(&thread_id, core, notifications, events).await
     }
 }
@@ -377,6 +379,20 @@ impl TurnContext<'_> {
                     Err(stop) => break stop,
                 },
                 Some(Step::Answer { id, reply }) => self.connection.respond(&id, &reply),
+                Some(Step::ToolCall {
+                    call,
+                    interrupt: first,
+                    id,
+                    reply,
+                }) => {
+                    if let Err(stop) = self.race(events.send(TurnEvent::ToolCall(call))).await {
+                        break stop;
+                    }
+                    if let Some(turn_id) = first {
+                        interrupt(self.connection, thread_id, &turn_id).await;
+                    }
+                    self.connection.respond(&id, &Ok(reply));
+                }
                 Some(Step::Done(completion)) => {
                     self.worker.served.fetch_add(1, Ordering::Relaxed);
                     let _ = self.race(events.send(TurnEvent::Done(completion))).await;
