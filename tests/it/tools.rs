@@ -568,3 +568,36 @@ async fn tool_requests_that_cannot_be_served_get_a_400_naming_the_parameter() {
     }
     assert_eq!(env.mock.request_count(), 0);
 }
+
+#[tokio::test]
+async fn an_agent_loop_of_two_tool_rounds_ends_with_the_answer() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = tool_request("fast", r#"mock:steps=2 mock:call=lookup:{"word":"a"}"#);
+    for (round, output) in ["one", "two"].into_iter().enumerate() {
+        let (status, body) = app.chat_json(&request).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
+        let message = body["choices"][0]["message"].clone();
+        let id = message["tool_calls"][0]["id"].clone();
+        assert_eq!(id, call_id(round + 1, 0));
+        let messages = request["messages"].as_array_mut().unwrap();
+        messages.push(message);
+        messages.push(json!({"role": "tool", "tool_call_id": id, "content": output}));
+    }
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        format!("{TOOL_REPLY_PREFIX}two")
+    );
+    // The last model request carried both rounds, in order.
+    let last = env.mock.requests().pop().unwrap();
+    let ids: Vec<Value> = last
+        .input_items("function_call_output")
+        .iter()
+        .map(|item| item["call_id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(call_id(1, 0)), json!(call_id(2, 0))]);
+}

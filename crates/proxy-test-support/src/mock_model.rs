@@ -29,6 +29,7 @@
 //! | `mock:failed[=CODE]` | send `response.created` then `response.failed` with [`FAILED_MESSAGE`] (error code CODE, default `server_error`) |
 //! | `mock:eof` | stream the whole reply incl. `output_item.done`, then end the body cleanly without `response.completed` |
 //! | `mock:call=NAME:ARGS` | answer with a `function_call` item calling NAME with the JSON text ARGS (no whitespace; `{}` when absent), see [`call_id`]; several in one string are parallel calls, in order; the last string holding any `mock:call` wins; a `mock:reply=` beside them is sent as a message before the calls |
+//! | `mock:steps=N` | with `mock:call`: keep answering tool output with the calls until the input holds N `function_call_output` items (an agent loop of N rounds), then quote the output as below |
 //! | (input ends with `function_call_output`) | reply [`TOOL_REPLY_PREFIX`] + the outputs of the trailing `function_call_output` items joined with ` \| `; wins over every directive but `status`, so a conversation that asked for a call ends after the tool answered |
 //!
 //! # What codex 0.169.0 makes of it (measured)
@@ -428,6 +429,8 @@ struct Directives {
     failed: Option<Option<String>>,
     /// `mock:call=NAME:ARGS` as (name, arguments), from the last string holding any.
     calls: Vec<(String, String)>,
+    /// `mock:steps=N`: tool rounds before the final answer.
+    steps: Option<usize>,
 }
 
 impl Directives {
@@ -510,6 +513,7 @@ impl Directives {
             "cut" => self.cut = true,
             "eof" => self.eof = true,
             "failed" => self.failed = Some(value.filter(|v| !v.is_empty()).map(str::to_owned)),
+            "steps" => self.steps = number().map(|n| n as usize),
             "call" => {
                 if let Some(v) = value.filter(|v| !v.is_empty()) {
                     let (name, arguments) = v.split_once(':').unwrap_or((v, "{}"));
@@ -617,6 +621,7 @@ async fn handle_responses(
     let model = request.model().unwrap_or_else(|| DEFAULT_MODEL.to_owned());
     let echo_text = request.last_user_text().unwrap_or_default();
     let tool_outputs = request.trailing_tool_outputs();
+    let rounds_done = request.input_items("function_call_output").len();
     shared.requests.lock().unwrap().push(request);
     shared.request_count.send_modify(|count| *count += 1);
 
@@ -637,7 +642,10 @@ async fn handle_responses(
 
     let seq = shared.response_seq.fetch_add(1, Ordering::SeqCst) + 1;
     let mut directives = directives;
-    let reply = if !tool_outputs.is_empty() {
+    let more_rounds = directives.steps.is_some_and(|steps| rounds_done < steps);
+    let reply = if !tool_outputs.is_empty() && more_rounds {
+        directives.reply.clone().unwrap_or_default()
+    } else if !tool_outputs.is_empty() {
         directives.calls.clear();
         format!("{TOOL_REPLY_PREFIX}{}", tool_outputs.join(" | "))
     } else if directives.echo {

@@ -10,7 +10,10 @@
 //! The [`Messages`] map to the engine-neutral [`TurnRequest`] once the request has a profile (see
 //! `api::pipeline`): `system` and `developer` text becomes the request's instructions (joined by blank
 //! lines; Codex receives them as developer instructions), every other message becomes one text item of
-//! its role, in order. Content parts other than text stay in the text as a placeholder naming their type.
+//! its role, in order; an assistant message's `tool_calls` become tool-call items after its text, and a
+//! `tool` message with a `tool_call_id` becomes that call's result item. `tools` and `tool_choice` are
+//! parsed in `api::chat::tools`. Content parts other than text stay in the text as a placeholder naming
+//! their type.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -5,7 +5,9 @@
 //! [`AppServerPool::run`] (one request). A run picks the least-loaded ready worker, starts a thread
 //! (`developerInstructions` = system text), replays earlier messages with `thread/inject_items`, starts
 //! the turn with the last user message, forwards final-answer deltas as they arrive, and unsubscribes the
-//! thread at the end. Dropping the [`RunHandle`] or hitting `timeout_seconds` sends `turn/interrupt`; the
+//! thread at the end. A request's client tools are the thread's `dynamicTools`; when the model calls one,
+//! the call goes to the client and the turn is interrupted (the run ends with `tool_calls`); the client's
+//! next request replays the call and its output. Dropping the [`RunHandle`] or hitting `timeout_seconds` sends `turn/interrupt`; the
 //! worker stays up. Submodules: `turn` (the turn's protocol core, without I/O), `worker` (process
 //! supervision), `rpc` (JSON-RPC), `protocol` (messages).
 

@@ -1,7 +1,8 @@
 //! The app-server turn core: one request's turn as a state machine without I/O. The shell in `mod.rs`
 //! feeds it the thread's messages (notifications and server-initiated requests, as the connection routes
 //! them by `threadId`) and the reasons it stopped waiting; the core answers with [`Step`]s: emit a
-//! delta, answer a server request, interrupt the turn, the turn is done, or it failed.
+//! delta, answer a server request, return a client tool call (and interrupt the turn), interrupt the
+//! turn, the turn is done, or it failed.
 //!
 //! Method names and fields are those of the schema `codex app-server generate-json-schema --out DIR`
 //! prints for Codex 0.169.0 (`ServerNotification.json`, `ServerRequest.json`). The unit tests replay
