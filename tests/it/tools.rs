@@ -601,3 +601,39 @@ async fn an_agent_loop_of_two_tool_rounds_ends_with_the_answer() {
         .collect();
     assert_eq!(ids, [json!(call_id(1, 0)), json!(call_id(2, 0))]);
 }
+
+#[tokio::test]
+async fn the_openai_node_sdk_completes_a_streamed_tool_round_trip() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(root.join("tests/it/sdk_tools.mjs"))
+        .arg(app.url("/v1"))
+        .arg("fast")
+        .current_dir(root)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("the SDK client finishes within 120 s")
+        .expect("node runs (`npm ci` installs the pinned openai SDK)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        report["first"],
+        json!({
+            "finish_reason": "tool_calls",
+            "content": null,
+            "tool_calls": [{"id": call_id(1, 0), "type": "function", "name": "lookup",
+                            "arguments": r#"{"word":"otter"}"#}],
+            "total_tokens": USAGE_TOTAL_TOKENS,
+        })
+    );
+    assert_eq!(
+        report["second"],
+        json!({"finish_reason": "stop", "content": format!("{TOOL_REPLY_PREFIX}a river animal")})
+    );
+}

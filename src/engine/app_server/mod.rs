@@ -367,8 +367,16 @@ impl TurnContext<'_> {
         mut messages: ThreadEvents,
         events: &mpsc::Sender<TurnEvent>,
     ) -> Result<(), EngineError> {
+        let mut held = HeldCalls::default();
         let stop = loop {
-            let message = match self.next_message(&mut messages).await {
+            let next = tokio::select! {
+                next = self.next_message(&mut messages) => next,
+                _ = held.settled() => {
+                    held.interrupt(self.connection, thread_id).await;
+                    continue;
+                }
+            };
+            let message = match next {
                 Ok(Some(message)) => message,
                 Ok(None) => return Err(core.on_closed(self.connection.failure())),
                 Err(stop) => break stop,
@@ -387,15 +395,13 @@ impl TurnContext<'_> {
                     id,
                     reply,
                 }) => {
+                    held.hold(first, id, reply);
                     if let Err(stop) = self.race(events.send(TurnEvent::ToolCall(call))).await {
                         break stop;
                     }
-                    if let Some(turn_id) = first {
-                        interrupt(self.connection, thread_id, &turn_id).await;
-                    }
-                    self.connection.respond(&id, &Ok(reply));
                 }
                 Some(Step::Done(completion)) => {
+                    held.answer(self.connection);
                     self.worker.served.fetch_add(1, Ordering::Relaxed);
                     let _ = self.race(events.send(TurnEvent::Done(completion))).await;
                     return Ok(());
@@ -408,10 +414,14 @@ impl TurnContext<'_> {
                 Step::Interrupt { turn_id } => {
                     interrupt(self.connection, thread_id, &turn_id).await
                 }
-                Step::Fail(error) => return Err(error),
+                Step::Fail(error) => {
+                    held.answer(self.connection);
+                    return Err(error);
+                }
                 _ => {}
             }
         }
+        held.answer(self.connection);
         Ok(())
     }
 }
@@ -419,6 +429,54 @@ impl TurnContext<'_> {
 impl Drop for AppServerPool {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// How long the thread must stay quiet after a client tool call before the turn is interrupted: the
+/// rest of the model's response (more parallel calls, then its completion and usage) is still
+/// arriving, and an interrupt cuts it off.
+const TOOL_CALL_SETTLE: Duration = Duration::from_millis(100);
+
+/// The client tool calls of a turn waiting for the interrupt, after which their server requests are
+/// answered (so Codex never passes the answers to the model).
+#[derive(Default)]
+struct HeldCalls {
+    /// The turn to interrupt, once the thread is quiet until `at`.
+    interrupt: Option<(String, tokio::time::Instant)>,
+    replies: Vec<(Box<serde_json::value::RawValue>, Value)>,
+}
+
+impl HeldCalls {
+    fn hold(&mut self, first: Option<String>, id: Box<serde_json::value::RawValue>, reply: Value) {
+        let at = tokio::time::Instant::now() + TOOL_CALL_SETTLE;
+        match (&mut self.interrupt, first) {
+            (_, Some(turn_id)) => self.interrupt = Some((turn_id, at)),
+            (Some((_, quiet_until)), None) => *quiet_until = at,
+            (None, None) => {}
+        }
+        self.replies.push((id, reply));
+    }
+
+    /// Ready when an interrupt is due; never otherwise.
+    async fn settled(&self) {
+        match &self.interrupt {
+            Some((_, at)) => tokio::time::sleep_until(*at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Interrupts the turn, then answers the held calls.
+    async fn interrupt(&mut self, connection: &Connection, thread_id: &str) {
+        if let Some((turn_id, _)) = self.interrupt.take() {
+            interrupt(connection, thread_id, &turn_id).await;
+        }
+        self.answer(connection);
+    }
+
+    fn answer(&mut self, connection: &Connection) {
+        for (id, reply) in self.replies.drain(..) {
+            connection.respond(&id, &Ok(reply));
+        }
     }
 }
 
