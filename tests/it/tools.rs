@@ -542,6 +542,8 @@ async fn tool_requests_that_cannot_be_served_get_a_400_naming_the_parameter() {
             json!({"tools": [tool("f")], "tool_choice": "required"}),
             "tool_choice",
         ),
+        (json!({"functions": [{"name": "f"}]}), "functions"),
+        (json!({"parallel_tool_calls": "yes"}), "parallel_tool_calls"),
         (
             json!({"messages": [
                 {"role": "user", "content": "x"},

@@ -597,6 +597,18 @@ fn check_unsupported(members: &Members) -> Result<(), ApiError> {
         Some(other) => return Err(wrong_type("n", "an integer", &other)),
     }
     members.array_len("tools")?;
+    for legacy in ["functions", "function_call"] {
+        if members.raw(legacy).is_some() {
+            return Err(ApiError::invalid(
+                format!("'{legacy}' (the legacy function-calling form) is not supported by this proxy yet; send the functions as 'tools' and the choice as 'tool_choice'."),
+                Some(legacy),
+            ));
+        }
+    }
+    optional_bool(
+        members.scalar("parallel_tool_calls").as_ref(),
+        "parallel_tool_calls",
+    )?;
     if let Some(format) = members.object("response_format")? {
         let kind = format.scalar("type");
         let kind = kind.as_ref().and_then(Value::as_str);
