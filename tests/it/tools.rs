@@ -639,3 +639,27 @@ async fn the_openai_node_sdk_completes_a_streamed_tool_round_trip() {
         json!({"finish_reason": "stop", "content": format!("{TOOL_REPLY_PREFIX}a river animal")})
     );
 }
+
+#[tokio::test]
+async fn an_agent_profile_offers_client_tools_beside_codex_tools() {
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}",
+        env.server(""),
+        env.profile(
+            "agent",
+            "engine = \"app-server\"\nworkers = 1\nagent = true\n"
+        ),
+    );
+    let app = App::start(&env, &config).await;
+    let request = tool_request("agent", r#"mock:call=lookup:{"word":"otter"}"#);
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
+    let offered = env.mock.requests()[0].tool_names();
+    assert!(
+        offered.iter().any(|name| name == "lookup") && offered.iter().any(|name| name == "weather"),
+        "{offered:?}"
+    );
+    assert!(offered.len() > 2, "Codex's own tools stay: {offered:?}");
+}
