@@ -377,8 +377,27 @@ fn check_capabilities(
         .map(|other| &**other)
         .collect();
     match unsupported(profile, request.needs(), &usable) {
+        Some(ApiError::InvalidRequest {
+            message,
+            param: None,
+            code,
+        }) => Err(ApiError::InvalidRequest {
+            param: Some(refused_param(profile, request).to_string()),
+            message,
+            code,
+        }),
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+/// The parameter a capability refusal names: what the engine of `profile` lacks, as the request
+/// asked for it.
+fn refused_param(profile: &Profile, request: &TurnRequest) -> &'static str {
+    match crate::engine::capabilities(profile.runtime.engine).missing(request.needs()) {
+        Some("client tools") if !request.tools.is_empty() => "tools",
+        Some("structured output") => "response_format",
+        _ => "messages",
     }
 }
 

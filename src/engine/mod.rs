@@ -47,7 +47,7 @@ pub fn capabilities(engine: EngineKind) -> Capabilities {
             streams_deltas: false,
         },
         EngineKind::AppServer => Capabilities {
-            client_tools: false,
+            client_tools: true,
             images: false,
             output_schema: false,
             streams_deltas: true,

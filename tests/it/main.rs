@@ -19,3 +19,4 @@ mod sdk;
 mod security_daemon;
 mod security_engine;
 mod security_http;
+mod tools;

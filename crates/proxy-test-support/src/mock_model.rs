@@ -28,6 +28,9 @@
 //! | `mock:cut` | send (up to) 2 deltas, then abort the connection mid-body (no `response.completed`) |
 //! | `mock:failed[=CODE]` | send `response.created` then `response.failed` with [`FAILED_MESSAGE`] (error code CODE, default `server_error`) |
 //! | `mock:eof` | stream the whole reply incl. `output_item.done`, then end the body cleanly without `response.completed` |
+//! | `mock:call=NAME:ARGS` | answer with a `function_call` item calling NAME with the JSON text ARGS (no whitespace; `{}` when absent), see [`call_id`]; several in one string are parallel calls, in order; the last string holding any `mock:call` wins; a `mock:reply=` beside them is sent as a message before the calls |
+//! | `mock:steps=N` | with `mock:call`: keep answering tool output with the calls until the input holds N `function_call_output` items (an agent loop of N rounds), then quote the output as below |
+//! | (input ends with `function_call_output`) | reply [`TOOL_REPLY_PREFIX`] + the outputs of the trailing `function_call_output` items joined with ` \| `; wins over every directive but `status`, so a conversation that asked for a call ends after the tool answered |
 //!
 //! # What codex 0.169.0 makes of it (measured)
 //!
@@ -114,6 +117,14 @@ pub const USAGE_TOTAL_TOKENS: u64 = 150;
 pub const FAILED_MESSAGE: &str = "The mock model failed this response.";
 /// Model name reported by the mock when the request has none.
 pub const DEFAULT_MODEL: &str = "mock-model";
+/// What the reply starts with when the request's input ends with tool output.
+pub const TOOL_REPLY_PREFIX: &str = "tool said: ";
+
+/// The `call_id` of the `index`th (from 0) `function_call` of the mock's `seq`th streamed response
+/// (from 1; error statuses are not counted).
+pub fn call_id(seq: usize, index: usize) -> String {
+    format!("call_mock_{seq}_{index}")
+}
 
 /// One `POST /v1/responses` as received by the mock.
 #[derive(Debug, Clone)]
@@ -213,6 +224,46 @@ impl RecordedRequest {
             }
         }
         out
+    }
+
+    /// The `input` items of one `type` (e.g. `function_call`, `function_call_output`), in order.
+    pub fn input_items(&self, kind: &str) -> Vec<Value> {
+        self.body
+            .get("input")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|item| item.get("type").and_then(Value::as_str) == Some(kind))
+            .cloned()
+            .collect()
+    }
+
+    /// The outputs of the `function_call_output` items that end `body.input` (after its last item of
+    /// another type), in order; empty when the input does not end with tool output. An output given
+    /// as content parts is the join of their texts.
+    pub fn trailing_tool_outputs(&self) -> Vec<String> {
+        let items = self
+            .body
+            .get("input")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let trailing = items
+            .iter()
+            .rev()
+            .take_while(|item| {
+                item.get("type").and_then(Value::as_str) == Some("function_call_output")
+            })
+            .count();
+        items[items.len() - trailing..]
+            .iter()
+            .map(|item| match item.get("output") {
+                Some(Value::String(text)) => text.clone(),
+                Some(Value::Array(_)) => message_text(&json!({"content": item["output"]})),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            })
+            .collect()
     }
 
     /// Size in bytes of the body serialized as compact JSON.
@@ -376,6 +427,10 @@ struct Directives {
     eof: bool,
     /// `Some(code)` for `mock:failed[=code]`.
     failed: Option<Option<String>>,
+    /// `mock:call=NAME:ARGS` as (name, arguments), from the last string holding any.
+    calls: Vec<(String, String)>,
+    /// `mock:steps=N`: tool rounds before the final answer.
+    steps: Option<usize>,
 }
 
 impl Directives {
@@ -408,6 +463,9 @@ impl Directives {
 
     fn scan(&mut self, text: &str) {
         let lower = text.to_ascii_lowercase();
+        if lower.contains("mock:call=") {
+            self.calls.clear();
+        }
         let mut from = 0;
         while let Some(pos) = lower[from..].find("mock:") {
             let start = from + pos + "mock:".len();
@@ -455,6 +513,13 @@ impl Directives {
             "cut" => self.cut = true,
             "eof" => self.eof = true,
             "failed" => self.failed = Some(value.filter(|v| !v.is_empty()).map(str::to_owned)),
+            "steps" => self.steps = number().map(|n| n as usize),
+            "call" => {
+                if let Some(v) = value.filter(|v| !v.is_empty()) {
+                    let (name, arguments) = v.split_once(':').unwrap_or((v, "{}"));
+                    self.calls.push((name.to_owned(), arguments.to_owned()));
+                }
+            }
             _ => {}
         }
     }
@@ -555,6 +620,8 @@ async fn handle_responses(
     };
     let model = request.model().unwrap_or_else(|| DEFAULT_MODEL.to_owned());
     let echo_text = request.last_user_text().unwrap_or_default();
+    let tool_outputs = request.trailing_tool_outputs();
+    let rounds_done = request.input_items("function_call_output").len();
     shared.requests.lock().unwrap().push(request);
     shared.request_count.send_modify(|count| *count += 1);
 
@@ -574,7 +641,14 @@ async fn handle_responses(
     }
 
     let seq = shared.response_seq.fetch_add(1, Ordering::SeqCst) + 1;
-    let reply = if directives.echo {
+    let mut directives = directives;
+    let more_rounds = directives.steps.is_some_and(|steps| rounds_done < steps);
+    let reply = if !tool_outputs.is_empty() && more_rounds {
+        directives.reply.clone().unwrap_or_default()
+    } else if !tool_outputs.is_empty() {
+        directives.calls.clear();
+        format!("{TOOL_REPLY_PREFIX}{}", tool_outputs.join(" | "))
+    } else if directives.echo {
         echo_text
     } else {
         directives
@@ -585,6 +659,8 @@ async fn handle_responses(
     let plan = Plan {
         response_id: format!("resp_mock_{seq}"),
         item_id: format!("msg_mock_{seq}"),
+        seq,
+        with_message: directives.calls.is_empty() || directives.reply.is_some(),
         model,
         deltas: split_text(&reply, directives.deltas.unwrap_or(DEFAULT_DELTAS)),
         reply,
@@ -636,6 +712,10 @@ fn split_text(text: &str, n: usize) -> Vec<String> {
 struct Plan {
     response_id: String,
     item_id: String,
+    /// The response's number, for [`call_id`].
+    seq: usize,
+    /// Whether a text message is sent (always, unless only calls were asked for).
+    with_message: bool,
     model: String,
     reply: String,
     deltas: Vec<String>,
@@ -742,6 +822,40 @@ async fn stream_events(plan: &Plan, p: &mut Producer) -> Result<(), Stop> {
         return Ok(());
     }
 
+    let mut output = Vec::new();
+    if plan.with_message {
+        match stream_message(plan, p).await? {
+            Some(item) => output.push(item),
+            None => return Ok(()),
+        }
+    }
+    for (index, (name, arguments)) in d.calls.iter().enumerate() {
+        let item = stream_call(plan, p, output.len(), index, name, arguments).await?;
+        output.push(item);
+    }
+
+    if d.eof {
+        // Clean end of the stream, but without `response.completed`.
+        return Ok(());
+    }
+
+    let mut completed = response("completed");
+    completed["output"] = json!(output);
+    completed["usage"] = json!({
+        "input_tokens": USAGE_INPUT_TOKENS,
+        "input_tokens_details": {"cached_tokens": USAGE_CACHED_TOKENS},
+        "output_tokens": USAGE_OUTPUT_TOKENS,
+        "output_tokens_details": {"reasoning_tokens": USAGE_REASONING_TOKENS},
+        "total_tokens": USAGE_TOTAL_TOKENS,
+    });
+    p.event(json!({"type": "response.completed", "response": completed}))
+        .await
+}
+
+/// Streams the text message at output index 0 and returns its finished item; `None` after `mock:cut`
+/// aborted the connection.
+async fn stream_message(plan: &Plan, p: &mut Producer) -> Result<Option<Value>, Stop> {
+    let d = &plan.directives;
     let item_in_progress = json!({
         "type": "message",
         "id": plan.item_id,
@@ -789,7 +903,7 @@ async fn stream_events(plan: &Plan, p: &mut Producer) -> Result<(), Stop> {
                 "mock:cut",
             )))
             .await;
-        return Ok(());
+        return Ok(None);
     }
 
     p.event(json!({
@@ -822,23 +936,60 @@ async fn stream_events(plan: &Plan, p: &mut Producer) -> Result<(), Stop> {
         "item": item,
     }))
     .await?;
+    Ok(Some(item))
+}
 
-    if d.eof {
-        // Clean end of the stream, but without `response.completed`.
-        return Ok(());
+/// Streams one `function_call` item (its arguments in two deltas) and returns the finished item.
+async fn stream_call(
+    plan: &Plan,
+    p: &mut Producer,
+    output_index: usize,
+    index: usize,
+    name: &str,
+    arguments: &str,
+) -> Result<Value, Stop> {
+    let item_id = format!("fc_mock_{}_{index}", plan.seq);
+    let call = |status: &str, arguments: &str| {
+        json!({
+            "type": "function_call",
+            "id": item_id,
+            "status": status,
+            "call_id": call_id(plan.seq, index),
+            "name": name,
+            "arguments": arguments,
+        })
+    };
+    p.event(json!({
+        "type": "response.output_item.added",
+        "output_index": output_index,
+        "item": call("in_progress", ""),
+    }))
+    .await?;
+    for delta in split_text(arguments, 2) {
+        p.pause(plan.directives.delay_ms).await?;
+        p.event(json!({
+            "type": "response.function_call_arguments.delta",
+            "item_id": item_id,
+            "output_index": output_index,
+            "delta": delta,
+        }))
+        .await?;
     }
-
-    let mut completed = response("completed");
-    completed["output"] = json!([item]);
-    completed["usage"] = json!({
-        "input_tokens": USAGE_INPUT_TOKENS,
-        "input_tokens_details": {"cached_tokens": USAGE_CACHED_TOKENS},
-        "output_tokens": USAGE_OUTPUT_TOKENS,
-        "output_tokens_details": {"reasoning_tokens": USAGE_REASONING_TOKENS},
-        "total_tokens": USAGE_TOTAL_TOKENS,
-    });
-    p.event(json!({"type": "response.completed", "response": completed}))
-        .await
+    p.event(json!({
+        "type": "response.function_call_arguments.done",
+        "item_id": item_id,
+        "output_index": output_index,
+        "arguments": arguments,
+    }))
+    .await?;
+    let item = call("completed", arguments);
+    p.event(json!({
+        "type": "response.output_item.done",
+        "output_index": output_index,
+        "item": item,
+    }))
+    .await?;
+    Ok(item)
 }
 
 /// Counts an open stream; on drop, decrements it and counts a cancellation

@@ -13,6 +13,7 @@
 pub mod render;
 pub mod request;
 pub mod stream;
+pub mod tools;
 pub mod wire;
 
 use std::time::Instant;
@@ -28,7 +29,7 @@ use crate::api::pipeline::{self, Incoming, Parsed};
 use crate::api::RequestId;
 use crate::live::state::AppState;
 use render::ChatRenderer;
-use request::{ChatRequest, Messages};
+use request::{ChatRequest, Conversation};
 
 /// What the chat adapter keeps from the body for rendering.
 struct Rendering {
@@ -36,17 +37,23 @@ struct Rendering {
     include_usage: bool,
 }
 
-fn parse(body: &[u8]) -> Result<(Parsed<Messages>, Rendering), crate::api::error::ApiError> {
+fn parse(body: &[u8]) -> Result<(Parsed<Conversation>, Rendering), crate::api::error::ApiError> {
     let ChatRequest {
         model,
         messages,
         stream,
         include_usage,
         cwd,
+        tools,
+        tool_choice,
     } = ChatRequest::parse(body)?;
     let parsed = Parsed {
         model,
-        request: messages,
+        request: Conversation {
+            messages,
+            tools,
+            tool_choice,
+        },
         cwd,
         stream,
     };

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::api::chat::wire::{chunk_body, completion_body, usage_chunk_body};
+use crate::api::chat::wire::{chunk_body, completion_body, tool_call_json, usage_chunk_body};
 use crate::api::error::ApiError;
 use crate::api::pipeline::{engine_phase_name, record_error, LatencyLog, Started};
 use crate::config::EngineKind;
@@ -16,6 +16,7 @@ use crate::engine::{ms, Completion, TurnEvent};
 use crate::live::snapshot::Snapshot;
 use crate::live::state::AppState;
 use crate::metrics::{InFlight, ProfileStats};
+use crate::turn::ToolCall;
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -58,6 +59,8 @@ pub struct ChatRenderer {
     /// The plain response, once known.
     outcome: Option<Result<Value, ApiError>>,
     sent_content: bool,
+    /// Tool calls already streamed (their `index` is their position).
+    sent_tool_calls: usize,
     first_content_logged: bool,
     finished: bool,
     _in_flight: InFlight,
@@ -87,6 +90,7 @@ impl ChatRenderer {
             pending: VecDeque::new(),
             outcome: None,
             sent_content: false,
+            sent_tool_calls: 0,
             first_content_logged: false,
             finished: false,
             _in_flight: started.in_flight,
@@ -102,6 +106,7 @@ impl ChatRenderer {
     pub fn feed(&mut self, event: Option<TurnEvent>) {
         match event {
             Some(TurnEvent::TextDelta(text)) => self.text(text),
+            Some(TurnEvent::ToolCall(call)) => self.tool_call(&call),
             Some(TurnEvent::Done(completion)) => self.done(completion),
             Some(TurnEvent::Failed(error)) => self.fail(ApiError::from(error)),
             Some(_) => {}
@@ -163,13 +168,29 @@ impl ChatRenderer {
         self.push_chunk(json!({"content": text}), None);
     }
 
+    /// Streams one tool call as a `delta.tool_calls` entry (a plain response takes them from `Done`).
+    fn tool_call(&mut self, call: &ToolCall) {
+        if !self.streaming {
+            return;
+        }
+        let entry = tool_call_json(call, Some(self.sent_tool_calls));
+        self.sent_tool_calls += 1;
+        self.push_chunk(json!({"tool_calls": [entry]}), None);
+    }
+
     fn done(&mut self, completion: Completion) {
         let Completion {
             text,
+            tool_calls,
             usage,
             phases,
             ..
         } = completion;
+        let finish_reason = if tool_calls.is_empty() {
+            "stop"
+        } else {
+            "tool_calls"
+        };
         self.finished = true;
         self.log
             .phases
@@ -178,7 +199,10 @@ impl ChatRenderer {
             if !self.sent_content && !text.is_empty() {
                 self.text(text);
             }
-            self.push_chunk(json!({}), Some("stop"));
+            for call in tool_calls.iter().skip(self.sent_tool_calls) {
+                self.tool_call(call);
+            }
+            self.push_chunk(json!({}), Some(finish_reason));
             if self.include_usage {
                 let chunk = usage_chunk_body(&self.id, self.created, &self.model, &usage);
                 self.pending.push_back(chunk.to_string());
@@ -187,7 +211,14 @@ impl ChatRenderer {
             self.log.phases.extend(phases);
         } else {
             let started = Instant::now();
-            let body = completion_body(&self.id, self.created, &self.model, &text, &usage);
+            let body = completion_body(
+                &self.id,
+                self.created,
+                &self.model,
+                &text,
+                &tool_calls,
+                &usage,
+            );
             self.log.phases.extend(phases);
             self.log.phases.insert("response_build", ms(started));
             self.outcome = Some(Ok(body));

@@ -10,7 +10,10 @@
 //! The [`Messages`] map to the engine-neutral [`TurnRequest`] once the request has a profile (see
 //! `api::pipeline`): `system` and `developer` text becomes the request's instructions (joined by blank
 //! lines; Codex receives them as developer instructions), every other message becomes one text item of
-//! its role, in order. Content parts other than text stay in the text as a placeholder naming their type.
+//! its role, in order; an assistant message's `tool_calls` become tool-call items after its text, and a
+//! `tool` message with a `tool_call_id` becomes that call's result item. `tools` and `tool_choice` are
+//! parsed in `api::chat::tools`. Content parts other than text stay in the text as a placeholder naming
+//! their type.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,8 +23,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::api::chat::tools::{self, WireToolCall};
 use crate::api::error::ApiError;
-use crate::turn::{Item, Role, TurnRequest};
+use crate::turn::{Item, Role, Tool, ToolCall, ToolChoice, TurnRequest};
 
 /// A validated chat completion request.
 #[derive(Debug, Clone)]
@@ -33,6 +37,8 @@ pub struct ChatRequest {
     pub include_usage: bool,
     /// `metadata.cwd`, not yet checked against the allowed roots.
     pub cwd: Option<String>,
+    pub tools: Vec<Tool>,
+    pub tool_choice: ToolChoice,
 }
 
 /// The message roles a chat request may use.
@@ -51,6 +57,10 @@ pub struct Message {
     /// One of [`ROLES`].
     pub role: &'static str,
     pub content: Content,
+    /// An assistant message's `tool_calls`.
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` message's `tool_call_id`.
+    pub tool_call_id: Option<String>,
 }
 
 /// A message's `content`.
@@ -125,6 +135,10 @@ struct WireMessage {
     role: String,
     #[serde(default)]
     content: Option<Content>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireToolCall>>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
 }
 
 /// The JSON type of a raw value, from its first byte (the value is known to be valid JSON).
@@ -181,6 +195,11 @@ impl<'a> Members<'a> {
             "an object" => Some(Value::Object(Default::default())),
             _ => serde_json::from_str(raw.get()).ok(),
         }
+    }
+
+    /// A member parsed as a `Value` whatever its type: only for members that are small by nature.
+    fn scalar_value(&self, name: &str) -> Option<Value> {
+        serde_json::from_str(self.raw(name)?.get()).ok()
     }
 
     fn object(&self, name: &str) -> Result<Option<Members<'a>>, ApiError> {
@@ -307,6 +326,14 @@ impl ChatRequest {
         };
         check_ignored(&members)?;
         check_unsupported(&members)?;
+        let tools = tools::parse_tools(members.raw("tools"))?;
+        let tool_choice = tools::parse_tool_choice(members.scalar_value("tool_choice"), &tools)?;
+        tools::check_answers(
+            messages
+                .0
+                .iter()
+                .map(|m| (m.tool_calls.as_slice(), m.tool_call_id.as_deref())),
+        )?;
         let cwd = match members.object("metadata")? {
             None => None,
             Some(metadata) => match metadata.scalar("cwd") {
@@ -327,6 +354,8 @@ impl ChatRequest {
             stream,
             include_usage,
             cwd,
+            tools,
+            tool_choice,
         })
     }
 }
@@ -343,16 +372,49 @@ impl From<Messages> for TurnRequest {
         let mut items = Vec::with_capacity(messages.0.len());
         for message in messages.0 {
             let text = message.content.into_text();
-            match turn_role(message.role) {
-                Some(role) => items.push(Item::text(role, text)),
-                None if text.is_empty() => {}
-                None => instructions.push(text),
+            match (turn_role(message.role), message.tool_call_id) {
+                (Some(Role::Tool), Some(call_id)) => items.push(Item::ToolResult {
+                    call_id,
+                    output: text,
+                    is_error: false,
+                }),
+                (Some(Role::Assistant), _) if !message.tool_calls.is_empty() => {
+                    if !text.is_empty() {
+                        items.push(Item::text(Role::Assistant, text));
+                    }
+                    items.extend(message.tool_calls.into_iter().map(|call| Item::ToolCall {
+                        call_id: call.call_id,
+                        name: call.name,
+                        arguments: call.arguments,
+                    }));
+                }
+                (Some(role), _) => items.push(Item::text(role, text)),
+                (None, _) if text.is_empty() => {}
+                (None, _) => instructions.push(text),
             }
         }
         TurnRequest {
             instructions: (!instructions.is_empty()).then(|| instructions.join("\n\n")),
             items,
             ..TurnRequest::default()
+        }
+    }
+}
+
+/// The messages with the request's tools: what the chat adapter hands the pipeline.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    pub messages: Messages,
+    pub tools: Vec<Tool>,
+    pub tool_choice: ToolChoice,
+}
+
+impl From<Conversation> for TurnRequest {
+    fn from(conversation: Conversation) -> TurnRequest {
+        TurnRequest {
+            tools: conversation.tools,
+            tool_choice: conversation.tool_choice,
+            ..TurnRequest::from(conversation.messages)
         }
     }
 }
@@ -414,13 +476,43 @@ fn parse_message(index: usize, raw: &RawValue) -> Result<Message, ApiError> {
         };
         if let Some(role) = role {
             if parts_ok && (content != Content::Null || role == "assistant") {
-                return Ok(Message { role, content });
+                let tool_calls = tool_calls_of(index, wire.tool_calls.unwrap_or_default())?;
+                return Ok(Message {
+                    role,
+                    content,
+                    tool_calls,
+                    tool_call_id: wire.tool_call_id.filter(|_| role == "tool"),
+                });
             }
         }
     }
     let value: Value = serde_json::from_str(raw.get()).map_err(not_json)?;
     validate_message(index, &value)?;
-    Ok(message_from_value(value))
+    let wire_calls = match value.get("tool_calls") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(calls) => Vec::<WireToolCall>::deserialize(calls).map_err(|err| {
+            let param = format!("messages[{index}].tool_calls");
+            ApiError::invalid(
+                format!("Invalid '{param}': {err}. Each call needs 'id', 'type':'function' and 'function':{{'name','arguments'}}."),
+                Some(&param),
+            )
+        })?,
+    };
+    let tool_calls = tool_calls_of(index, wire_calls)?;
+    let mut message = message_from_value(value);
+    message.tool_calls = tool_calls;
+    Ok(message)
+}
+
+/// An assistant message's `tool_calls` in the neutral form.
+fn tool_calls_of(index: usize, calls: Vec<WireToolCall>) -> Result<Vec<ToolCall>, ApiError> {
+    calls
+        .into_iter()
+        .enumerate()
+        .map(|(position, call)| {
+            call.into_call(&format!("messages[{index}].tool_calls[{position}]"))
+        })
+        .collect()
 }
 
 /// A message that [`validate_message`] accepted.
@@ -451,7 +543,16 @@ fn message_from_value(value: Value) -> Message {
         ),
         _ => Content::Null,
     };
-    Message { role, content }
+    let tool_call_id = match object.remove("tool_call_id") {
+        Some(Value::String(id)) if role == "tool" => Some(id),
+        _ => None,
+    };
+    Message {
+        role,
+        content,
+        tool_calls: Vec::new(),
+        tool_call_id,
+    }
 }
 
 /// Parameters that are accepted but ignored still must have the right type.
@@ -495,22 +596,19 @@ fn check_unsupported(members: &Members) -> Result<(), ApiError> {
         }
         Some(other) => return Err(wrong_type("n", "an integer", &other)),
     }
-    if members.array_len("tools")?.is_some_and(|len| len > 0) {
-        return Err(ApiError::invalid(
-            "Function calling ('tools') is not supported by this proxy yet; send the request without 'tools'.",
-            Some("tools"),
-        ));
-    }
-    match members.scalar("tool_choice") {
-        None => {}
-        Some(Value::String(choice)) if choice == "none" || choice == "auto" => {}
-        Some(_) => {
+    members.array_len("tools")?;
+    for legacy in ["functions", "function_call"] {
+        if members.raw(legacy).is_some() {
             return Err(ApiError::invalid(
-                "'tool_choice' is not supported by this proxy yet (only \"none\" and \"auto\").",
-                Some("tool_choice"),
-            ))
+                format!("'{legacy}' (the legacy function-calling form) is not supported by this proxy yet; send the functions as 'tools' and the choice as 'tool_choice'."),
+                Some(legacy),
+            ));
         }
     }
+    optional_bool(
+        members.scalar("parallel_tool_calls").as_ref(),
+        "parallel_tool_calls",
+    )?;
     if let Some(format) = members.object("response_format")? {
         let kind = format.scalar("type");
         let kind = kind.as_ref().and_then(Value::as_str);
@@ -681,6 +779,53 @@ mod tests {
     }
 
     #[test]
+    fn maps_tool_calls_and_their_results_to_items() {
+        let request = ChatRequest::parse(
+            br#"{"model":"m","tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],
+                "tool_choice":"auto","messages":[
+                {"role":"user","content":"go"},
+                {"role":"assistant","content":null,"tool_calls":[
+                    {"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}},
+                    {"id":"c2","type":"function","function":{"name":"f","arguments":"{}"}}]},
+                {"role":"tool","tool_call_id":"c1","content":"one"},
+                {"role":"tool","tool_call_id":"c2","content":[{"type":"text","text":"two"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(request.tools.len(), 1);
+        let request = TurnRequest::from(Conversation {
+            messages: request.messages,
+            tools: request.tools,
+            tool_choice: request.tool_choice,
+        });
+        assert_eq!(
+            request.items[1..],
+            [
+                Item::ToolCall {
+                    call_id: "c1".into(),
+                    name: "f".into(),
+                    arguments: r#"{"a":1}"#.into()
+                },
+                Item::ToolCall {
+                    call_id: "c2".into(),
+                    name: "f".into(),
+                    arguments: "{}".into()
+                },
+                Item::ToolResult {
+                    call_id: "c1".into(),
+                    output: "one".into(),
+                    is_error: false
+                },
+                Item::ToolResult {
+                    call_id: "c2".into(),
+                    output: "two".into(),
+                    is_error: false
+                },
+            ]
+        );
+        assert!(request.needs().client_tools);
+    }
+
+    #[test]
     fn names_the_offending_parameter() {
         let cases = [
             ("{", None),
@@ -723,7 +868,19 @@ mod tests {
             ),
             (
                 r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#,
+                Some("tools[0].function"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":{"type":"function"}}"#,
                 Some("tools"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"function","function":{"name":"f"}}}"#,
+                Some("tool_choice"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"},{"role":"tool","tool_call_id":"nope","content":"1"}]}"#,
+                Some("messages[1].tool_call_id"),
             ),
             (
                 r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#,

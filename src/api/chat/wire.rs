@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::turn::Usage;
+use crate::turn::{ToolCall, Usage};
 
 /// The OpenAI chat `usage` object.
 pub fn usage_json(usage: &Usage) -> Value {
@@ -16,8 +16,41 @@ pub fn usage_json(usage: &Usage) -> Value {
     })
 }
 
-/// The non-streaming `chat.completion` body.
-pub fn completion_body(id: &str, created: u64, model: &str, text: &str, usage: &Usage) -> Value {
+/// One entry of `message.tool_calls`; streamed with its `index` as one `delta.tool_calls` entry.
+pub fn tool_call_json(call: &ToolCall, index: Option<usize>) -> Value {
+    let mut entry = json!({
+        "id": call.call_id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments},
+    });
+    if let Some(index) = index {
+        entry["index"] = json!(index);
+    }
+    entry
+}
+
+/// The non-streaming `chat.completion` body. With tool calls, `content` is the text written before
+/// them, or null when there was none, and `finish_reason` is `tool_calls`.
+pub fn completion_body(
+    id: &str,
+    created: u64,
+    model: &str,
+    text: &str,
+    tool_calls: &[ToolCall],
+    usage: &Usage,
+) -> Value {
+    let mut message = json!({"role": "assistant", "content": text, "refusal": null});
+    let mut finish_reason = "stop";
+    if !tool_calls.is_empty() {
+        finish_reason = "tool_calls";
+        if text.is_empty() {
+            message["content"] = Value::Null;
+        }
+        message["tool_calls"] = tool_calls
+            .iter()
+            .map(|call| tool_call_json(call, None))
+            .collect();
+    }
     json!({
         "id": id,
         "object": "chat.completion",
@@ -25,9 +58,9 @@ pub fn completion_body(id: &str, created: u64, model: &str, text: &str, usage: &
         "model": model,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": text, "refusal": null},
+            "message": message,
             "logprobs": null,
-            "finish_reason": "stop",
+            "finish_reason": finish_reason,
         }],
         "usage": usage_json(usage),
         "system_fingerprint": null,

@@ -5,7 +5,9 @@
 //! [`AppServerPool::run`] (one request). A run picks the least-loaded ready worker, starts a thread
 //! (`developerInstructions` = system text), replays earlier messages with `thread/inject_items`, starts
 //! the turn with the last user message, forwards final-answer deltas as they arrive, and unsubscribes the
-//! thread at the end. Dropping the [`RunHandle`] or hitting `timeout_seconds` sends `turn/interrupt`; the
+//! thread at the end. A request's client tools are the thread's `dynamicTools`; when the model calls one,
+//! the call goes to the client and the turn is interrupted (the run ends with `tool_calls`); the client's
+//! next request replays the call and its output. Dropping the [`RunHandle`] or hitting `timeout_seconds` sends `turn/interrupt`; the
 //! worker stays up. Submodules: `turn` (the turn's protocol core, without I/O), `worker` (process
 //! supervision), `rpc` (JSON-RPC), `protocol` (messages).
 
@@ -255,12 +257,13 @@ impl AppServerPool {
 
         let started = Instant::now();
         let cwd = job.cwd.display().to_string();
-        let params = protocol::thread_start_params(
+        let mut params = protocol::thread_start_params(
             profile,
             &cwd,
             job.model.as_deref(),
             job.request.instructions.as_deref(),
         );
+        protocol::add_client_tools(&mut params, profile, &job.request);
         let thread = turn.call("thread/start", params).await?;
         let thread_id = thread
             .pointer("/thread/id")
@@ -299,7 +302,8 @@ impl AppServerPool {
             .pointer("/turn/id")
             .and_then(Value::as_str)
             .map(str::to_string);
-        let core = AppServerTurn::new(turn_id, phases, profile.runtime.timeout);
+        let core = AppServerTurn::new(turn_id, phases, profile.runtime.timeout)
+            .with_client_tools(job.request.tools.iter().map(|tool| tool.name.clone()));
         turn.stream(&thread_id, core, notifications, events).await
     }
 }
@@ -363,8 +367,16 @@ impl TurnContext<'_> {
         mut messages: ThreadEvents,
         events: &mpsc::Sender<TurnEvent>,
     ) -> Result<(), EngineError> {
+        let mut held = HeldCalls::default();
         let stop = loop {
-            let message = match self.next_message(&mut messages).await {
+            let next = tokio::select! {
+                next = self.next_message(&mut messages) => next,
+                _ = held.settled() => {
+                    held.interrupt(self.connection, thread_id).await;
+                    continue;
+                }
+            };
+            let message = match next {
                 Ok(Some(message)) => message,
                 Ok(None) => return Err(core.on_closed(self.connection.failure())),
                 Err(stop) => break stop,
@@ -377,7 +389,19 @@ impl TurnContext<'_> {
                     Err(stop) => break stop,
                 },
                 Some(Step::Answer { id, reply }) => self.connection.respond(&id, &reply),
+                Some(Step::ToolCall {
+                    call,
+                    interrupt: first,
+                    id,
+                    reply,
+                }) => {
+                    held.hold(first, id, reply);
+                    if let Err(stop) = self.race(events.send(TurnEvent::ToolCall(call))).await {
+                        break stop;
+                    }
+                }
                 Some(Step::Done(completion)) => {
+                    held.answer(self.connection);
                     self.worker.served.fetch_add(1, Ordering::Relaxed);
                     let _ = self.race(events.send(TurnEvent::Done(completion))).await;
                     return Ok(());
@@ -390,10 +414,14 @@ impl TurnContext<'_> {
                 Step::Interrupt { turn_id } => {
                     interrupt(self.connection, thread_id, &turn_id).await
                 }
-                Step::Fail(error) => return Err(error),
+                Step::Fail(error) => {
+                    held.answer(self.connection);
+                    return Err(error);
+                }
                 _ => {}
             }
         }
+        held.answer(self.connection);
         Ok(())
     }
 }
@@ -401,6 +429,54 @@ impl TurnContext<'_> {
 impl Drop for AppServerPool {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// How long the thread must stay quiet after a client tool call before the turn is interrupted: the
+/// rest of the model's response (more parallel calls, then its completion and usage) is still
+/// arriving, and an interrupt cuts it off.
+const TOOL_CALL_SETTLE: Duration = Duration::from_millis(100);
+
+/// The client tool calls of a turn waiting for the interrupt, after which their server requests are
+/// answered (so Codex never passes the answers to the model).
+#[derive(Default)]
+struct HeldCalls {
+    /// The turn to interrupt, once the thread is quiet until `at`.
+    interrupt: Option<(String, tokio::time::Instant)>,
+    replies: Vec<(Box<serde_json::value::RawValue>, Value)>,
+}
+
+impl HeldCalls {
+    fn hold(&mut self, first: Option<String>, id: Box<serde_json::value::RawValue>, reply: Value) {
+        let at = tokio::time::Instant::now() + TOOL_CALL_SETTLE;
+        match (&mut self.interrupt, first) {
+            (_, Some(turn_id)) => self.interrupt = Some((turn_id, at)),
+            (Some((_, quiet_until)), None) => *quiet_until = at,
+            (None, None) => {}
+        }
+        self.replies.push((id, reply));
+    }
+
+    /// Ready when an interrupt is due; never otherwise.
+    async fn settled(&self) {
+        match &self.interrupt {
+            Some((_, at)) => tokio::time::sleep_until(*at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Interrupts the turn, then answers the held calls.
+    async fn interrupt(&mut self, connection: &Connection, thread_id: &str) {
+        if let Some((turn_id, _)) = self.interrupt.take() {
+            interrupt(connection, thread_id, &turn_id).await;
+        }
+        self.answer(connection);
+    }
+
+    fn answer(&mut self, connection: &Connection) {
+        for (id, reply) in self.replies.drain(..) {
+            connection.respond(&id, &Ok(reply));
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::codex::events::classify_failure;
 use crate::config::Profile;
-use crate::turn::{FailureKind, Item, Role, TurnRequest, Usage};
+use crate::turn::{FailureKind, Item, Role, ToolChoice, TurnRequest, Usage};
 
 /// The `config` of `thread/start` that removes Codex's own tools and its environment, permissions and
 /// skills blocks (the keys are Codex config keys, as `-c` takes them).
@@ -64,6 +64,43 @@ pub fn thread_start_params(
         params["environments"] = json!([]);
     }
     params
+}
+
+/// The `dynamicTools` of `thread/start`: the client's functions when the model may call them
+/// (`tool_choice` is not `none`), else none. Codex requires a description; an absent one is empty.
+pub fn dynamic_tools(request: &TurnRequest) -> Value {
+    if request.tool_choice == ToolChoice::None {
+        return json!([]);
+    }
+    Value::Array(
+        request
+            .tools
+            .iter()
+            .map(|tool| {
+                json!({
+                    "type": "function",
+                    "name": tool.name,
+                    "description": tool.description.as_deref().unwrap_or(""),
+                    "inputSchema": tool.parameters,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Adds the client's tools to `thread/start` params. On a profile with `agent = false` they are then
+/// the only tools the model is offered (Codex's own tools and environment are off, as for `tools =
+/// false`); on an `agent = true` profile they are offered beside Codex's.
+pub fn add_client_tools(params: &mut Value, profile: &Profile, request: &TurnRequest) {
+    let tools = dynamic_tools(request);
+    if tools.as_array().is_none_or(|tools| tools.is_empty()) {
+        return;
+    }
+    params["dynamicTools"] = tools;
+    if !profile.runtime.agent {
+        params["config"] = no_tools_config();
+        params["environments"] = json!([]);
+    }
 }
 
 /// A Responses API item for `thread/inject_items`. Text-only messages keep today's shape; `tool` and
@@ -267,6 +304,29 @@ mod tests {
         )
         .expect("a valid profile");
         config.profiles[0].clone()
+    }
+
+    #[test]
+    fn client_tools_replace_codex_tools_unless_the_profile_is_an_agent() {
+        let mut request = TurnRequest::from_texts(None, [(Role::User, "x".to_string())]);
+        request.tools.push(crate::turn::Tool {
+            name: "f".into(),
+            description: None,
+            parameters: json!({"type": "object"}),
+            strict: false,
+        });
+        let mut params = thread_start_params(&profile(true), "/w", None, None);
+        add_client_tools(&mut params, &profile(true), &request);
+        assert_eq!(
+            params["dynamicTools"],
+            json!([{"type": "function", "name": "f", "description": "", "inputSchema": {"type": "object"}}])
+        );
+        assert_eq!(params["environments"], json!([]));
+        assert_eq!(params["config"], no_tools_config());
+        request.tool_choice = ToolChoice::None;
+        let mut params = thread_start_params(&profile(true), "/w", None, None);
+        add_client_tools(&mut params, &profile(true), &request);
+        assert!(params.get("dynamicTools").is_none(), "{params}");
     }
 
     #[test]

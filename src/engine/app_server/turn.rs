@@ -1,7 +1,8 @@
 //! The app-server turn core: one request's turn as a state machine without I/O. The shell in `mod.rs`
 //! feeds it the thread's messages (notifications and server-initiated requests, as the connection routes
 //! them by `threadId`) and the reasons it stopped waiting; the core answers with [`Step`]s: emit a
-//! delta, answer a server request, interrupt the turn, the turn is done, or it failed.
+//! delta, answer a server request, return a client tool call (and interrupt the turn), interrupt the
+//! turn, the turn is done, or it failed.
 //!
 //! Method names and fields are those of the schema `codex app-server generate-json-schema --out DIR`
 //! prints for Codex 0.169.0 (`ServerNotification.json`, `ServerRequest.json`). The unit tests replay
@@ -9,7 +10,7 @@
 //! (`fixtures/*.jsonl`, recorded by `examples/record_app_server_fixtures.rs`).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -20,8 +21,12 @@ use super::protocol;
 use super::rpc::{ThreadMessage, THREAD_BUFFER};
 use crate::codex::events::summarize;
 use crate::turn::{
-    ms, Completion, EngineError, FailureKind, FinishReason, Phases, TurnEvent, Usage,
+    ms, Completion, EngineError, FailureKind, FinishReason, Phases, ToolCall, TurnEvent, Usage,
 };
+
+/// What the proxy answers an `item/tool/call` it returned to the client. The turn is interrupted
+/// before this answer is sent, so Codex does not show it to the model.
+pub const RETURNED_TO_CLIENT: &str = "The call was returned to the client; the turn ended here.";
 
 /// What the shell must do next.
 #[derive(Debug)]
@@ -35,6 +40,14 @@ pub enum Step {
     },
     /// Send `turn/interrupt` for this turn.
     Interrupt { turn_id: String },
+    /// The model called a client tool: hand `call` to the client, then send `turn/interrupt` for
+    /// `interrupt` (the first call of the turn), then answer the server request `id` with `reply`.
+    ToolCall {
+        call: ToolCall,
+        interrupt: Option<String>,
+        id: Box<RawValue>,
+        reply: Value,
+    },
     /// The turn is over: this is the answer.
     Done(Completion),
     /// The turn is over: it failed.
@@ -125,6 +138,22 @@ pub struct AppServerTurn {
     last_message: Option<String>,
     usage: Usage,
     first_delta: bool,
+    /// The names of the client's tools (`dynamicTools` of the thread).
+    client_tools: HashSet<String>,
+    /// The client tool calls of this turn, in arrival order.
+    tool_calls: Vec<ToolCall>,
+}
+
+/// `item/tool/call`: `{callId, tool, arguments, namespace}`.
+#[derive(Deserialize)]
+struct DynamicToolCall {
+    #[serde(rename = "callId")]
+    call_id: String,
+    tool: String,
+    #[serde(default)]
+    arguments: Value,
+    #[serde(default)]
+    namespace: Option<String>,
 }
 
 impl AppServerTurn {
@@ -140,7 +169,16 @@ impl AppServerTurn {
             last_message: None,
             usage: Usage::default(),
             first_delta: true,
+            client_tools: HashSet::new(),
+            tool_calls: Vec::new(),
         }
+    }
+
+    /// The client's tools offered to the model as dynamic tools: calls of them are returned to the
+    /// client instead of refused.
+    pub fn with_client_tools(mut self, names: impl IntoIterator<Item = String>) -> AppServerTurn {
+        self.client_tools = names.into_iter().collect();
+        self
     }
 
     /// The turn's id, once known.
@@ -160,13 +198,56 @@ impl AppServerTurn {
         }
     }
 
-    /// A server-initiated request: answered at once (today always with a refusal, see
-    /// [`protocol::refusal`]), so Codex never waits on the proxy.
-    pub fn on_server_request(&mut self, id: Box<RawValue>, method: &str, _: &RawValue) -> Step {
+    /// A server-initiated request: answered at once, so Codex never waits on the proxy. A call of a
+    /// client tool ends the turn with that call (see [`Step::ToolCall`]); anything else is refused (see
+    /// [`protocol::refusal`]).
+    pub fn on_server_request(
+        &mut self,
+        id: Box<RawValue>,
+        method: &str,
+        params: &RawValue,
+    ) -> Step {
+        if method == "item/tool/call" {
+            if let Some(call) = self.client_call(params) {
+                let interrupt = if self.tool_calls.is_empty() {
+                    self.turn_id.clone()
+                } else {
+                    None
+                };
+                self.tool_calls.push(call.clone());
+                return Step::ToolCall {
+                    call,
+                    interrupt,
+                    id,
+                    reply: serde_json::json!({
+                        "contentItems": [{"type": "inputText", "text": RETURNED_TO_CLIENT}],
+                        "success": false,
+                    }),
+                };
+            }
+        }
         Step::Answer {
             id,
             reply: protocol::refusal(method),
         }
+    }
+
+    /// The call of `item/tool/call` params when it names one of the client's tools.
+    fn client_call(&self, params: &RawValue) -> Option<ToolCall> {
+        let call: DynamicToolCall = serde_json::from_str(params.get()).ok()?;
+        if call.namespace.is_some() || !self.client_tools.contains(&call.tool) {
+            return None;
+        }
+        let arguments = match call.arguments {
+            Value::String(text) => text,
+            Value::Null => "{}".to_string(),
+            other => other.to_string(),
+        };
+        Some(ToolCall {
+            call_id: call.call_id,
+            name: call.tool,
+            arguments,
+        })
     }
 
     /// A notification. Params that do not have the expected shape are ignored, like unknown methods.
@@ -274,7 +355,8 @@ impl AppServerTurn {
         let turn = params.get("turn").unwrap_or(&Value::Null);
         let status = turn.get("status").and_then(Value::as_str).unwrap_or("");
         self.phases.insert("app_server_turn", ms(self.started));
-        if status != "completed" {
+        let called = !self.tool_calls.is_empty();
+        if status != "completed" && !called {
             let error = turn.get("error").cloned().unwrap_or(Value::Null);
             let message = error
                 .get("message")
@@ -300,9 +382,13 @@ impl AppServerTurn {
                 .unwrap_or_else(|| std::mem::take(&mut self.streamed));
         Ok(Completion {
             text: final_text,
-            tool_calls: Vec::new(),
+            tool_calls: std::mem::take(&mut self.tool_calls),
             usage: self.usage,
-            finish: FinishReason::Stop,
+            finish: if called {
+                FinishReason::ToolCalls
+            } else {
+                FinishReason::Stop
+            },
             phases: std::mem::take(&mut self.phases),
         })
     }

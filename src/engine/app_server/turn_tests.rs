@@ -16,6 +16,9 @@ const FAILED: &str = include_str!("fixtures/failed.jsonl");
 const CUT: &str = include_str!("fixtures/cut.jsonl");
 const EOF: &str = include_str!("fixtures/eof.jsonl");
 const INTERRUPT: &str = include_str!("fixtures/interrupt.jsonl");
+/// A turn whose model called the dynamic tool `lookup` (recorded by `tests/it/tools.rs`,
+/// `direct_dynamic_tool_call_round_trip`, with `RECORD_TOOL_FIXTURE`).
+const TOOL_CALL: &str = include_str!("fixtures/tool_call.jsonl");
 
 const MOCK_REPLY: &str = "Hello from the mock model.";
 
@@ -310,4 +313,79 @@ fn malformed_params_are_ignored() {
         assert!(turn.on_notification(method, &params).is_none(), "{method}");
     }
     assert_eq!(turn.turn_id(), None);
+}
+
+#[test]
+fn a_client_tool_call_ends_the_turn_with_tool_calls() {
+    let recorded = lines(TOOL_CALL);
+    let at = recorded
+        .iter()
+        .position(|line| line["method"] == "item/tool/call")
+        .expect("the fixture has a tool call");
+    let mut turn = new_turn().with_client_tools(["lookup".to_string()]);
+    let steps: Vec<Step> = recorded[..=at]
+        .iter()
+        .filter_map(|line| turn.on_message(message(line)))
+        .collect();
+    let turn_id = recorded[at]["params"]["turnId"].as_str().unwrap();
+    match &steps[..] {
+        [Step::ToolCall {
+            call,
+            interrupt,
+            id,
+            reply,
+        }] => {
+            assert_eq!(call.call_id, "call_mock_1_0");
+            assert_eq!(call.name, "lookup");
+            assert_eq!(call.arguments, r#"{"word":"otter"}"#);
+            assert_eq!(interrupt.as_deref(), Some(turn_id));
+            assert_eq!(id.get(), recorded[at]["id"].to_string());
+            assert_eq!(reply["success"], false);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A second call of the same turn is returned too, without a second interrupt.
+    let mut second = recorded[at].clone();
+    second["id"] = json!(77);
+    second["params"]["callId"] = json!("call_two");
+    match turn.on_message(message(&second)) {
+        Some(Step::ToolCall {
+            call, interrupt, ..
+        }) => {
+            assert_eq!(call.call_id, "call_two");
+            assert!(interrupt.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    // The interrupted turn completes as a tool-call answer, with the usage Codex reported.
+    let usage = recorded
+        .iter()
+        .find(|line| line["method"] == "thread/tokenUsage/updated")
+        .unwrap();
+    assert!(turn.on_message(message(usage)).is_none());
+    let mut completed = recorded.last().unwrap().clone();
+    completed["params"]["turn"]["status"] = json!("interrupted");
+    completed["params"]["turn"]["items"] = json!([]);
+    let steps: Vec<Step> = turn.on_message(message(&completed)).into_iter().collect();
+    let done = completion(&steps);
+    assert_eq!(done.finish, FinishReason::ToolCalls);
+    assert_eq!(done.tool_calls.len(), 2);
+    assert_eq!(done.text, "");
+    assert_eq!(done.usage.prompt_tokens, 120);
+}
+
+#[test]
+fn a_call_of_an_undeclared_tool_is_refused() {
+    let recorded = lines(TOOL_CALL);
+    let call = recorded
+        .iter()
+        .find(|line| line["method"] == "item/tool/call")
+        .unwrap();
+    let mut turn = new_turn().with_client_tools(["other".to_string()]);
+    match turn.on_message(message(call)) {
+        Some(Step::Answer {
+            reply: Ok(reply), ..
+        }) => assert_eq!(reply["success"], false),
+        other => panic!("{other:?}"),
+    }
 }
