@@ -39,7 +39,7 @@
 //! <provider_overrides> -` with a fresh `CODEX_HOME`, native musl binary.
 //! Every failure came after exactly 1 request (retries off), was preceded by a
 //! top-level `{"type":"error"}` with the same message, and exited 1; success
-//! exited 0. All messages match `/work/shared/docs/codex-protocol.md` §5.
+//! exited 0. The exec core's fixtures (`src/engine/exec/fixtures/`) record these runs.
 //!
 //! | directive | final exec event |
 //! |---|---|
