@@ -1,4 +1,4 @@
-//! Tests of the mock Responses API server (`tests/support/mock_model.rs`):
+//! Tests of the mock Responses API server (`crates/proxy-test-support/src/mock_model.rs`):
 //! the real native Codex CLI (`codex exec --json`, no proxy) is pointed at it
 //! and must see the mock's replies, usage and failures; plus a few direct HTTP
 //! checks of the mock's SSE stream and bookkeeping.
@@ -243,7 +243,7 @@ async fn records_the_model_passed_with_c_model() {
 }
 
 /// The directive → outcome table documented at the top of
-/// `tests/support/mock_model.rs`, re-measured against the real binary.
+/// `crates/proxy-test-support/src/mock_model.rs`, re-measured against the real binary.
 #[tokio::test]
 async fn directive_outcomes_match_the_documented_table() {
     // (prompt, expected agent_message, expected turn.failed substring)
