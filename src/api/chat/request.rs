@@ -598,7 +598,12 @@ fn check_unsupported(members: &Members) -> Result<(), ApiError> {
     }
     members.array_len("tools")?;
     for legacy in ["functions", "function_call"] {
-        if members.raw(legacy).is_some() {
+        // What asks for nothing (no functions, or no call) is accepted, as `tools: []` is.
+        let asks_nothing = |raw: &RawValue| {
+            let text: String = raw.get().chars().filter(|c| !c.is_whitespace()).collect();
+            matches!(text.as_str(), "[]" | "\"none\"" | "\"auto\"")
+        };
+        if members.raw(legacy).is_some_and(|raw| !asks_nothing(raw)) {
             return Err(ApiError::invalid(
                 format!("'{legacy}' (the legacy function-calling form) is not supported by this proxy yet; send the functions as 'tools' and the choice as 'tool_choice'."),
                 Some(legacy),
@@ -823,6 +828,22 @@ mod tests {
             ]
         );
         assert!(request.needs().client_tools);
+    }
+
+    #[test]
+    fn legacy_function_fields_that_ask_for_nothing_are_accepted() {
+        for extra in [
+            r#""functions":[]"#,
+            r#""functions":null"#,
+            r#""function_call":"none""#,
+            r#""function_call":"auto""#,
+        ] {
+            let body =
+                format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],{extra}}}"#);
+            assert!(ChatRequest::parse(body.as_bytes()).is_ok(), "{extra}");
+        }
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"functions":[{"name":"f"}]}"#;
+        assert!(ChatRequest::parse(body.as_bytes()).is_err());
     }
 
     #[test]
