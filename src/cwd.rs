@@ -14,8 +14,8 @@
 //! Directories created here (the default workspace and, under `~/.codex-api-proxy`, that directory
 //! itself) are created mode 0700: they hold what Codex writes for the user.
 
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::Profile;
@@ -170,7 +170,7 @@ impl DefaultCache {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let resolved = resolve_default_fully(profile);
         let identity = resolved.as_deref().ok().and_then(directory_identity);
-        let mut entries = self.entries.lock().unwrap_or_else(|err| err.into_inner());
+        let mut entries = self.entries.lock();
         entries.retain(|entry| !Self::matches(entry, profile));
         if let (Ok(canonical), Some(identity)) = (&resolved, identity) {
             if entries.len() >= MAX_CACHED_DEFAULTS {
@@ -190,7 +190,7 @@ impl DefaultCache {
     /// The cached canonical default, if it is younger than [`DEFAULT_TTL`] and still the same directory.
     fn lookup(&self, profile: &Profile, now: Instant) -> Option<PathBuf> {
         let (canonical, identity) = {
-            let entries = self.entries.lock().unwrap_or_else(|err| err.into_inner());
+            let entries = self.entries.lock();
             let entry = entries.iter().find(|entry| Self::matches(entry, profile))?;
             if now.saturating_duration_since(entry.resolved_at) >= DEFAULT_TTL {
                 return None;
