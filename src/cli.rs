@@ -384,8 +384,13 @@ impl StartArgs {
             grace_seconds: None,
             ..self.settings.clone()
         };
-        for id in Settings::IDS {
-            if !self.from_env.contains(*id) || (with_config && Settings::PROFILE_IDS.contains(id)) {
+        for id in Settings::SERVER_IDS {
+            if !self.from_env.contains(*id) {
+                env.clear(id);
+            }
+        }
+        for id in Settings::PROFILE_IDS {
+            if !self.from_env.contains(*id) || with_config {
                 env.clear(id);
             }
         }
@@ -427,29 +432,10 @@ fn split_items<T: From<String> + AsRef<std::ffi::OsStr>>(items: &[T], separator:
 }
 
 impl Settings {
-    /// The ids of the settings a `CODEX_PROXY_*` variable can give.
-    const IDS: &'static [&'static str] = &[
-        "host",
-        "port",
-        "api_key",
-        "codex_bin",
-        "log_level",
-        "proxy",
-        "model",
-        "engine",
-        "workers",
-        "max_queue_size",
-        "queue_timeout_seconds",
-        "app_server_codex_home",
-        "codex_config",
-        "ephemeral",
-        "agent",
-        "default_cwd",
-        "allowed_root",
-        "timeout_seconds",
-        "max_concurrency",
-    ];
-    /// Those of them that describe the implicit profile (not used with `--config`).
+    /// The ids of the server settings a `CODEX_PROXY_*` variable can give.
+    const SERVER_IDS: &'static [&'static str] =
+        &["host", "port", "api_key", "codex_bin", "log_level"];
+    /// The ids of the settings of the implicit profile a variable can give (not used with `--config`).
     const PROFILE_IDS: &'static [&'static str] = &[
         "proxy",
         "model",
