@@ -6,8 +6,10 @@
 //! - [`harness`]: what the benchmark and soak programs share: locating the repository, the Codex CLI
 //!   and the release proxy, starting the proxy and waiting for `/ready`, config snippets, percentiles,
 //!   and per-process figures (memory, open files, CPU time) read from `/proc`.
+//! - [`props`]: the property tests' runner, string strategy, TOML quoting and message shortening.
 //!
 //! It is a dev-only workspace member (`publish = false`) and does not depend on `codex-api-proxy`.
 
 pub mod harness;
 pub mod mock_model;
+pub mod props;

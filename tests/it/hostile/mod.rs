@@ -39,20 +39,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use proptest::prelude::*;
-use proptest::test_runner::{
-    Config as ProptestConfig, RngSeed, TestCaseError, TestError, TestRunner,
-};
 use serde_json::{json, Map, Value};
 
 use crate::support;
+use proxy_test_support::props::{check_property, short};
 use support::app::{App, TestEnv};
 use support::fake_codex::{self, INSTANT_REPLY};
-use support::http::{send, short, Reply};
+use support::http::{send, Reply};
 use support::toml_text::path_str;
-
-/// The seed of every property unless `PROPTEST_RNG_SEED` is set.
-const DEFAULT_SEED: u64 = 0x005E_ED0F_C0DE;
 
 /// A multi-threaded runtime for one test (the property runner itself is synchronous).
 fn runtime() -> tokio::runtime::Runtime {
@@ -332,36 +326,6 @@ fn check_chat_reply(reply: &Reply, model: Option<&str>) -> Result<(), String> {
             "unexpected status {status} for a chat request: {}",
             short(&reply.text())
         )),
-    }
-}
-
-/// Runs `test` on `cases` values of `strategy`; panics with the shrunk input on failure.
-fn check_property<S>(
-    name: &str,
-    cases: u32,
-    strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) where
-    S: Strategy,
-    S::Value: std::fmt::Debug,
-{
-    let mut config = ProptestConfig::default();
-    let seed = match config.rng_seed {
-        RngSeed::Fixed(seed) => seed,
-        RngSeed::Random => DEFAULT_SEED,
-    };
-    config.rng_seed = RngSeed::Fixed(seed);
-    config.cases = cases;
-    config.failure_persistence = None;
-    config.max_shrink_iters = 256;
-    let mut runner = TestRunner::new(config);
-    match runner.run(&strategy, test) {
-        Ok(()) => eprintln!("property `{name}`: {cases} cases passed (seed {seed})"),
-        Err(TestError::Fail(reason, minimal)) => {
-            let shown = short(&format!("{minimal:?}"));
-            panic!("property `{name}` failed (seed {seed}): {reason}\nminimal input: {shown}")
-        }
-        Err(TestError::Abort(reason)) => panic!("property `{name}` aborted: {reason}"),
     }
 }
 

@@ -3,6 +3,7 @@
 //! nesting.
 
 use proptest::prelude::*;
+use proxy_test_support::props::text;
 use serde_json::{json, Map, Value};
 
 use codex_api_proxy::api::types::ROLES;
@@ -32,45 +33,6 @@ const FIELDS: &[&str] = &[
     "function_call",
     "store",
 ];
-
-/// Strings that have broken parsers, loggers and path handling before.
-const SPECIAL_STRINGS: &[&str] = &[
-    "",
-    " ",
-    "\u{0}",
-    "a\u{0}b",
-    "\u{202E}txt.exe",
-    "\u{FEFF}user",
-    "user\u{200B}",
-    "USER",
-    "🦀",
-    "\u{10FFFF}",
-    "\\",
-    "\"",
-    "\r\n\r\n",
-    "%00",
-    "../..",
-    "/",
-    "${HOME}",
-    "{{",
-    "<script>",
-    "null",
-    "[DONE]",
-    "data: [DONE]\n\n",
-    "fake:hang",
-    "-x",
-    "--help",
-];
-
-fn text() -> BoxedStrategy<String> {
-    prop_oneof![
-        4 => "[a-zA-Z0-9 _./-]{0,16}",
-        2 => any::<String>(),
-        2 => prop::collection::vec(any::<char>(), 0..24).prop_map(String::from_iter),
-        1 => prop::sample::select(SPECIAL_STRINGS).prop_map(str::to_string),
-    ]
-    .boxed()
-}
 
 fn json_leaf() -> BoxedStrategy<Value> {
     prop_oneof![

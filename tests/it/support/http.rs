@@ -46,14 +46,7 @@ impl Reply {
     }
 }
 
-/// The first 400 characters of `text`, for messages.
-pub fn short(text: &str) -> String {
-    let mut out: String = text.chars().take(400).collect();
-    if out.len() < text.len() {
-        out.push('…');
-    }
-    out
-}
+pub use proxy_test_support::props::short;
 
 /// Sends `request` and reads the whole answer; an error says what failed.
 pub async fn send(request: reqwest::RequestBuilder) -> Result<Reply, String> {

@@ -3,22 +3,7 @@
 
 use std::path::Path;
 
-/// `text` as a TOML basic string.
-pub fn toml_str(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\u{:04X}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+pub use proxy_test_support::props::toml_str;
 
 /// `path` (as displayed) as a TOML basic string.
 pub fn path_str(path: &Path) -> String {
