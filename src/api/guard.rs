@@ -80,7 +80,7 @@ pub fn host_name(value: &str) -> Option<String> {
 
 /// Whether a `Host` name is accepted (see the module documentation).
 pub fn host_allowed(server: &ServerConfig, name: &str) -> bool {
-    if name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+    if crate::config::is_loopback(name) {
         return true;
     }
     let bind = server

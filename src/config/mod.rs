@@ -475,13 +475,13 @@ pub fn config_env_lookup(
         .or_else(|| saved.get(name).cloned())
 }
 
-/// Whether `host` is a loopback name or address.
+/// Whether `host` (a bind address, or a `Host` name without port and brackets) is a loopback name or
+/// address.
 pub fn is_loopback(host: &str) -> bool {
     host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The warning for a non-loopback bind without an api key, or `None`.
