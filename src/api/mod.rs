@@ -14,6 +14,7 @@ pub mod guard;
 pub mod models;
 pub mod ops;
 pub mod pipeline;
+pub mod request_log;
 
 /// The chat request parser under its earlier path.
 pub use chat::request as types;

@@ -16,14 +16,14 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::HeaderMap;
-use serde_json::{json, Value};
 
 use crate::api::body::read_body;
 use crate::api::error::ApiError;
+pub use crate::api::request_log::LatencyLog;
 use crate::api::{authenticate, authorize_profile, may_use, Caller};
 use crate::config::{EngineKind, Profile};
 use crate::engine::exec::{developer_instructions_arg, MAX_ARG_BYTES};
-use crate::engine::{ms, Job, Phases, RunHandle, TurnRequest};
+use crate::engine::{ms, Job, RunHandle, TurnRequest};
 use crate::live::snapshot::{Route, Snapshot};
 use crate::live::state::AppState;
 use crate::metrics::{InFlight, ProfileStats};
@@ -67,56 +67,6 @@ pub struct Started {
     pub engine_started: Instant,
     /// The request's one snapshot, kept until the response ends.
     pub snapshot: Arc<Snapshot>,
-}
-
-/// What the latency log line needs, gathered along the way.
-pub struct LatencyLog {
-    /// The surface's prefix of the log events (`chat_completion` → `chat_completion_latency`).
-    pub surface: &'static str,
-    pub request_id: String,
-    pub profile: String,
-    pub engine: &'static str,
-    pub model: String,
-    pub stream: bool,
-    pub received_at: Instant,
-    pub phases: Phases,
-}
-
-impl LatencyLog {
-    /// The `{surface}_latency` line: the phases so far plus `total`, and any `extra` fields.
-    pub fn write(&self, status: u16, extra: Value) {
-        let mut phases = self.phases.clone();
-        phases.insert("total", ms(self.received_at));
-        let mut line = json!({
-            "event": format!("{}_latency", self.surface),
-            "request_id": self.request_id,
-            "profile": self.profile,
-            "engine": self.engine,
-            "model": self.model,
-            "stream": self.stream,
-            "status": status,
-            "phases_ms": phases,
-        });
-        if let (Value::Object(line), Value::Object(extra)) = (&mut line, extra) {
-            line.extend(extra);
-        }
-        tracing::info!(target: "codex_api_proxy.latency", "{line}");
-    }
-
-    /// The `{surface}_first_sse` line: the time until the first streamed event was handed over.
-    pub fn write_first_sse(&self) {
-        tracing::info!(
-            target: "codex_api_proxy.latency",
-            "{}",
-            json!({
-                "event": format!("{}_first_sse", self.surface),
-                "request_id": self.request_id,
-                "profile": self.profile,
-                "engine": self.engine,
-                "time_to_first_sse_ms": ms(self.received_at),
-            })
-        );
-    }
 }
 
 /// The name of an engine's run phase in the latency log.
@@ -185,16 +135,15 @@ async fn admit_and_start<R: Into<TurnRequest>, T>(
     let stats = state.metrics().profile(&profile.name);
     state.metrics().request_started(Some(&stats));
     *stats_slot = Some(stats.clone());
-    let log = LatencyLog {
+    let log = LatencyLog::new(
+        state,
         surface,
         request_id,
-        profile: profile.name.clone(),
-        engine: profile.runtime.engine.as_str(),
-        model: parsed.model.clone(),
-        stream: parsed.stream,
+        &profile,
+        parsed.model.clone(),
+        parsed.stream,
         received_at,
-        phases: Phases::new(),
-    };
+    );
     let routed = Routed {
         snapshot,
         caller,

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::api::chat::wire::{chunk_body, completion_body, tool_call_json, usage_chunk_body};
 use crate::api::error::ApiError;
 use crate::api::pipeline::{engine_phase_name, record_error, LatencyLog, Started};
+use crate::api::request_log::Outcome;
 use crate::config::EngineKind;
 use crate::engine::{ms, Completion, TurnEvent};
 use crate::live::snapshot::Snapshot;
@@ -224,23 +225,21 @@ impl ChatRenderer {
             self.outcome = Some(Ok(body));
         }
         self.state.metrics().request_ok(&self.stats, &usage);
-        self.log.write(200, json!({}));
+        self.log.finish(Outcome::ok(&usage, tool_calls.len()));
     }
 
     fn fail(&mut self, error: ApiError) {
         self.finished = true;
         record_error(&self.state, Some(&self.stats), &error);
-        let status = error.status().as_u16();
         if self.streaming {
             // After the SSE headers, the error goes in-band.
             self.pending.push_back(error.sse_data());
-            self.log
-                .write(status, json!({"error": error.to_string(), "in_band": true}));
+            self.log.finish(Outcome::failed(&error, true));
         } else {
             self.log
                 .phases
                 .insert(engine_phase_name(self.engine), ms(self.engine_started));
-            self.log.write(status, json!({"error": error.to_string()}));
+            self.log.finish(Outcome::failed(&error, false));
             self.outcome = Some(Err(error));
         }
     }

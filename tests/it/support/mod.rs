@@ -132,3 +132,55 @@ fn platform_package() -> (&'static str, &'static str, &'static str) {
         (os, arch) => panic!("no Codex npm package for {os}/{arch}"),
     }
 }
+
+const PYTHON_HINT: &str = "run ./scripts/test.sh once (it creates the venv target/py and installs \
+     tests/python/requirements.txt), or: python3 -m venv target/py && target/py/bin/pip install -r \
+     tests/python/requirements.txt";
+
+/// The Python of the test venv (`target/py`), which holds the pinned client libraries of
+/// `tests/python/requirements.txt`. Panics with the install command when it is missing.
+pub fn python_bin() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: {PYTHON_HINT}",
+        python.display()
+    );
+    python
+}
+
+/// Runs `tests/python/<script>` with the venv's Python and `env`, failing the test (with its output)
+/// unless it exits 0 within `timeout`. Returns its stdout.
+pub async fn run_python(
+    script: &str,
+    env: &[(&str, String)],
+    timeout: std::time::Duration,
+) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let mut command = tokio::process::Command::new(python_bin());
+    command
+        .arg(&path)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = tokio::time::timeout(timeout, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within {timeout:?}"))
+        .unwrap_or_else(|err| panic!("could not run {script}: {err}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
