@@ -12,7 +12,8 @@ use toml::Spanned;
 use super::raw::{self, RawFile, SpannedTable};
 use super::{
     default_server, limits, resolve_path, state_dir, Access, CodexEnv, Config, ConfigErrors,
-    EngineKind, Problem, Profile, Routing, RuntimeSettings, ServerConfig, ServerOverrides,
+    EngineKind, HoldSettings, Problem, Profile, Routing, RuntimeSettings, ServerConfig,
+    ServerOverrides,
 };
 
 /// Validates the text of a config file. Pure apart from `lookup` (the environment for `${VAR}`).
@@ -84,9 +85,11 @@ pub const SERVER_KEYS: &[&str] = &[
     "codex_env",
     "pass_env",
     "codex_log",
+    "usage_db",
+    "usage_retention_days",
 ];
 
-const PROFILE_ONLY_KEYS: &[&str] = &["aliases", "match", "description"];
+const PROFILE_ONLY_KEYS: &[&str] = &["aliases", "match", "description", "fallbacks"];
 
 /// The keys a profile (and, but for `aliases`, `match` and `description`, `[defaults]`) accepts.
 pub const PROFILE_KEYS: &[&str] = &[
@@ -111,6 +114,10 @@ pub const PROFILE_KEYS: &[&str] = &[
     "workers",
     "api_keys",
     "codex_home",
+    "tool_call_timeout_seconds",
+    "max_held_turns",
+    "fallbacks",
+    "list_models",
 ];
 
 /// A profile's entries after `[defaults]` were merged in: key → (value, line).
@@ -316,7 +323,23 @@ impl<'a> Checker<'a> {
         self.server_access(&entries, &mut server);
         self.server_codex_env(&entries, &mut server);
         self.server_log_level(&entries, &mut server);
+        self.server_usage(&entries, &mut server);
         server
+    }
+
+    /// `usage_db` (`""` turns the ledger off) and `usage_retention_days`.
+    fn server_usage(&mut self, entries: &Entries, server: &mut ServerConfig) {
+        if let Some(path) = self.typed::<String>(entries, "usage_db", "a path string") {
+            server.usage_db = (!path.is_empty()).then(|| resolve_path(&path, None));
+        }
+        if entries.get("usage_retention_days").is_some() {
+            server.usage_retention_days = self.positive(
+                entries,
+                "usage_retention_days",
+                server.usage_retention_days as u64,
+                limits::MAX_RETENTION_DAYS,
+            ) as u32;
+        }
     }
 
     /// `log_level`.
@@ -542,6 +565,11 @@ impl<'a> Checker<'a> {
         self.read_behaviour(&entries, base, &mut runtime);
         self.read_admission(&entries, &mut runtime);
         let access = self.access_of(&entries);
+        let hold = self.hold_of(&entries, &runtime);
+        let fallbacks = self
+            .typed::<Vec<String>>(&entries, "fallbacks", "an array of profile names")
+            .unwrap_or_default();
+        let list_models = self.flag(&entries, "list_models", false);
         if let Some(text) = self.typed::<String>(&entries, "codex_home", "a path string") {
             runtime.codex_home = resolve_path(&text, base);
         }
@@ -553,7 +581,45 @@ impl<'a> Checker<'a> {
             routing,
             access,
             runtime,
+            hold,
+            fallbacks,
+            list_models,
         })
+    }
+
+    /// `tool_call_timeout_seconds` (0 turns holding off) and `max_held_turns`.
+    fn hold_of(&mut self, entries: &Entries, runtime: &RuntimeSettings) -> HoldSettings {
+        let timeout =
+            match self.typed::<i64>(entries, "tool_call_timeout_seconds", "a whole number") {
+                Some(seconds) if (0..=limits::MAX_SECONDS as i64).contains(&seconds) => {
+                    seconds as u64
+                }
+                Some(seconds) => {
+                    let line = entries
+                        .get("tool_call_timeout_seconds")
+                        .map(|entry| entry.2);
+                    self.problem(
+                        line,
+                        entries.profile.as_deref(),
+                        format!(
+                            "`tool_call_timeout_seconds` must be between 0 and {}, found {seconds}",
+                            limits::MAX_SECONDS
+                        ),
+                    );
+                    300
+                }
+                None => 300,
+            };
+        let max_held = self.positive(
+            entries,
+            "max_held_turns",
+            runtime.max_concurrency as u64,
+            limits::MAX_CONCURRENCY,
+        ) as usize;
+        HoldSettings {
+            timeout: Duration::from_secs(timeout),
+            max_held,
+        }
     }
 
     /// Checks the profile's name and keys; its entries follow those of `[defaults]` (and win over them).

@@ -66,6 +66,8 @@ pub const MINIMAL_ENV: &[&str] = &["PATH", "HOME", "CODEX_HOME", "LANG", "TZ", "
 pub mod limits {
     /// 7 days.
     pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
+    /// The longest `usage_retention_days`.
+    pub const MAX_RETENTION_DAYS: u64 = 36_500;
     pub const MAX_CONCURRENCY: u64 = 10_000;
     pub const MAX_WORKERS: u64 = 256;
     pub const MAX_QUEUE_SIZE: u64 = 1_000_000;
@@ -101,6 +103,10 @@ pub struct ServerConfig {
     pub pass_env: Vec<String>,
     /// Codex's own `RUST_LOG` filter; the proxy's `RUST_LOG` is never passed on.
     pub codex_log: String,
+    /// The SQLite usage ledger; `None` (`usage_db = ""`) turns it off.
+    pub usage_db: Option<PathBuf>,
+    /// Ledger rows older than this many days are deleted.
+    pub usage_retention_days: u32,
 }
 
 impl ServerConfig {
@@ -128,6 +134,23 @@ pub struct Profile {
     pub access: Access,
     /// Everything that shapes its Codex processes and admission: equal settings can share one pool.
     pub runtime: RuntimeSettings,
+    /// How turns waiting on the client's tool results are held.
+    pub hold: HoldSettings,
+    /// Profiles tried in order when this one fails before anything was sent (`fallbacks`).
+    pub fallbacks: Vec<String>,
+    /// Add the models the account can use to `/v1/models` (`list_models`, `pass_model` profiles).
+    pub list_models: bool,
+}
+
+/// How long, and how many, turns that returned tool calls wait for the client's results before they
+/// are interrupted (the results then continue by replay). Not part of the pool's identity: changing
+/// them keeps the workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldSettings {
+    /// `tool_call_timeout_seconds` (default 300; 0 turns holding off).
+    pub timeout: Duration,
+    /// `max_held_turns`: held turns of the profile at once (default `max_concurrency`).
+    pub max_held: usize,
 }
 
 /// The model names a profile answers to (besides its own name).
@@ -374,6 +397,8 @@ fn default_server() -> ServerConfig {
         codex_env: CodexEnv::Inherit,
         pass_env: Vec::new(),
         codex_log: "warn".into(),
+        usage_db: Some(state_dir().join("usage.sqlite3")),
+        usage_retention_days: 90,
     }
 }
 
@@ -429,7 +454,13 @@ impl Config {
                 ..Routing::default()
             },
             access: Access::default(),
+            hold: HoldSettings {
+                timeout: Duration::from_secs(300),
+                max_held: runtime.max_concurrency,
+            },
             runtime,
+            fallbacks: Vec::new(),
+            list_models: false,
         };
         Config {
             server,
