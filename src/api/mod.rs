@@ -15,6 +15,8 @@ pub mod models;
 pub mod ops;
 pub mod pipeline;
 pub mod request_log;
+pub mod ui;
+pub mod usage;
 
 /// The chat request parser under its earlier path.
 pub use chat::request as types;
@@ -43,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/admin/reload", post(ops::admin_reload))
+        .route("/v1/usage", get(usage::get_usage))
+        .route("/ui", get(ui::page))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -116,6 +120,25 @@ pub struct Caller {
     pub token: Option<String>,
     /// The token is one of `[server] api_keys`.
     pub server_key: bool,
+}
+
+impl Caller {
+    /// The name logs, metrics and the usage ledger show for the caller's key, never the key itself:
+    /// `key-` and a short SHA-256 fingerprint. `None` without a key.
+    pub fn key_name(&self) -> Option<String> {
+        self.token.as_deref().map(key_fingerprint)
+    }
+}
+
+/// `key-` and the first 8 hex digits of the key's SHA-256: stable, short, and not reversible.
+pub fn key_fingerprint(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest[..4]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("key-{hex}")
 }
 
 /// Whether any key is configured: server keys or any profile's keys.
@@ -250,6 +273,15 @@ mod tests {
         assert_eq!(bearer(&headers), Some("abc"));
         headers.insert("authorization", HeaderValue::from_static("Basic abc"));
         assert_eq!(bearer(&headers), None);
+    }
+
+    #[test]
+    fn key_names_are_fingerprints() {
+        assert_eq!(key_fingerprint("secret"), key_fingerprint("secret"));
+        assert_ne!(key_fingerprint("secret"), key_fingerprint("secret2"));
+        let name = key_fingerprint("sk-very-secret-key");
+        assert!(name.starts_with("key-") && name.len() == 12, "{name}");
+        assert!(!name.contains("secret"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use axum::http::HeaderMap;
 
 use crate::api::body::read_body;
 use crate::api::error::ApiError;
-pub use crate::api::request_log::LatencyLog;
+pub use crate::api::request_log::{LatencyLog, RequestFacts};
 use crate::api::{authenticate, authorize_profile, may_use, Caller};
 use crate::config::{EngineKind, Profile};
 use crate::engine::exec::{developer_instructions_arg, MAX_ARG_BYTES};
@@ -138,11 +138,14 @@ async fn admit_and_start<R: Into<TurnRequest>, T>(
     let log = LatencyLog::new(
         state,
         surface,
-        request_id,
         &profile,
-        parsed.model.clone(),
-        parsed.stream,
-        received_at,
+        RequestFacts {
+            request_id,
+            model: parsed.model.clone(),
+            stream: parsed.stream,
+            key_name: caller.key_name(),
+            received_at,
+        },
     );
     let routed = Routed {
         snapshot,

@@ -48,6 +48,17 @@ impl<'a> Outcome<'a> {
     }
 }
 
+/// What is known of a request once it is routed.
+pub struct RequestFacts {
+    pub request_id: String,
+    /// The model name as the client sent it.
+    pub model: String,
+    pub stream: bool,
+    /// The caller's key name ([`crate::api::Caller::key_name`]), never the key.
+    pub key_name: Option<String>,
+    pub received_at: Instant,
+}
+
 /// What the latency log line needs, gathered along the way.
 pub struct LatencyLog {
     /// The surface's prefix of the log events (`chat_completion` → `chat_completion_latency`).
@@ -57,6 +68,8 @@ pub struct LatencyLog {
     pub engine: &'static str,
     pub model: String,
     pub stream: bool,
+    /// The caller's key name ([`crate::api::Caller::key_name`]), never the key.
+    pub key_name: Option<String>,
     pub received_at: Instant,
     pub phases: Phases,
 }
@@ -66,12 +79,16 @@ impl LatencyLog {
     pub fn new(
         _state: &AppState,
         surface: &'static str,
-        request_id: String,
         profile: &Profile,
-        model: String,
-        stream: bool,
-        received_at: Instant,
+        facts: RequestFacts,
     ) -> Self {
+        let RequestFacts {
+            request_id,
+            model,
+            stream,
+            key_name,
+            received_at,
+        } = facts;
         LatencyLog {
             surface,
             request_id,
@@ -79,6 +96,7 @@ impl LatencyLog {
             engine: profile.runtime.engine.as_str(),
             model,
             stream,
+            key_name,
             received_at,
             phases: Phases::new(),
         }
@@ -108,6 +126,7 @@ impl LatencyLog {
             "engine": self.engine,
             "model": self.model,
             "stream": self.stream,
+            "key": self.key_name,
             "status": status,
             "phases_ms": phases,
         });
