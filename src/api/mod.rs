@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/reload", post(ops::admin_reload))
         .route("/v1/usage", get(usage::get_usage))
         .route("/ui", get(ui::page))
+        .route("/ui/{*rest}", get(ui::sub))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -6,3 +6,8 @@ use axum::response::Response;
 pub async fn page(uri: axum::http::Uri) -> Response {
     crate::api::ops::not_found(uri).await
 }
+
+/// Anything under `/ui/` (the page's data feeds). Not built yet: the JSON 404 of unknown paths.
+pub async fn sub(uri: axum::http::Uri) -> Response {
+    crate::api::ops::not_found(uri).await
+}
