@@ -1,4 +1,5 @@
-//! The command line: clap types for `start`, `stop`, `status`, `restart`, `check` and `reload`, and the
+//! The command line: clap types for `start`, `stop`, `status`, `restart`, `check`, `reload` and `usage`
+//! (whose small [`UsageArgs::run`] reads the ledger file and prints), and the
 //! step that turns `start` flags into a validated [`Config`] (from `--config`, or the implicit
 //! `codex-local` profile built from flags and `CODEX_PROXY_*` variables). Also the pieces `daemon` needs
 //! to carry a start's settings over to the background server and to `restart`: making them
@@ -20,6 +21,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use crate::config::{
     self, config_env_lookup, limits, Config, EngineKind, ImplicitProfile, ServerOverrides,
 };
+use crate::usage::{self, By};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,6 +80,12 @@ pub enum Command {
     /// Prints the new generation and the profiles added, changed and removed. Exits 1 if the server
     /// rejects the file (it keeps serving the previous config) or was started without --config.
     Reload(ReloadArgs),
+    /// Summarize the usage ledger: requests, errors, tokens and latency by day, profile, key or model
+    ///
+    /// Reads the SQLite ledger the server writes (`[server] usage_db`, default
+    /// ~/.codex-api-proxy/usage.sqlite3) read-only; the server may be running or not. `--json` prints
+    /// the same document as `GET /v1/usage`.
+    Usage(UsageArgs),
 }
 
 /// Where the daemon keeps its pid, state and log files.
@@ -295,6 +303,70 @@ pub struct CheckArgs {
 pub struct ReloadArgs {
     #[command(flatten)]
     pub files: FileArgs,
+}
+
+/// `usage`: which ledger file, which window, which grouping, which format.
+#[derive(Debug, Clone, Args)]
+pub struct UsageArgs {
+    /// How far back to look: a whole number and m, h, d or w (30m, 24h, 7d, 2w)
+    #[arg(long, default_value = "7d", value_name = "WINDOW", value_parser = parse_window)]
+    pub since: std::time::Duration,
+    /// Group rows by day (UTC), profile, key (its name, never the key) or model
+    #[arg(long, default_value = "day", value_name = "GROUP", value_parser = parse_by)]
+    pub by: By,
+    /// Print JSON (the body of GET /v1/usage) instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Take the ledger's path from this config file's `[server] usage_db`
+    #[arg(long, value_name = "FILE", conflicts_with = "db")]
+    pub config: Option<PathBuf>,
+    /// The ledger file itself [default: ~/.codex-api-proxy/usage.sqlite3]
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+}
+
+fn parse_window(value: &str) -> Result<std::time::Duration, String> {
+    usage::parse_since(value).map_err(|error| error.to_string())
+}
+
+fn parse_by(value: &str) -> Result<By, String> {
+    value
+        .parse()
+        .map_err(|error: usage::UsageError| error.to_string())
+}
+
+impl UsageArgs {
+    /// The ledger file: `--db`, else the config's `usage_db`, else the default.
+    pub fn ledger_path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(path) = &self.db {
+            return Ok(config::resolve_path(&path.to_string_lossy(), None));
+        }
+        let Some(config_path) = &self.config else {
+            return Ok(config::state_dir().join("usage.sqlite3"));
+        };
+        let config = config::load_file(config_path, &ServerOverrides::default())?;
+        config.server.usage_db.ok_or_else(|| {
+            anyhow::anyhow!(
+                "the usage ledger is off in {} (usage_db = \"\"); there is nothing to summarize",
+                config_path.display()
+            )
+        })
+    }
+
+    /// Prints the summary to stdout; exit code 0.
+    pub fn run(&self) -> anyhow::Result<i32> {
+        let path = self.ledger_path()?;
+        let since = std::time::SystemTime::now()
+            .checked_sub(self.since)
+            .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+        let report = usage::Reader::open(&path)?.report(since, self.by)?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", usage::render_table(self.by, &report.rows));
+        }
+        Ok(0)
+    }
 }
 
 impl Cli {

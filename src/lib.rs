@@ -34,20 +34,23 @@ mod layering {
 
     /// Each top-level module and the modules it may use.
     const ALLOWED: &[(&str, &[&str])] = &[
-        ("cli", &["config"]),
+        ("cli", &["config", "usage"]),
         ("daemon", &["cli", "config", "report", "routing"]),
-        ("server", &["api", "live", "cli", "config", "report"]),
+        (
+            "server",
+            &["api", "live", "cli", "config", "report", "usage"],
+        ),
         (
             "api",
             &[
                 "live", "pool", "engine", "codex", "turn", "routing", "metrics", "report",
-                "config", "cwd",
+                "config", "cwd", "usage",
             ],
         ),
         (
             "live",
             &[
-                "pool", "engine", "codex", "routing", "metrics", "config", "cwd",
+                "pool", "engine", "codex", "routing", "metrics", "config", "cwd", "usage",
             ],
         ),
         ("pool", &["engine", "config"]),

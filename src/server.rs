@@ -3,7 +3,8 @@
 //! Entry points: [`serve_foreground`] (what `start --foreground` runs) and [`run`], which takes an already
 //! bound listener and a shutdown token so tests and the daemon share one code path. Shutdown stops
 //! accepting, lets in-flight requests finish for the grace period, then ends what is left; every Codex
-//! process group dies with its owner.
+//! process group dies with its owner. The usage ledger is opened before serving (a ledger that cannot
+//! be opened is logged and left off, never fatal) and flushed last.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,8 +56,16 @@ pub async fn serve_foreground(args: &StartArgs) -> anyhow::Result<()> {
     let overrides = args.server_overrides().map_err(anyhow::Error::msg)?;
     let snapshot = first_snapshot(config).await;
     let shutdown = CancellationToken::new();
+    let usage_db = snapshot.config.server.usage_db.clone();
+    let retention_days = snapshot.config.server.usage_retention_days;
+    let recorder = tokio::task::spawn_blocking(move || {
+        crate::usage::Recorder::start(usage_db.as_deref(), retention_days)
+    })
+    .await
+    .context("the usage ledger's start panicked")?;
     let state = AppState::new(snapshot, config_path, overrides, shutdown.clone())
-        .with_config_env(args.config_env.clone());
+        .with_config_env(args.config_env.clone())
+        .with_usage(recorder);
     let grace = Duration::from_secs(args.grace_seconds.unwrap_or(10));
     spawn_signal_handlers(state.clone(), shutdown.clone());
     run(listener, state, shutdown, grace).await
@@ -136,7 +145,20 @@ pub async fn run(
     }
     let snapshot = state.snapshot();
     shutdown_pools(&snapshot).await;
+    close_usage(state).await;
     Ok(())
+}
+
+/// Flushes the usage ledger's queue (bounded by the writer's grace) off the runtime's workers.
+async fn close_usage(state: AppState) {
+    let closed = tokio::task::spawn_blocking(move || state.usage().close()).await;
+    if let Ok(Some(stats)) = closed {
+        tracing::info!(
+            written = stats.written,
+            dropped = stats.dropped,
+            "usage ledger closed"
+        );
+    }
 }
 
 /// Accepts HTTP/1.1 connections until `stop` is cancelled, then waits for the open ones to finish (each

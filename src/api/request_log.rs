@@ -1,7 +1,12 @@
-//! The end of a request: its latency log line (and, through [`LatencyLog::finish`], everything else
-//! that is recorded once per request when its response ends).
+//! The end of a request: its latency log line and, through [`LatencyLog::finish`], everything else
+//! that is recorded once per request when its response ends: the usage ledger row and the
+//! dashboard's live figures ([`crate::usage::Recorder::record`], which never waits).
+//!
+//! Only routed requests have a `LatencyLog`, so the ledger sees requests that reached a profile.
+//! Refusals before routing (a bad key, an unknown model, a malformed body) have no profile to bill
+//! and are counted by `/metrics` only.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use serde_json::{json, Value};
 
@@ -10,6 +15,7 @@ use crate::config::Profile;
 use crate::engine::{ms, Phases};
 use crate::live::state::AppState;
 use crate::turn::Usage;
+use crate::usage::{Api, Record};
 
 /// How a request ended, as its adapter saw it.
 pub struct Outcome<'a> {
@@ -61,6 +67,12 @@ pub struct RequestFacts {
 
 /// What the latency log line needs, gathered along the way.
 pub struct LatencyLog {
+    /// Where the ledger row goes when the request ends.
+    state: AppState,
+    /// The request's arrival on the wall clock, for the ledger (`received_at` is monotonic).
+    arrived_at: SystemTime,
+    /// Profiles tried before `profile` answered, in order (filled by the fallback logic).
+    pub fallback_from: Vec<String>,
     /// The surface's prefix of the log events (`chat_completion` → `chat_completion_latency`).
     pub surface: &'static str,
     pub request_id: String,
@@ -77,7 +89,7 @@ pub struct LatencyLog {
 impl LatencyLog {
     /// The log of a request routed to `profile`.
     pub fn new(
-        _state: &AppState,
+        state: &AppState,
         surface: &'static str,
         profile: &Profile,
         facts: RequestFacts,
@@ -89,7 +101,13 @@ impl LatencyLog {
             key_name,
             received_at,
         } = facts;
+        let arrived_at = SystemTime::now()
+            .checked_sub(received_at.elapsed())
+            .unwrap_or_else(SystemTime::now);
         LatencyLog {
+            state: state.clone(),
+            arrived_at,
+            fallback_from: Vec::new(),
             surface,
             request_id,
             profile: profile.name.clone(),
@@ -103,8 +121,9 @@ impl LatencyLog {
     }
 
     /// Records the end of the request: the `{surface}_latency` line with the phases so far plus
-    /// `total`.
+    /// `total`, and the usage ledger row.
     pub fn finish(&self, outcome: Outcome<'_>) {
+        self.state.usage().record(self.record(&outcome));
         let mut extra = json!({});
         if let Some(error) = outcome.error {
             extra["error"] = json!(error.to_string());
@@ -113,6 +132,43 @@ impl LatencyLog {
             }
         }
         self.write(outcome.status, extra);
+    }
+
+    /// The ledger row of this request: counts, names and timings, never content or keys.
+    fn record(&self, outcome: &Outcome<'_>) -> Record {
+        let usage = outcome.usage.copied().unwrap_or_default();
+        let error_code = outcome.error.map(|error| {
+            let body = error.body();
+            let field = |name: &str| body["error"][name].as_str().map(str::to_string);
+            field("code")
+                .or_else(|| field("type"))
+                .unwrap_or_else(|| "error".to_string())
+        });
+        let first_token = self
+            .phases
+            .get("time_to_first_content_sse")
+            .filter(|ms| ms.is_finite() && **ms >= 0.0)
+            .map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0));
+        Record {
+            at: self.arrived_at,
+            request_id: self.request_id.clone(),
+            api: api_of(self.surface),
+            profile: self.profile.clone(),
+            fallback_from: self.fallback_from.clone(),
+            key_name: self.key_name.clone(),
+            model: self.model.clone(),
+            engine: self.engine.to_string(),
+            stream: self.stream,
+            status: outcome.status,
+            error_code,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
+            reasoning_tokens: usage.reasoning_tokens,
+            latency: self.received_at.elapsed(),
+            first_token,
+            tool_calls: u32::try_from(outcome.tool_calls).unwrap_or(u32::MAX),
+        }
     }
 
     /// The `{surface}_latency` line: the phases so far plus `total`, and any `extra` fields.
@@ -149,5 +205,14 @@ impl LatencyLog {
                 "time_to_first_sse_ms": ms(self.received_at),
             })
         );
+    }
+}
+
+/// The client API of a latency-log surface name.
+fn api_of(surface: &str) -> Api {
+    match surface {
+        "response" | "responses" => Api::Responses,
+        "message" | "messages" => Api::Messages,
+        _ => Api::Chat,
     }
 }

@@ -59,6 +59,7 @@ pub async fn run_command(command: Command) -> anyhow::Result<Outcome> {
         Command::Restart(args) => return restart::run(args).await,
         Command::Check(args) => check::run(&args)?,
         Command::Reload(args) => reload::run(&args).await?,
+        Command::Usage(args) => args.run()?,
     };
     Ok(Outcome::Exit(code))
 }

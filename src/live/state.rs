@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServerOverrides;
 use crate::live::snapshot::Snapshot;
 use crate::metrics::Metrics;
+use crate::usage::Recorder;
 
 /// Outcome bookkeeping of config reloads, shown by `/ready` and `/metrics`.
 #[derive(Debug, Clone, Default)]
@@ -70,6 +71,9 @@ struct Inner {
     /// How long a client may take to send a request head, and then its body: slow or silent clients are
     /// disconnected (head) or answered 408 (body) instead of holding a connection forever.
     client_timeout: Duration,
+    /// The usage ledger's writer and the dashboard's live figures; set once at start (before serving)
+    /// by [`AppState::with_usage`], and off until then. Lives as long as the server.
+    usage: OnceLock<Recorder>,
 }
 
 impl AppState {
@@ -110,6 +114,7 @@ impl AppState {
                 abort: CancellationToken::new(),
                 keep_alive,
                 client_timeout,
+                usage: OnceLock::new(),
             }),
         }
     }
@@ -189,5 +194,22 @@ impl AppState {
     /// The longest a client may take to send a request head, and then its body.
     pub fn client_timeout(&self) -> Duration {
         self.inner.client_timeout
+    }
+
+    /// Installs the usage recorder (once, before serving; a second call is ignored with a warning).
+    pub fn with_usage(self, recorder: Recorder) -> AppState {
+        if self.inner.usage.set(recorder).is_err() {
+            tracing::warn!("the usage recorder was already set; keeping the first one");
+        }
+        self
+    }
+
+    /// The usage ledger and live request figures (an inert recorder when none was installed).
+    pub fn usage(&self) -> &Recorder {
+        static OFF: OnceLock<Recorder> = OnceLock::new();
+        self.inner
+            .usage
+            .get()
+            .unwrap_or_else(|| OFF.get_or_init(Recorder::default))
     }
 }

@@ -5,6 +5,8 @@
 //! - [`Ledger::open`] creates or migrates the database file (parent directory 0700, file 0600, WAL).
 //! - [`Ledger::spawn_writer`] moves the connection onto a dedicated thread and returns a [`Writer`];
 //!   [`Writer::record`] never waits: a full queue or a failed write is counted in [`Writer::dropped`].
+//! - [`Recorder`] is what the server holds: the writer (when on) plus the in-memory [`Activity`]
+//!   (recent requests, per-minute series) the dashboard polls.
 //! - [`Reader::open`] opens the file read-only; [`Reader::summary`] groups rows by [`By`];
 //!   [`render_table`] and [`UsageReport`] (serde) are the text and JSON forms of the same rows.
 //!
@@ -14,7 +16,9 @@
 //! This module does not read the config, parse command-line flags or serve HTTP; callers pass a path, a
 //! retention and a `since` instant.
 
+mod activity;
 mod query;
+mod recorder;
 mod store;
 mod table;
 mod writer;
@@ -22,7 +26,9 @@ mod writer;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+pub use activity::{Activity, ActivityView, MinutePoint, RecentRequest};
 pub use query::{parse_since, summary, By, Reader, SummaryRow, UsageReport};
+pub use recorder::{LedgerStatus, LedgerSummary, Recorder};
 pub use store::{Ledger, SCHEMA_VERSION};
 pub use table::render_table;
 pub use writer::{Writer, WriterOptions, WriterStats};

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -60,8 +60,9 @@ pub struct Writer {
     sender: Option<SyncSender<Record>>,
     /// Read by `/metrics`; written by both sides, so atomics.
     counters: Arc<Counters>,
-    /// Signals the end of the thread's final flush; dropping the `Writer` waits on it, bounded.
-    finished: Receiver<()>,
+    /// Signals the end of the thread's final flush; dropping the `Writer` waits on it, bounded. In a
+    /// mutex only so that the handle is `Sync` (it is locked once, at the end).
+    finished: Mutex<Receiver<()>>,
     shutdown_grace: Duration,
 }
 
@@ -87,7 +88,7 @@ impl Ledger {
         Ok(Writer {
             sender: Some(sender),
             counters,
-            finished,
+            finished: Mutex::new(finished),
             shutdown_grace,
         })
     }
@@ -131,7 +132,11 @@ impl Writer {
         if self.sender.take().is_none() {
             return;
         }
-        if self.finished.recv_timeout(self.shutdown_grace).is_err() {
+        let finished = self
+            .finished
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if finished.recv_timeout(self.shutdown_grace).is_err() {
             tracing::warn!(
                 grace_ms = self.shutdown_grace.as_millis() as u64,
                 "usage ledger did not finish flushing in time; the rows still queued are lost"
