@@ -20,3 +20,4 @@ mod security_daemon;
 mod security_engine;
 mod security_http;
 mod tools;
+mod usage;
