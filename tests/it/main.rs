@@ -10,6 +10,7 @@ mod support;
 mod app_server;
 mod chat;
 mod daemon;
+mod dashboard;
 mod errors;
 mod faults;
 mod hostile;

@@ -101,12 +101,13 @@ async function poll() {
 }
 
 function render(metrics, data) {
-  const counters = metrics.counters || {};
+  // /metrics flattens its counters into the top level and into each profile.
+  const counters = metrics;
   const profiles = Object.entries(metrics.profiles || {});
   let inFlight = 0;
   let queued = 0;
   for (const [, profile] of profiles) {
-    inFlight += profile.counters.in_flight;
+    inFlight += profile.in_flight;
     queued += profile.queued;
   }
   $("[data-testid=requests-total]").textContent = number(counters.requests_total);
@@ -136,7 +137,7 @@ function renderProfiles(profiles) {
   const body = el("tbody");
   for (const [name, profile] of profiles) {
     if (filter && !name.toLowerCase().includes(filter)) continue;
-    const c = profile.counters;
+    const c = profile;
     const errors = Object.values(c.errors_by_status || {}).reduce((sum, n) => sum + n, 0);
     const workers = el("td", { "data-field": "workers" });
     if (profile.workers) {
@@ -173,7 +174,8 @@ function renderProfiles(profiles) {
 }
 
 function polyline(points, max, color) {
-  // Gaps (null) split the line into segments.
+  // Gaps (null) split the line into segments; a point with no neighbour is drawn as a dot.
+  const group = svg("g", {});
   let d = "";
   let open = false;
   points.forEach((value, index) => {
@@ -181,9 +183,15 @@ function polyline(points, max, color) {
     const x = (index / Math.max(1, points.length - 1)) * 300;
     const y = 78 - (value / max) * 74;
     d += (open ? " L" : " M") + x.toFixed(1) + " " + y.toFixed(1);
+    const before = points[index - 1];
+    const after = points[index + 1];
+    if ((before === null || before === undefined) && (after === null || after === undefined)) {
+      group.append(svg("circle", { cx: x.toFixed(1), cy: y.toFixed(1), r: 2.5, fill: color }));
+    }
     open = true;
   });
-  return svg("path", { d: d.trim() || "M0 78", fill: "none", stroke: color, "stroke-width": 1.5, "vector-effect": "non-scaling-stroke" });
+  group.prepend(svg("path", { d: d.trim() || "M0 78", fill: "none", stroke: color, "stroke-width": 1.5, "vector-effect": "non-scaling-stroke" }));
+  return group;
 }
 
 function renderCharts(series) {
