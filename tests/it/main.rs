@@ -11,6 +11,7 @@ mod app_server;
 mod chat;
 mod daemon;
 mod dashboard;
+mod deploy;
 mod errors;
 mod faults;
 mod hostile;
