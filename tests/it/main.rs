@@ -17,6 +17,7 @@ mod faults;
 mod hostile;
 mod mock_model;
 mod reload;
+mod scale_out;
 mod sdk;
 mod security_daemon;
 mod security_engine;
