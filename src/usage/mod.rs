@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 pub use activity::{Activity, ActivityView, MinutePoint, RecentRequest};
 pub use query::{parse_since, summary, By, Reader, SummaryRow, UsageReport};
-pub use recorder::{LedgerStatus, LedgerSummary, Recorder};
+pub use recorder::{LedgerStatus, LedgerSummary, Recorder, QUEUE_ROWS};
 pub use store::{Ledger, SCHEMA_VERSION};
 pub use table::render_table;
 pub use writer::{Writer, WriterOptions, WriterStats};
