@@ -5,7 +5,7 @@
 //! to carry a start's settings over to the background server and to `restart`: making them
 //! self-contained ([`Settings::resolve_for_daemon`]), writing them back as flags
 //! ([`Settings::to_flags`]) and merging them ([`StartArgs::merged_over`]). No I/O beyond reading the
-//! config file and the environment.
+//! config file, the environment and, for `usage`, the ledger file (read-only).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -685,3 +685,94 @@ fn the_median_is_the_nearest_rank() {
     assert_eq!(query::median(&mut [300, 100]), Some(100));
     assert_eq!(query::median(&mut [3, 1, 2]), Some(2));
 }
+
+#[test]
+fn a_full_database_drops_rows_counts_them_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger_path(&dir);
+    let ledger = Ledger::open(&path, 90).unwrap();
+    // Cap the file at its current size: the next insert finds the disk "full" (SQLITE_FULL).
+    let pages: i64 = ledger
+        .connection
+        .query_row("PRAGMA page_count", [], |row| row.get(0))
+        .unwrap();
+    ledger
+        .connection
+        .pragma_update(None, "max_page_count", pages)
+        .unwrap();
+    let writer = ledger.spawn_writer_with(quick_options(4096)).unwrap();
+    for index in 0..2_000 {
+        writer.record(sample(index));
+    }
+    wait_until("the batches failed", || writer.dropped() == 2_000);
+    assert_eq!(writer.written(), 0);
+    assert_eq!(
+        writer.close(),
+        WriterStats {
+            written: 0,
+            dropped: 2_000
+        }
+    );
+    // The file is still a valid ledger; a new writer without the cap writes again.
+    let writer = Ledger::open(&path, 90).unwrap().spawn_writer(16).unwrap();
+    writer.record(sample(0));
+    assert_eq!(
+        writer.close(),
+        WriterStats {
+            written: 1,
+            dropped: 0
+        }
+    );
+    assert_eq!(row_count(&path), 1);
+}
+
+#[test]
+fn a_recorder_without_a_file_keeps_live_figures_only() {
+    let recorder = Recorder::start(None, 90);
+    recorder.record(sample(0));
+    let status = recorder.status();
+    assert!(!status.enabled && status.path.is_none() && status.error.is_none());
+    assert_eq!(recorder.activity().view(SystemTime::now()).recorded, 1);
+    assert!(recorder.summary(SystemTime::UNIX_EPOCH).is_none());
+    assert!(recorder.close().is_none());
+}
+
+#[test]
+fn a_recorder_whose_file_cannot_open_says_why_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "x").unwrap();
+    let recorder = Recorder::start(Some(&blocker.join("usage.sqlite3")), 90);
+    recorder.record(sample(0));
+    let status = recorder.status();
+    assert!(!status.enabled);
+    assert!(status.error.unwrap().contains("usage_db"));
+    assert!(recorder.readable_path().is_none());
+    assert_eq!(recorder.dropped(), 0);
+}
+
+#[test]
+fn a_recorder_writes_rows_and_summarizes_them_by_profile_key_and_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger_path(&dir);
+    let recorder = Recorder::start(Some(&path), 90);
+    for index in 0..3 {
+        recorder.record(sample(index));
+    }
+    wait_until("the rows are written", || recorder.status().written == 3);
+    let summary = recorder
+        .summary(SystemTime::now() - Duration::from_secs(3600))
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.by_profile[0].group, "default");
+    assert_eq!(summary.by_profile[0].requests, 3);
+    assert_eq!(summary.by_key[0].group, "laptop");
+    assert_eq!(summary.by_day.len(), 1);
+    assert_eq!(
+        recorder.close(),
+        Some(WriterStats {
+            written: 3,
+            dropped: 0
+        })
+    );
+}
