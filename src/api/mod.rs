@@ -11,10 +11,12 @@ pub mod body;
 pub mod chat;
 pub mod error;
 pub mod guard;
+pub mod messages;
 pub mod models;
 pub mod ops;
 pub mod pipeline;
 pub mod request_log;
+pub mod responses;
 pub mod ui;
 pub mod usage;
 
@@ -39,6 +41,13 @@ use error::ApiError;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/responses", post(responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(responses::get).delete(responses::delete),
+        )
+        .route("/v1/messages", post(messages::create))
+        .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{*model}", get(models::get_model))
         .route("/health", get(ops::health))
