@@ -72,12 +72,14 @@ pub struct LatencyLog {
     pub key_name: Option<String>,
     pub received_at: Instant,
     pub phases: Phases,
+    /// Where the request's Prometheus series are recorded.
+    recorder: crate::metrics::Recorder,
 }
 
 impl LatencyLog {
     /// The log of a request routed to `profile`.
     pub fn new(
-        _state: &AppState,
+        state: &AppState,
         surface: &'static str,
         profile: &Profile,
         facts: RequestFacts,
@@ -99,6 +101,7 @@ impl LatencyLog {
             key_name,
             received_at,
             phases: Phases::new(),
+            recorder: state.metrics().recorder(),
         }
     }
 
@@ -113,6 +116,18 @@ impl LatencyLog {
             }
         }
         self.write(outcome.status, extra);
+        self.recorder.finished(crate::metrics::Finished {
+            profile: &self.profile,
+            api: self.surface,
+            status: outcome.status,
+            key_name: self.key_name.as_deref(),
+            usage: outcome.usage,
+            total: self.received_at.elapsed(),
+            queue_wait: self
+                .phases
+                .get("queue_wait")
+                .map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0)),
+        });
     }
 
     /// The `{surface}_latency` line: the phases so far plus `total`, and any `extra` fields.
@@ -138,6 +153,8 @@ impl LatencyLog {
 
     /// The `{surface}_first_sse` line: the time until the first streamed event was handed over.
     pub fn write_first_sse(&self) {
+        self.recorder
+            .first_token(&self.profile, self.received_at.elapsed());
         tracing::info!(
             target: "codex_api_proxy.latency",
             "{}",

@@ -17,6 +17,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::account::keys::KeyLimits;
+use crate::account::login::{LoginTarget, LoginWatcher};
+use crate::account::{home_from_env, profile_account, ProfileAccount};
 use crate::codex::env::ChildEnv;
 use crate::codex::launch::{self, CodexUnavailable, ResolvedCodex};
 use crate::config::{Config, Profile};
@@ -104,6 +107,13 @@ pub struct Snapshot {
     pub source_table: Option<toml::Table>,
     /// Index-aligned with `pools`; shared with the snapshots that reuse the pool.
     leases: Vec<Arc<PoolLease>>,
+    /// Index-aligned with `config.profiles`: the Codex home each profile runs with and whether it needs
+    /// a login.
+    pub accounts: Vec<ProfileAccount>,
+    /// Keeps the login state of the homes that need one fresh while this snapshot is alive.
+    pub login_watcher: Option<LoginWatcher>,
+    /// The running requests and recent starts of named keys; handed on from snapshot to snapshot.
+    pub key_limits: Arc<KeyLimits>,
 }
 
 /// Keeps a pool in service; the last snapshot holding it retires the pool when it is dropped.
@@ -117,6 +127,41 @@ impl Drop for PoolLease {
             self.0.retire();
         }
     }
+}
+
+/// Each profile's account, and a watcher of the login state of the homes that need one (when Codex
+/// runs at all: otherwise every request already fails as `codex_unavailable`).
+fn accounts_of(
+    config: &Config,
+    runnable: &Result<ResolvedCodex, CodexUnavailable>,
+    child_env: &ChildEnv,
+) -> (Vec<ProfileAccount>, Option<LoginWatcher>) {
+    let env = runnable
+        .as_ref()
+        .map(|resolved| child_env.build(std::env::vars_os(), resolved, None))
+        .unwrap_or_else(|_| std::env::vars_os().collect());
+    let user_home = home_from_env(env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str())));
+    let accounts: Vec<ProfileAccount> = config
+        .profiles
+        .iter()
+        .map(|profile| profile_account(profile, &user_home))
+        .collect();
+    let Ok(resolved) = runnable else {
+        return (accounts, None);
+    };
+    let mut targets: Vec<LoginTarget> = Vec::new();
+    for account in accounts.iter().filter(|account| account.needs_login) {
+        if targets.iter().any(|t| t.codex_home == account.codex_home) {
+            continue;
+        }
+        targets.push(LoginTarget {
+            codex_home: account.codex_home.clone(),
+            program: resolved.program.clone(),
+            env: env.clone(),
+            links_auth_from: (account.codex_home != user_home).then(|| user_home.clone()),
+        });
+    }
+    (accounts, LoginWatcher::start(targets))
 }
 
 /// Whether two parsed config files say the same thing, *including* the order of tables and keys
@@ -234,6 +279,7 @@ impl Snapshot {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let source_table = config.source_table.clone();
+        let (accounts, login_watcher) = accounts_of(&config, &runnable, &child_env);
         (
             Snapshot {
                 generation,
@@ -244,6 +290,10 @@ impl Snapshot {
                 created,
                 source_table,
                 leases,
+                accounts,
+                login_watcher,
+                key_limits: previous
+                    .map_or_else(Arc::default, |previous| previous.key_limits.clone()),
             },
             summary,
         )
@@ -279,6 +329,15 @@ impl Snapshot {
             index,
             same: same_routing_and_access(&self.config.profiles[index], profile),
         }
+    }
+
+    /// The account `profile` runs under.
+    pub fn account_of(&self, profile: &str) -> Option<&ProfileAccount> {
+        self.config
+            .profiles
+            .iter()
+            .position(|p| p.name == profile)
+            .map(|index| &self.accounts[index])
     }
 
     pub fn pool_of(&self, profile: &str) -> Option<&Arc<Pool>> {

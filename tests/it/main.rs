@@ -14,6 +14,7 @@ mod errors;
 mod faults;
 mod hostile;
 mod mock_model;
+mod prometheus;
 mod reload;
 mod sdk;
 mod security_daemon;

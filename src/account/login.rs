@@ -1,0 +1,186 @@
+//! The login checker: `codex login status` per Codex home (about 20 ms with the native binary), run at
+//! start and then periodically by a [`LoginWatcher`] task, writing into the [`AccountBook`]. A home that
+//! is not logged in is checked again every [`RECHECK_LOGGED_OUT`], so a `codex login` while the proxy
+//! runs is picked up within seconds; a logged-in one every [`RECHECK_LOGGED_IN`] (a logout or an expired
+//! login is then noticed too).
+//!
+//! Only a clear `Not logged in` answer marks a home as logged out; a check that fails in any other way
+//! (the binary is missing, a timeout, an unknown answer) leaves the state unknown, which admission
+//! treats as usable: the engine's own error then says what is wrong.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{book, AccountBook, Login, LoginMethod};
+
+/// How often a logged-out (or unknown) home is checked again.
+pub const RECHECK_LOGGED_OUT: Duration = Duration::from_secs(2);
+/// How often a logged-in home is checked again.
+pub const RECHECK_LOGGED_IN: Duration = Duration::from_secs(60);
+/// The longest a single check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to run `codex login status` for one home.
+#[derive(Debug, Clone)]
+pub struct LoginTarget {
+    pub codex_home: PathBuf,
+    pub program: PathBuf,
+    /// The complete environment of the check (the profile's Codex environment); `CODEX_HOME` is set on
+    /// top.
+    pub env: Vec<(OsString, OsString)>,
+    /// For an app-server profile's private home: the user's home whose `auth.json` it links to.
+    pub links_auth_from: Option<PathBuf>,
+}
+
+/// Reads the answer of `codex login status`.
+pub fn parse_status(success: bool, output: &str) -> Login {
+    let lower = output.to_ascii_lowercase();
+    if lower.contains("not logged in") {
+        return Login::NotLoggedIn;
+    }
+    if !success {
+        return Login::Unknown;
+    }
+    let method = if lower.contains("chatgpt") {
+        Some(LoginMethod::Chatgpt)
+    } else if lower.contains("api key") {
+        Some(LoginMethod::ApiKey)
+    } else {
+        None
+    };
+    Login::LoggedIn(method)
+}
+
+/// A private home links the user's `auth.json` (the app-server workers make the same link when they
+/// start, see `engine::app_server::worker::prepare_codex_home`); a login made after they started is
+/// linked here so that the check, and the running workers, see it.
+fn link_auth(home: &Path, user_home: &Path) {
+    let source = user_home.join("auth.json");
+    let link = home.join("auth.json");
+    if source.exists() && !link.exists() && home.is_dir() {
+        let _ = std::fs::remove_file(&link);
+        let _ = std::os::unix::fs::symlink(&source, &link);
+    }
+}
+
+/// Runs one check and returns what it found.
+pub async fn check(target: &LoginTarget) -> Login {
+    if let Some(user_home) = &target.links_auth_from {
+        link_auth(&target.codex_home, user_home);
+    }
+    let mut command = tokio::process::Command::new(&target.program);
+    command
+        .env_clear()
+        .envs(target.env.iter().map(|(k, v)| (k, v)))
+        .env("CODEX_HOME", &target.codex_home)
+        .args(["login", "status"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    match tokio::time::timeout(CHECK_TIMEOUT, command.output()).await {
+        Ok(Ok(output)) => {
+            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+            text.push('\n');
+            text.push_str(&String::from_utf8_lossy(&output.stderr));
+            parse_status(output.status.success(), &text)
+        }
+        _ => Login::Unknown,
+    }
+}
+
+/// Checks every target whose state is due, writing the results into `book`.
+pub async fn refresh_due(book: &AccountBook, targets: &[LoginTarget]) {
+    for target in targets {
+        let account = book.account(&target.codex_home);
+        let due = match (account.login, account.login_checked_at) {
+            (_, None) => true,
+            (Login::LoggedIn(_), Some(at)) => at.elapsed() >= RECHECK_LOGGED_IN,
+            (_, Some(at)) => at.elapsed() >= RECHECK_LOGGED_OUT,
+        };
+        if due {
+            let login = check(target).await;
+            book.set_login(&target.codex_home, login);
+        }
+    }
+}
+
+/// Checks every target now (for `/ready` when a state is still unknown).
+pub async fn refresh_unknown(targets: &[LoginTarget]) {
+    for target in targets {
+        if book()
+            .account(&target.codex_home)
+            .login_checked_at
+            .is_none()
+        {
+            let login = check(target).await;
+            book().set_login(&target.codex_home, login);
+        }
+    }
+}
+
+/// Keeps the login state of a set of homes fresh while alive (the snapshot that needs them holds
+/// it); dropping it stops the task.
+#[derive(Debug)]
+pub struct LoginWatcher {
+    task: tokio::task::JoinHandle<()>,
+    pub targets: Arc<Vec<LoginTarget>>,
+}
+
+impl LoginWatcher {
+    /// Starts watching `targets`, or `None` outside a Tokio runtime or with nothing to watch.
+    pub fn start(targets: Vec<LoginTarget>) -> Option<LoginWatcher> {
+        if targets.is_empty() {
+            return None;
+        }
+        let handle = tokio::runtime::Handle::try_current().ok()?;
+        let targets = Arc::new(targets);
+        let watched = targets.clone();
+        let task = handle.spawn(async move {
+            let started = Instant::now();
+            loop {
+                refresh_due(book(), &watched).await;
+                // Often at first (the first answers), then once a second.
+                let pause = if started.elapsed() < Duration::from_secs(1) {
+                    Duration::from_millis(100)
+                } else {
+                    Duration::from_secs(1)
+                };
+                tokio::time::sleep(pause).await;
+            }
+        });
+        Some(LoginWatcher { task, targets })
+    }
+}
+
+impl Drop for LoginWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_answers_of_codex_login_status() {
+        assert_eq!(parse_status(false, "Not logged in\n"), Login::NotLoggedIn);
+        assert_eq!(
+            parse_status(true, "WARNING: …\nAPI key configured - sk-test-***56789\n"),
+            Login::LoggedIn(Some(LoginMethod::ApiKey))
+        );
+        assert_eq!(
+            parse_status(true, "Logged in using ChatGPT\n"),
+            Login::LoggedIn(Some(LoginMethod::Chatgpt))
+        );
+        assert_eq!(
+            parse_status(false, "error: unknown command"),
+            Login::Unknown
+        );
+        assert_eq!(parse_status(true, "Logged in"), Login::LoggedIn(None));
+    }
+}

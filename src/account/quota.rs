@@ -1,0 +1,107 @@
+//! Reading an account's rate-limit windows from what Codex reports.
+//!
+//! Codex reads the response headers `x-codex-primary-used-percent`, `…-window-minutes`, `…-reset-at`
+//! (and `secondary`) of every model response and tells app-server clients as
+//! `account/rateLimits/updated {rateLimits:{limitId, primary:{usedPercent, windowDurationMins,
+//! resetsAt}, secondary:{…}}}`; `account/rateLimits/read` answers `{rateLimits:{…}}` in the same shape.
+//! [`record_rate_limits`] parses either and writes the windows into the [`super::AccountBook`].
+//!
+//! Exec-only setups get no notification (`codex exec --json` does not print the windows): their quota is
+//! known only from an app-server (any app-server profile on the same `CODEX_HOME`).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{book, QuotaWindow};
+
+/// The notification the app-server workers forward.
+pub const RATE_LIMITS_UPDATED: &str = "account/rateLimits/updated";
+
+#[derive(Deserialize)]
+struct Params {
+    #[serde(rename = "rateLimits")]
+    rate_limits: Option<Snapshot>,
+}
+
+#[derive(Deserialize)]
+struct Snapshot {
+    primary: Option<Window>,
+    secondary: Option<Window>,
+}
+
+#[derive(Deserialize)]
+struct Window {
+    #[serde(rename = "usedPercent")]
+    used_percent: f64,
+    #[serde(rename = "windowDurationMins")]
+    window_duration_mins: Option<u64>,
+    #[serde(rename = "resetsAt")]
+    resets_at: Option<u64>,
+}
+
+/// The windows of an `account/rateLimits/updated` params object or an `account/rateLimits/read`
+/// result; `None` when it is neither.
+pub fn parse_rate_limits(json: &str) -> Option<Vec<QuotaWindow>> {
+    let params: Params = serde_json::from_str(json).ok()?;
+    let snapshot = params.rate_limits?;
+    let windows = [
+        ("primary", snapshot.primary),
+        ("secondary", snapshot.secondary),
+    ]
+    .into_iter()
+    .filter_map(|(id, window)| {
+        window.map(|window| QuotaWindow {
+            id: id.to_string(),
+            used_percent: window.used_percent,
+            window_minutes: window.window_duration_mins,
+            resets_at: window.resets_at,
+        })
+    })
+    .collect();
+    Some(windows)
+}
+
+/// Records the windows of a rate-limit report for the account of `codex_home`; anything else is
+/// ignored.
+pub fn record_rate_limits(codex_home: &Path, json: &str) {
+    if let Some(windows) = parse_rate_limits(json) {
+        if !windows.is_empty() {
+            book().set_windows(codex_home, windows);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_notification_codex_sends() {
+        let json = r#"{"rateLimits":{"limitId":"codex","limitName":null,"primary":{"usedPercent":42,"windowDurationMins":300,"resetsAt":1767225600},"secondary":{"usedPercent":7,"windowDurationMins":10080,"resetsAt":null},"credits":null,"planType":null}}"#;
+        let windows = parse_rate_limits(json).unwrap();
+        assert_eq!(
+            windows,
+            vec![
+                QuotaWindow {
+                    id: "primary".into(),
+                    used_percent: 42.0,
+                    window_minutes: Some(300),
+                    resets_at: Some(1_767_225_600)
+                },
+                QuotaWindow {
+                    id: "secondary".into(),
+                    used_percent: 7.0,
+                    window_minutes: Some(10_080),
+                    resets_at: None
+                },
+            ]
+        );
+        assert_eq!(
+            parse_rate_limits(r#"{"rateLimits":{"primary":null}}"#),
+            Some(vec![])
+        );
+        assert_eq!(parse_rate_limits("{}"), None);
+        assert_eq!(parse_rate_limits("[1]"), None);
+    }
+}
