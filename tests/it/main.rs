@@ -7,12 +7,14 @@
 
 mod support;
 
+mod account;
 mod app_server;
 mod chat;
 mod daemon;
 mod errors;
 mod faults;
 mod hostile;
+mod keys;
 mod mock_model;
 mod prometheus;
 mod reload;
