@@ -37,7 +37,7 @@ mod layering {
     /// Each top-level module and the modules it may use.
     const ALLOWED: &[(&str, &[&str])] = &[
         ("cli", &["config"]),
-        ("daemon", &["cli", "config", "report", "routing"]),
+        ("daemon", &["cli", "config", "report", "routing", "account"]),
         ("server", &["api", "live", "cli", "config", "report"]),
         (
             "api",

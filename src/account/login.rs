@@ -38,7 +38,9 @@ pub struct LoginTarget {
 /// Reads the answer of `codex login status`.
 pub fn parse_status(success: bool, output: &str) -> Login {
     let lower = output.to_ascii_lowercase();
-    if lower.contains("not logged in") {
+    // A CODEX_HOME that does not exist holds no login either (Codex refuses to start with it).
+    let missing_home = lower.contains("codex_home points to") && lower.contains("does not exist");
+    if lower.contains("not logged in") || missing_home {
         return Login::NotLoggedIn;
     }
     if !success {
@@ -89,6 +91,42 @@ pub async fn check(target: &LoginTarget) -> Login {
             parse_status(output.status.success(), &text)
         }
         _ => Login::Unknown,
+    }
+}
+
+/// `codex login status` for `codex_home` without a runtime (for the offline `check` command), with the
+/// caller's environment; gives up after [`CHECK_TIMEOUT`].
+pub fn check_blocking(program: &str, codex_home: &Path) -> Login {
+    let child = std::process::Command::new(program)
+        .env("CODEX_HOME", codex_home)
+        .args(["login", "status"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        return Login::Unknown;
+    };
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Login::Unknown;
+            }
+        }
+    }
+    match child.wait_with_output() {
+        Ok(output) => {
+            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+            text.push('\n');
+            text.push_str(&String::from_utf8_lossy(&output.stderr));
+            parse_status(output.status.success(), &text)
+        }
+        Err(_) => Login::Unknown,
     }
 }
 
@@ -182,5 +220,12 @@ mod tests {
             Login::Unknown
         );
         assert_eq!(parse_status(true, "Logged in"), Login::LoggedIn(None));
+        assert_eq!(
+            parse_status(
+                false,
+                "Error loading configuration: CODEX_HOME points to \"/x\", but that path does not exist"
+            ),
+            Login::NotLoggedIn
+        );
     }
 }

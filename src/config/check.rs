@@ -1157,4 +1157,98 @@ mod tests {
         let acyclic = profiles(&[("a", &["b", "c"]), ("b", &["c"]), ("c", &[])]);
         assert!(fallback_cycles(&acyclic).is_empty());
     }
+
+    fn problems_of(text: &str) -> Vec<String> {
+        let errors = parse(
+            text,
+            Path::new("c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .expect_err("invalid");
+        errors.problems.iter().map(|p| errors.describe(p)).collect()
+    }
+
+    fn valid(text: &str) -> Config {
+        parse(
+            text,
+            Path::new("c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn api_keys_take_strings_and_named_tables() {
+        let config = valid(
+            "[server]\napi_keys = [\"sk-a\", { name = \"ci\", key = \"sk-b\", max_concurrency = 2, requests_per_minute = 30, profiles = [\"p\"] }]\n[profiles.p]\napi_keys = [{ name = \"own\", key = \"sk-c\" }]\n",
+        );
+        assert_eq!(config.server.api_keys, ["sk-a", "sk-b"]);
+        let named = &config.server.named_keys[0];
+        assert_eq!(named.name, "ci");
+        assert_eq!(named.max_concurrency, Some(2));
+        assert_eq!(named.requests_per_minute, Some(30));
+        assert_eq!(named.profiles.as_deref(), Some(&["p".to_string()][..]));
+        assert_eq!(config.profiles[0].access.api_keys, ["sk-c"]);
+        assert!(!format!("{named:?}").contains("sk-b"));
+    }
+
+    #[test]
+    fn bad_key_tables_are_reported_without_the_key() {
+        let problems = problems_of(
+            "[server]\napi_keys = [{ name = \"a\", key = \"sk-secret\", max_concurrency = 0 }, { key = \"sk-secret2\" }, { name = \"b\", key = \"sk-3\", color = 1 }, 7]\n[profiles.p]\n",
+        );
+        let text = problems.join("\n");
+        assert!(text.contains("`max_concurrency` of key `a`"), "{text}");
+        assert!(text.contains("a key table needs `name`"), "{text}");
+        assert!(text.contains("unknown key `color`"), "{text}");
+        assert!(text.contains("found an entry of type integer"), "{text}");
+        assert!(!text.contains("sk-secret"), "{text}");
+        assert!(text.contains("c.toml:2:"), "{text}");
+    }
+
+    #[test]
+    fn key_names_are_unique_and_their_profiles_exist() {
+        let problems = problems_of(
+            "[server]\napi_keys = [{ name = \"a\", key = \"sk-1\" }, { name = \"a\", key = \"sk-2\" }, { name = \"b\", key = \"sk-1\", profiles = [\"nope\"] }]\n[profiles.p]\n",
+        )
+        .join("\n");
+        assert!(
+            problems.contains("the key name `a` is used for two different keys"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("one key has two names, `a` and `b`"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("lists `nope` in `profiles`"),
+            "{problems}"
+        );
+        assert!(!problems.contains("sk-"), "{problems}");
+    }
+
+    #[test]
+    fn fallbacks_must_name_other_profiles_without_cycles() {
+        let problems = problems_of(
+            "[profiles.a]\nfallbacks = [\"b\", \"ghost\"]\n[profiles.b]\nfallbacks = [\"a\"]\n[profiles.c]\nfallbacks = [\"c\"]\n",
+        )
+        .join("\n");
+        assert!(
+            problems.contains("`fallbacks` names `ghost`, which is not a profile"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("`fallbacks` form a cycle: a → b → a"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("names the profile itself (`c`)"),
+            "{problems}"
+        );
+        assert!(problems.contains("c.toml:2:"), "{problems}");
+        let config = valid("[profiles.a]\nfallbacks = [\"b\"]\n[profiles.b]\n");
+        assert_eq!(config.profiles[0].fallbacks, ["b"]);
+    }
 }
