@@ -9,11 +9,13 @@
 //! `/ready`, `/metrics` and `/v1/quota`.
 //!
 //! Which home a profile uses, and whether it needs a login at all, is [`ProfileAccount`]; the
-//! fallback decision is the pure [`fallback`] module. Nothing here knows HTTP.
+//! fallback decision is the pure [`fallback`] module; per-key limits are [`keys`]; `list_models`
+//! discovery is [`models`]. Nothing here knows HTTP.
 
 pub mod fallback;
 pub mod keys;
 pub mod login;
+pub mod models;
 pub mod quota;
 
 use std::collections::BTreeMap;

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::account::keys::KeyLimits;
 use crate::account::login::{LoginTarget, LoginWatcher};
+use crate::account::models::{CatalogTarget, ModelCatalog};
 use crate::account::{home_from_env, profile_account, ProfileAccount};
 use crate::codex::env::ChildEnv;
 use crate::codex::launch::{self, CodexUnavailable, ResolvedCodex};
@@ -114,6 +115,9 @@ pub struct Snapshot {
     pub login_watcher: Option<LoginWatcher>,
     /// The running requests and recent starts of named keys; handed on from snapshot to snapshot.
     pub key_limits: Arc<KeyLimits>,
+    /// Index-aligned with `config.profiles`: the `model/list` catalog of `list_models` profiles
+    /// (handed on while the profile's runtime settings stay the same).
+    pub catalogs: Vec<Option<Arc<ModelCatalog>>>,
 }
 
 /// Keeps a pool in service; the last snapshot holding it retires the pool when it is dropped.
@@ -127,6 +131,53 @@ impl Drop for PoolLease {
             self.0.retire();
         }
     }
+}
+
+/// The `model/list` catalog of each `pass_model` profile with `list_models = true`: the previous
+/// snapshot's when the profile's runtime settings are unchanged (its cache carries over).
+fn catalogs_of(
+    config: &Config,
+    runnable: &Result<ResolvedCodex, CodexUnavailable>,
+    child_env: &ChildEnv,
+    accounts: &[ProfileAccount],
+    previous: Option<&Snapshot>,
+) -> Vec<Option<Arc<ModelCatalog>>> {
+    config
+        .profiles
+        .iter()
+        .zip(accounts)
+        .map(|(profile, account)| {
+            if !(profile.list_models && profile.runtime.pass_model) {
+                return None;
+            }
+            let resolved = runnable.as_ref().ok()?;
+            let kept = previous.and_then(|previous| {
+                let index =
+                    previous.config.profiles.iter().position(|old| {
+                        old.name == profile.name && old.runtime == profile.runtime
+                    })?;
+                previous.catalogs.get(index).cloned().flatten()
+            });
+            if kept.is_some() {
+                return kept;
+            }
+            let mut args = crate::engine::app_server::worker::base_args();
+            for item in profile.effective_codex_config() {
+                args.push("-c".to_string());
+                args.push(item);
+            }
+            Some(Arc::new(ModelCatalog::new(CatalogTarget {
+                program: resolved.program.clone(),
+                args,
+                env: child_env.build(
+                    std::env::vars_os(),
+                    resolved,
+                    profile.runtime.proxy.as_deref(),
+                ),
+                codex_home: account.codex_home.clone(),
+            })))
+        })
+        .collect()
 }
 
 /// Each profile's account, and a watcher of the login state of the homes that need one (when Codex
@@ -280,6 +331,7 @@ impl Snapshot {
             .unwrap_or(0);
         let source_table = config.source_table.clone();
         let (accounts, login_watcher) = accounts_of(&config, &runnable, &child_env);
+        let catalogs = catalogs_of(&config, &runnable, &child_env, &accounts, previous);
         (
             Snapshot {
                 generation,
@@ -294,6 +346,7 @@ impl Snapshot {
                 login_watcher,
                 key_limits: previous
                     .map_or_else(Arc::default, |previous| previous.key_limits.clone()),
+                catalogs,
             },
             summary,
         )

@@ -204,3 +204,41 @@ async fn wait_for_primary(app: &App, used_percent: f64) -> Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn list_models_adds_the_models_the_account_can_use() {
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}{}",
+        env.server(""),
+        env.profile(
+            "gpt",
+            "pass_model = true\nmatch = \"^gpt-\"\nlist_models = true"
+        ),
+        env.profile("plain", ""),
+    );
+    let app = App::start(&env, &config).await;
+    let (status, body) = app.get_json("/v1/models").await;
+    assert_eq!(status, 200, "{body}");
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data[0]["id"], "gpt");
+    assert_eq!(data[1]["id"], "plain");
+    let discovered: Vec<&Value> = data
+        .iter()
+        .filter(|entry| entry["discovered"] == json!(true))
+        .collect();
+    assert!(!discovered.is_empty(), "{body}");
+    for entry in &discovered {
+        assert_eq!(entry["profile"], "gpt", "{entry}");
+        assert!(entry["id"].as_str().unwrap().starts_with("gpt-"), "{entry}");
+        assert_eq!(entry["object"], "model");
+    }
+    // A discovered model routes to its profile, which passes the name on to Codex.
+    let model = discovered[0]["id"].as_str().unwrap().to_string();
+    let (status, answer) = app.chat_json(&chat_body(&model, "hello")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        env.mock.requests().last().unwrap().model().as_deref(),
+        Some(model.as_str())
+    );
+}
