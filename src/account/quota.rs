@@ -72,9 +72,54 @@ pub fn record_rate_limits(codex_home: &Path, json: &str) {
     }
 }
 
+/// Records that the model service refused a request of `codex_home` for quota (Codex's
+/// `usageLimitExceeded`; Codex does not report the windows of an error response): the most used
+/// window whose reset is known and ahead is marked used up, so admission skips the account until then.
+/// Returns the seconds until that reset (the refusal's `Retry-After`), or `None` when no reset is
+/// known.
+pub fn record_quota_refusal(codex_home: &Path, now: u64) -> Option<u64> {
+    let account = book().account(codex_home);
+    let mut window = account
+        .windows
+        .values()
+        .filter(|window| window.resets_at.is_some_and(|at| at > now))
+        .max_by(|a, b| a.used_percent.total_cmp(&b.used_percent))?
+        .clone();
+    window.used_percent = 100.0;
+    let reset = window.resets_at?;
+    book().set_windows(codex_home, vec![window]);
+    Some(reset - now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quota_refusal_marks_the_most_used_window_until_its_reset() {
+        let home = Path::new("/tmp/quota-refusal-test-home");
+        assert_eq!(record_quota_refusal(home, 1_000), None);
+        book().set_windows(
+            home,
+            vec![
+                QuotaWindow {
+                    id: "primary".into(),
+                    used_percent: 97.0,
+                    window_minutes: Some(300),
+                    resets_at: Some(4_600),
+                },
+                QuotaWindow {
+                    id: "secondary".into(),
+                    used_percent: 40.0,
+                    window_minutes: Some(10_080),
+                    resets_at: Some(600_000),
+                },
+            ],
+        );
+        assert_eq!(record_quota_refusal(home, 1_000), Some(3_600));
+        assert_eq!(book().account(home).exhausted_until(1_000), Some(4_600));
+        assert_eq!(book().account(home).exhausted_until(4_600), None);
+    }
 
     #[test]
     fn parses_the_notification_codex_sends() {
