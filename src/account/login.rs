@@ -68,6 +68,10 @@ fn link_auth(home: &Path, user_home: &Path) {
     }
 }
 
+/// The most of each output stream a check reads: the answer is one short line, and a Codex that
+/// prints without end must not grow the proxy.
+const OUTPUT_LIMIT: u64 = 64 * 1024;
+
 /// Runs one check and returns what it found.
 pub async fn check(target: &LoginTarget) -> Login {
     if let Some(user_home) = &target.links_auth_from {
@@ -82,51 +86,112 @@ pub async fn check(target: &LoginTarget) -> Login {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
-    match tokio::time::timeout(CHECK_TIMEOUT, command.output()).await {
-        Ok(Ok(output)) => {
-            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-            text.push('\n');
-            text.push_str(&String::from_utf8_lossy(&output.stderr));
-            parse_status(output.status.success(), &text)
+    let Ok(mut child) = command.spawn() else {
+        return Login::Unknown;
+    };
+    let pgid = child.id();
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, async {
+        let (stdout, stderr) = tokio::join!(read_limited(out), read_limited(err));
+        // The answer is in; a Codex that lingers after closing its output gets a moment to exit.
+        let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+        (format!("{stdout}\n{stderr}"), status)
+    })
+    .await;
+    match outcome {
+        Ok((text, Ok(Ok(status)))) => parse_status(status.success(), &text),
+        _ => {
+            // Not reaped yet, so the group id is still this check's.
+            kill_group(pgid);
+            let _ = child.wait().await;
+            Login::Unknown
         }
-        _ => Login::Unknown,
+    }
+}
+
+/// At most [`OUTPUT_LIMIT`] bytes of a pipe, as text.
+async fn read_limited(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    if let Some(pipe) = pipe {
+        let _ = pipe.take(OUTPUT_LIMIT).read_to_end(&mut bytes).await;
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn kill_group(pgid: Option<u32>) {
+    if let Some(pgid) = pgid.and_then(|pid| i32::try_from(pid).ok()) {
+        // SAFETY: kill(2) with a negative pid signals the process group this module created for the
+        // check; no memory is touched.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
     }
 }
 
 /// `codex login status` for `codex_home` without a runtime (for the offline `check` command), with the
-/// caller's environment; gives up after [`CHECK_TIMEOUT`].
+/// caller's environment; gives up after [`CHECK_TIMEOUT`], and reads at most [`OUTPUT_LIMIT`] of each
+/// stream.
 pub fn check_blocking(program: &str, codex_home: &Path) -> Login {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
     let child = std::process::Command::new(program)
         .env("CODEX_HOME", codex_home)
         .args(["login", "status"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn();
     let Ok(mut child) = child else {
         return Login::Unknown;
     };
+    let pgid = child.id();
+    let reader = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(pipe) = pipe {
+                let _ = pipe.take(OUTPUT_LIMIT).read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + CHECK_TIMEOUT;
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => break Some(status),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             _ => {
-                let _ = child.kill();
+                // Not reaped yet, so the group id is still this check's.
+                kill_group(Some(pgid));
                 let _ = child.wait();
-                return Login::Unknown;
+                break None;
             }
         }
-    }
-    match child.wait_with_output() {
-        Ok(output) => {
-            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-            text.push('\n');
-            text.push_str(&String::from_utf8_lossy(&output.stderr));
-            parse_status(output.status.success(), &text)
-        }
-        Err(_) => Login::Unknown,
+    };
+    let text = format!(
+        "{}\n{}",
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default()
+    );
+    match status {
+        Some(status) => parse_status(status.success(), &text),
+        None => Login::Unknown,
     }
 }
 

@@ -22,6 +22,8 @@ pub const REFRESH: Duration = Duration::from_secs(600);
 pub const RETRY: Duration = Duration::from_secs(60);
 /// The longest one fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// The most of the app-server's output one fetch reads.
+const MAX_OUTPUT: u64 = 16 << 20;
 /// At most this many pages are read (a guard against a cursor that never ends).
 const MAX_PAGES: usize = 20;
 
@@ -178,7 +180,8 @@ async fn fetch(target: &CatalogTarget) -> Result<Vec<ListedModel>, String> {
 async fn converse(child: &mut tokio::process::Child) -> Result<Vec<ListedModel>, String> {
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
+    // Bounded: a Codex that prints without end must not grow the proxy.
+    let mut lines = BufReader::new(tokio::io::AsyncReadExt::take(stdout, MAX_OUTPUT)).lines();
     let initialize = serde_json::json!({"id": 0, "method": "initialize", "params": {
         "clientInfo": {"name": "codex-api-proxy", "title": null, "version": env!("CARGO_PKG_VERSION")},
         "capabilities": {"experimentalApi": true},
@@ -217,7 +220,7 @@ async fn write_line(
 
 /// The `result` of the answer with `id`, skipping notifications and other lines.
 async fn answer(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    lines: &mut tokio::io::Lines<impl tokio::io::AsyncBufRead + Unpin>,
     id: usize,
 ) -> Result<serde_json::Value, String> {
     while let Some(line) = lines
