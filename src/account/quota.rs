@@ -7,7 +7,8 @@
 //! [`record_rate_limits`] parses either and writes the windows into the [`super::AccountBook`].
 //!
 //! Exec-only setups get no notification (`codex exec --json` does not print the windows): their quota is
-//! known only from an app-server (any app-server profile on the same `CODEX_HOME`).
+//! known only from app-server turns on the same login (an app-server profile's private home links the
+//! user's `auth.json`, and its reports are recorded for the user's home too).
 
 use std::path::Path;
 
@@ -63,13 +64,28 @@ pub fn parse_rate_limits(json: &str) -> Option<Vec<QuotaWindow>> {
 }
 
 /// Records the windows of a rate-limit report for the account of `codex_home`; anything else is
-/// ignored.
+/// ignored. A private home whose `auth.json` links another home's login (the app-server workers'
+/// homes) reports for that home too: it is the same account, and exec profiles run there.
 pub fn record_rate_limits(codex_home: &Path, json: &str) {
-    if let Some(windows) = parse_rate_limits(json) {
-        if !windows.is_empty() {
-            book().set_windows(codex_home, windows);
-        }
+    let Some(windows) = parse_rate_limits(json).filter(|windows| !windows.is_empty()) else {
+        return;
+    };
+    if let Some(linked) = linked_home(codex_home) {
+        book().set_windows(&linked, windows.clone());
     }
+    book().set_windows(codex_home, windows);
+}
+
+/// The home whose `auth.json` the one in `codex_home` links to, if it is a link to another home.
+fn linked_home(codex_home: &Path) -> Option<std::path::PathBuf> {
+    let target = std::fs::read_link(codex_home.join("auth.json")).ok()?;
+    let target = if target.is_absolute() {
+        target
+    } else {
+        codex_home.join(target)
+    };
+    let home = target.parent()?.to_path_buf();
+    (home != codex_home).then_some(home)
 }
 
 /// Records that the model service refused a request of `codex_home` for quota (Codex's
@@ -94,6 +110,27 @@ pub fn record_quota_refusal(codex_home: &Path, now: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_from_a_linked_private_home_counts_for_the_linked_home_too() {
+        let base = std::env::temp_dir().join(format!("quota-link-{}", std::process::id()));
+        let user = base.join("user");
+        let private = base.join("private");
+        std::fs::create_dir_all(&user).unwrap();
+        std::fs::create_dir_all(&private).unwrap();
+        std::fs::write(user.join("auth.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(user.join("auth.json"), private.join("auth.json")).unwrap();
+        record_rate_limits(
+            &private,
+            r#"{"rateLimits":{"primary":{"usedPercent":5,"windowDurationMins":300,"resetsAt":9}}}"#,
+        );
+        assert_eq!(book().account(&user).windows["primary"].used_percent, 5.0);
+        assert_eq!(
+            book().account(&private).windows["primary"].used_percent,
+            5.0
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn a_quota_refusal_marks_the_most_used_window_until_its_reset() {

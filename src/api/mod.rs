@@ -4,8 +4,12 @@
 //!
 //! Who may use what: a server key (`[server] api_keys`) opens every profile that sets no `api_keys`; a
 //! profile key opens only the profiles that list it. Without server keys, profiles without `api_keys`
-//! are open to every caller, whatever key it sends. `/ready` and `/metrics` need a server key whenever
-//! any key is configured, unless `[server] public_metrics = true`.
+//! are open to every caller, whatever key it sends. `/ready`, `/metrics` and `/v1/quota` need a server
+//! key whenever any key is configured, unless `[server] public_metrics = true`.
+//!
+//! A key written as a table (`{ name, key, max_concurrency, requests_per_minute, profiles }`) is
+//! known by its name; a plain key by its fingerprint ([`key_fingerprint`]). [`authorize_profile`] also
+//! admits the request to the profile's account (logged in, not out of quota) and to the key's limits.
 
 pub mod body;
 pub mod chat;

@@ -1,7 +1,10 @@
-//! Operational endpoints: `/health` (the process answers), `/ready` (every profile's Codex binary runs,
-//! and the config's reload state), `/metrics` (JSON counters), `POST /admin/reload`, and the JSON 404/405
+//! Operational endpoints: `/health` (the process answers), `/ready` (every profile's Codex binary runs
+//! and its account is logged in, and the config's reload state), `/metrics` (JSON counters, or the
+//! Prometheus / OpenMetrics exposition of `api::prometheus` when `Accept` asks for it), `/v1/quota`
+//! (each account's login and rate-limit windows), `POST /admin/reload`, and the JSON 404/405
 //! fallbacks. None of them ever shows an API key. `/health` is public but says only `status` and `pid`
-//! to callers that may not read `/ready`; `/ready` and `/metrics` follow [`authorize_ops`].
+//! to callers that may not read `/ready`; `/ready`, `/metrics` and `/v1/quota` follow
+//! [`authorize_ops`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
