@@ -4,6 +4,8 @@
 //! runs is picked up within seconds; a logged-in one every [`RECHECK_LOGGED_IN`] (a logout or an expired
 //! login is then noticed too).
 //!
+//! The same task reads the quota of homes only exec profiles use (see [`LoginTarget::quota_reader`]).
+//!
 //! Only a clear `Not logged in` answer marks a home as logged out; a check that fails in any other way
 //! (the binary is missing, a timeout, an unknown answer) leaves the state unknown, which admission
 //! treats as usable: the engine's own error then says what is wrong.
@@ -14,6 +16,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::models::{read_rate_limits, CatalogTarget};
+use super::quota::record_rate_limits;
 use super::{book, AccountBook, Login, LoginMethod};
 
 /// How often a logged-out (or unknown) home is checked again.
@@ -33,6 +37,50 @@ pub struct LoginTarget {
     pub env: Vec<(OsString, OsString)>,
     /// For an app-server profile's private home: the user's home whose `auth.json` it links to.
     pub links_auth_from: Option<PathBuf>,
+    /// For a home only exec profiles use: how to read its quota (`account/rateLimits/read` on a
+    /// short-lived app-server), done every [`QUOTA_READ_INTERVAL`] while it is logged in with ChatGPT.
+    pub quota_reader: Option<CatalogTarget>,
+}
+
+/// How often an exec-only home's quota is read (when no app-server reported it in that time).
+pub const QUOTA_READ_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Reads the quota of the targets that need it read (see [`LoginTarget::quota_reader`]);
+/// `last_read` remembers the attempts by home.
+async fn read_due_quotas(
+    targets: &[LoginTarget],
+    last_read: &mut std::collections::HashMap<PathBuf, Instant>,
+) {
+    for target in targets {
+        let Some(reader) = &target.quota_reader else {
+            continue;
+        };
+        let account = book().account(&target.codex_home);
+        if account.login != Login::LoggedIn(Some(LoginMethod::Chatgpt)) {
+            continue;
+        }
+        let reported_lately = account
+            .quota_updated_at
+            .is_some_and(|at| super::unix_now().saturating_sub(at) < QUOTA_READ_INTERVAL.as_secs());
+        let tried_lately = last_read
+            .get(&target.codex_home)
+            .is_some_and(|at| at.elapsed() < QUOTA_READ_INTERVAL);
+        if reported_lately || tried_lately {
+            continue;
+        }
+        last_read.insert(target.codex_home.clone(), Instant::now());
+        match tokio::time::timeout(CHECK_TIMEOUT * 2, read_rate_limits(reader)).await {
+            Ok(Ok(result)) => record_rate_limits(&target.codex_home, &result.to_string()),
+            Ok(Err(err)) => tracing::warn!(
+                "account/rateLimits/read for {} failed: {err}",
+                target.codex_home.display()
+            ),
+            Err(_) => tracing::warn!(
+                "account/rateLimits/read for {} timed out",
+                target.codex_home.display()
+            ),
+        }
+    }
 }
 
 /// Reads the answer of `codex login status`.
@@ -244,8 +292,10 @@ impl LoginWatcher {
         let watched = targets.clone();
         let task = handle.spawn(async move {
             let started = Instant::now();
+            let mut last_read = std::collections::HashMap::new();
             loop {
                 refresh_due(book(), &watched).await;
+                read_due_quotas(&watched, &mut last_read).await;
                 // Often at first (the first answers), then once a second.
                 let pause = if started.elapsed() < Duration::from_secs(1) {
                     Duration::from_millis(100)

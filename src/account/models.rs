@@ -138,64 +138,21 @@ impl ModelCatalog {
     }
 }
 
-/// Starts the app-server, asks `model/list` for every page, and kills the process group.
+/// Starts the app-server, asks `model/list` for every page, and ends it.
 async fn fetch(target: &CatalogTarget) -> Result<Vec<ListedModel>, String> {
-    // Codex refuses a CODEX_HOME that does not exist (an app-server profile's private home before its
-    // first worker started).
-    if !target.codex_home.exists() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&target.codex_home)
-            .map_err(|err| format!("cannot create {}: {err}", target.codex_home.display()))?;
-    }
-    let mut command = tokio::process::Command::new(&target.program);
-    command
-        .args(&target.args)
-        .env_clear()
-        .envs(target.env.iter().map(|(k, v)| (k, v)))
-        .env("CODEX_HOME", &target.codex_home)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .map_err(|err| format!("cannot start {}: {err}", target.program.display()))?;
-    let pgid = child.id().map(|pid| pid as i32);
-    let result = converse(&mut child).await;
-    if let Some(pgid) = pgid {
-        // SAFETY: kill(2) with a negative pid signals the process group we created; no memory is
-        // touched.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-    }
-    let _ = child.wait().await;
+    let mut session = Session::start(target).await?;
+    let result = list_all(&mut session).await;
+    session.finish().await;
     result
 }
 
-async fn converse(child: &mut tokio::process::Child) -> Result<Vec<ListedModel>, String> {
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    // Bounded: a Codex that prints without end must not grow the proxy.
-    let mut lines = BufReader::new(tokio::io::AsyncReadExt::take(stdout, MAX_OUTPUT)).lines();
-    let initialize = serde_json::json!({"id": 0, "method": "initialize", "params": {
-        "clientInfo": {"name": "codex-api-proxy", "title": null, "version": env!("CARGO_PKG_VERSION")},
-        "capabilities": {"experimentalApi": true},
-    }});
-    write_line(&mut stdin, &initialize).await?;
-    answer(&mut lines, 0).await?;
-    write_line(&mut stdin, &serde_json::json!({"method": "initialized"})).await?;
+async fn list_all(session: &mut Session) -> Result<Vec<ListedModel>, String> {
     let mut models = Vec::new();
     let mut cursor: Option<String> = None;
-    for page in 1..=MAX_PAGES {
-        let request =
-            serde_json::json!({"id": page, "method": "model/list", "params": {"cursor": cursor}});
-        write_line(&mut stdin, &request).await?;
-        let result = answer(&mut lines, page).await?;
+    for _ in 0..MAX_PAGES {
+        let result = session
+            .call("model/list", serde_json::json!({"cursor": cursor}))
+            .await?;
         let (listed, next) = parse_page(&result).ok_or("model/list answered an unknown shape")?;
         models.extend(listed);
         match next {
@@ -206,40 +163,134 @@ async fn converse(child: &mut tokio::process::Child) -> Result<Vec<ListedModel>,
     Ok(models)
 }
 
-async fn write_line(
-    stdin: &mut tokio::process::ChildStdin,
-    message: &serde_json::Value,
-) -> Result<(), String> {
-    let mut line = message.to_string();
-    line.push('\n');
-    stdin
-        .write_all(line.as_bytes())
-        .await
-        .map_err(|err| format!("writing to the app-server: {err}"))
+/// `account/rateLimits/read` on a short-lived app-server: the quota of an account that no running
+/// app-server reports (exec-only setups). One app-server start and one request to the account service.
+pub async fn read_rate_limits(target: &CatalogTarget) -> Result<serde_json::Value, String> {
+    let mut session = Session::start(target).await?;
+    let result = session
+        .call("account/rateLimits/read", serde_json::Value::Null)
+        .await;
+    session.finish().await;
+    result
 }
 
-/// The `result` of the answer with `id`, skipping notifications and other lines.
-async fn answer(
-    lines: &mut tokio::io::Lines<impl tokio::io::AsyncBufRead + Unpin>,
-    id: usize,
-) -> Result<serde_json::Value, String> {
-    while let Some(line) = lines
-        .next_line()
-        .await
-        .map_err(|err| format!("reading from the app-server: {err}"))?
-    {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
+/// One short-lived `codex app-server`, initialized, in its own process group.
+struct Session {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::io::Take<tokio::process::ChildStdout>>>,
+    next_id: u64,
+}
+
+impl Session {
+    async fn start(target: &CatalogTarget) -> Result<Session, String> {
+        // Codex refuses a CODEX_HOME that does not exist (an app-server profile's private home before
+        // its first worker started).
+        if !target.codex_home.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&target.codex_home)
+                .map_err(|err| format!("cannot create {}: {err}", target.codex_home.display()))?;
+        }
+        let mut command = tokio::process::Command::new(&target.program);
+        command
+            .args(&target.args)
+            .env_clear()
+            .envs(target.env.iter().map(|(k, v)| (k, v)))
+            .env("CODEX_HOME", &target.codex_home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|err| format!("cannot start {}: {err}", target.program.display()))?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        // Bounded: a Codex that prints without end must not grow the proxy.
+        let lines = BufReader::new(tokio::io::AsyncReadExt::take(stdout, MAX_OUTPUT)).lines();
+        let mut session = Session {
+            child,
+            stdin,
+            lines,
+            next_id: 0,
         };
-        if message.get("id").and_then(|v| v.as_u64()) != Some(id as u64) {
-            continue;
+        let initialized = session
+            .call(
+                "initialize",
+                serde_json::json!({
+                    "clientInfo": {"name": "codex-api-proxy", "title": null, "version": env!("CARGO_PKG_VERSION")},
+                    "capabilities": {"experimentalApi": true},
+                }),
+            )
+            .await
+            .and(Ok(()));
+        if let Err(err) = initialized {
+            session.finish().await;
+            return Err(err);
         }
-        if let Some(error) = message.get("error") {
-            return Err(format!("the app-server answered an error: {error}"));
-        }
-        return Ok(message.get("result").cloned().unwrap_or_default());
+        session
+            .write(&serde_json::json!({"method": "initialized"}))
+            .await?;
+        Ok(session)
     }
-    Err("the app-server ended before it answered".to_string())
+
+    /// One request and its `result` (notifications and other lines are skipped).
+    async fn call(
+        &mut self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut request = serde_json::json!({"id": id, "method": method});
+        if !params.is_null() {
+            request["params"] = params;
+        }
+        self.write(&request).await?;
+        while let Some(line) = self
+            .lines
+            .next_line()
+            .await
+            .map_err(|err| format!("reading from the app-server: {err}"))?
+        {
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if message.get("id").and_then(|v| v.as_u64()) != Some(id) {
+                continue;
+            }
+            if let Some(error) = message.get("error") {
+                return Err(format!("{method} answered an error: {error}"));
+            }
+            return Ok(message.get("result").cloned().unwrap_or_default());
+        }
+        Err(format!("the app-server ended before it answered {method}"))
+    }
+
+    async fn write(&mut self, message: &serde_json::Value) -> Result<(), String> {
+        let mut line = message.to_string();
+        line.push('\n');
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|err| format!("writing to the app-server: {err}"))
+    }
+
+    /// Kills the process group (before reaping, so the id is still ours) and reaps the process.
+    async fn finish(mut self) {
+        if let Some(pgid) = self.child.id().and_then(|pid| i32::try_from(pid).ok()) {
+            // SAFETY: kill(2) with a negative pid signals the process group this session created; no
+            // memory is touched.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+        let _ = self.child.wait().await;
+    }
 }
 
 #[cfg(test)]

@@ -205,11 +205,21 @@ fn accounts_of(
         if targets.iter().any(|t| t.codex_home == account.codex_home) {
             continue;
         }
+        let private = account.codex_home != user_home;
+        // The user's own home is served by exec profiles: no app-server reports its quota unless it
+        // is read.
+        let quota_reader = (!private).then(|| CatalogTarget {
+            program: resolved.program.clone(),
+            args: crate::engine::app_server::worker::base_args(),
+            env: env.clone(),
+            codex_home: account.codex_home.clone(),
+        });
         targets.push(LoginTarget {
             codex_home: account.codex_home.clone(),
             program: resolved.program.clone(),
             env: env.clone(),
-            links_auth_from: (account.codex_home != user_home).then(|| user_home.clone()),
+            links_auth_from: private.then(|| user_home.clone()),
+            quota_reader,
         });
     }
     (accounts, LoginWatcher::start(targets))
