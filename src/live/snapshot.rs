@@ -403,6 +403,15 @@ impl Snapshot {
             .map(|index| &self.accounts[index])
     }
 
+    /// The reset time (unix seconds) until which `profile`'s account is out of quota at `now`, if it
+    /// is (for the fallback decision, `account::fallback::next_profile`).
+    pub fn exhausted_until(&self, profile: &str, now: u64) -> Option<u64> {
+        let account = self.account_of(profile)?;
+        crate::account::book()
+            .account(&account.codex_home)
+            .exhausted_until(now)
+    }
+
     pub fn pool_of(&self, profile: &str) -> Option<&Arc<Pool>> {
         self.config
             .profiles
