@@ -38,7 +38,8 @@ pub struct LoginTarget {
     /// For an app-server profile's private home: the user's home whose `auth.json` it links to.
     pub links_auth_from: Option<PathBuf>,
     /// For a home only exec profiles use: how to read its quota (`account/rateLimits/read` on a
-    /// short-lived app-server), done every [`QUOTA_READ_INTERVAL`] while it is logged in with ChatGPT.
+    /// short-lived app-server: about 0.14 s wall and 0.1 s CPU plus one request to the account
+    /// service), done every [`QUOTA_READ_INTERVAL`] while it is logged in with ChatGPT.
     pub quota_reader: Option<CatalogTarget>,
 }
 

@@ -3,8 +3,9 @@
 //!
 //! A catalog asks a short-lived `codex app-server` (started with the profile's own Codex settings and
 //! `CODEX_HOME`, in its own process group, killed when the answer is in): `initialize`, then
-//! `model/list` page by page. That costs one app-server start (about 0.7 s of wall time, most of it
-//! Codex's start-up) per [`REFRESH`]; a failed fetch is retried after [`RETRY`], keeping the last list.
+//! `model/list` page by page. That costs one app-server start per [`REFRESH`] (measured on a 2-core box
+//! with the native 0.169.0 binary: about 0.14 s wall and 0.1 s CPU; through the npm launcher 0.7 s); a
+//! failed fetch is retried after [`RETRY`], keeping the last list.
 //! `/v1/models` waits for the first fetch only.
 
 use std::ffi::OsString;
