@@ -319,8 +319,9 @@ pub fn authorize_profile(
 }
 
 /// The profile's account can serve: logged in (503 `codex_not_logged_in` when Codex said it is not)
-/// and not out of quota (429 `insufficient_quota`, `Retry-After` at the window's reset).
-fn check_account(snapshot: &Snapshot, profile: &Profile) -> Result<(), ApiError> {
+/// and not out of quota (429 `insufficient_quota`, `Retry-After` at the window's reset). Part of
+/// [`authorize_profile`]; a fallback hop calls it (with [`may_use`]) without admitting the key again.
+pub fn check_account(snapshot: &Snapshot, profile: &Profile) -> Result<(), ApiError> {
     let Some(account) = snapshot.account_of(&profile.name) else {
         return Ok(());
     };
