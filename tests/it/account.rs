@@ -242,3 +242,43 @@ async fn list_models_adds_the_models_the_account_can_use() {
         Some(model.as_str())
     );
 }
+
+#[tokio::test]
+async fn check_prints_each_accounts_login_and_the_fallback_chains() {
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}fallbacks = [\"mock\"]\n{}",
+        env.server(""),
+        default_provider_profile(&env, "plain"),
+        env.profile("mock", "engine = \"app-server\""),
+    );
+    let path = env.write_config(&config);
+    let check = |env: &TestEnv| {
+        let output = env
+            .command()
+            .args(["check", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let home = env.codex_home.display().to_string();
+    let text = check(&env);
+    assert!(text.contains("fallbacks:\n  plain → mock\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{home} (plain): not logged in: run `codex login` (CODEX_HOME={home})"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("codex-home/mock (mock): no login needed (custom model provider)"),
+        "{text}"
+    );
+    login_with_api_key(&env).await;
+    let text = check(&env);
+    assert!(
+        text.contains(&format!("{home} (plain): logged in (api_key)")),
+        "{text}"
+    );
+}
