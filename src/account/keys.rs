@@ -41,6 +41,17 @@ struct KeyState {
     running: usize,
     /// Start times within the last [`WINDOW`], oldest first.
     starts: VecDeque<Instant>,
+    /// Requests refused for `max_concurrency` and for `requests_per_minute`, since the start.
+    refused_concurrency: u64,
+    refused_per_minute: u64,
+}
+
+/// One key's refusals, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRefusals {
+    pub name: String,
+    pub concurrency: u64,
+    pub requests_per_minute: u64,
 }
 
 /// The running requests and recent starts of every named key. The mutex is held only for a few
@@ -73,6 +84,7 @@ impl KeyLimits {
         }
         if let Some(limit) = limits.max_concurrency {
             if state.running >= limit {
+                state.refused_concurrency += 1;
                 return Err(Refusal::Concurrency { limit });
             }
         }
@@ -80,6 +92,7 @@ impl KeyLimits {
             if state.starts.len() >= limit as usize {
                 let oldest = state.starts[state.starts.len() - limit as usize];
                 let wait = WINDOW.saturating_sub(now.saturating_duration_since(oldest));
+                state.refused_per_minute += 1;
                 return Err(Refusal::RequestsPerMinute {
                     limit,
                     retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
@@ -89,6 +102,22 @@ impl KeyLimits {
         }
         state.running += 1;
         Ok(KeyGuard(Some((self.clone(), name.to_string()))))
+    }
+
+    /// Every limited key's refusals so far, by name.
+    pub fn refusals(&self) -> Vec<KeyRefusals> {
+        let mut refusals: Vec<KeyRefusals> = self
+            .keys
+            .lock()
+            .iter()
+            .map(|(name, state)| KeyRefusals {
+                name: name.clone(),
+                concurrency: state.refused_concurrency,
+                requests_per_minute: state.refused_per_minute,
+            })
+            .collect();
+        refusals.sort_by(|a, b| a.name.cmp(&b.name));
+        refusals
     }
 
     /// Requests of `name` running now.
@@ -158,6 +187,14 @@ mod tests {
                 limit: 2,
                 retry_after_seconds: 40
             }
+        );
+        assert_eq!(
+            limits.refusals(),
+            vec![KeyRefusals {
+                name: "k".into(),
+                concurrency: 0,
+                requests_per_minute: 1
+            }]
         );
         // Once the first start is a minute old, one more may start.
         assert!(limits.admit("k", two, start + WINDOW).is_ok());

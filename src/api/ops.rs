@@ -229,6 +229,17 @@ fn scrape(state: &AppState, snapshot: &Snapshot) -> Scrape {
         reloads_failed: status.reloads_failed,
         generation: snapshot.generation,
         uptime_seconds: metrics.started_at.elapsed().as_secs_f64(),
+        key_refusals: snapshot
+            .key_limits
+            .refusals()
+            .into_iter()
+            .flat_map(|key| {
+                [
+                    (key.name.clone(), "max_concurrency", key.concurrency),
+                    (key.name, "requests_per_minute", key.requests_per_minute),
+                ]
+            })
+            .collect(),
         accounts: accounts(snapshot)
             .into_iter()
             .map(|(home, _, account)| AccountScrape {

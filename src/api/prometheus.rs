@@ -93,6 +93,9 @@ pub struct Scrape {
     pub generation: u64,
     pub uptime_seconds: f64,
     pub accounts: Vec<AccountScrape>,
+    /// Per-key limit refusals: `(key name, limit, count)`, limit `max_concurrency` or
+    /// `requests_per_minute`.
+    pub key_refusals: Vec<(String, &'static str, u64)>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -109,6 +112,12 @@ struct WorkerLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLimitLabels {
+    key: String,
+    limit: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -244,6 +253,21 @@ fn registry(recorder: &Recorder, scrape: &Scrape) -> Registry {
     uptime.set(scrape.uptime_seconds);
     registry.register("uptime_seconds", "Seconds since the server started", uptime);
 
+    let refusals = Family::<KeyLimitLabels, Counter>::default();
+    for (key, limit, count) in &scrape.key_refusals {
+        refusals
+            .get_or_create(&KeyLimitLabels {
+                key: key.clone(),
+                limit: limit.to_string(),
+            })
+            .inc_by(*count);
+    }
+    registry.register(
+        "key_limit_refusals",
+        "Requests refused by a named key's limit (max_concurrency, requests_per_minute), by key name",
+        refusals,
+    );
+
     let used = Family::<WindowLabels, FloatGauge>::default();
     let resets = Family::<WindowLabels, Gauge>::default();
     let logged_in = Family::<LoginLabels, Gauge>::default();
@@ -346,6 +370,7 @@ mod tests {
                     resets_at: Some(1_767_225_600),
                 }],
             }],
+            key_refusals: vec![("ci".into(), "requests_per_minute", 2)],
         };
         let text = encode(&recorder, &scrape, Format::Prometheus);
         assert!(
@@ -359,6 +384,12 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("# EOF"));
+        assert!(
+            text.contains(
+                "codex_proxy_key_limit_refusals_total{key=\"ci\",limit=\"requests_per_minute\"} 2"
+            ),
+            "{text}"
+        );
         let open = encode(&recorder, &scrape, Format::OpenMetrics);
         assert!(open.ends_with("# EOF\n"), "{open}");
         assert!(

@@ -78,6 +78,12 @@ async fn requests_per_minute_is_a_429_with_retry_after() {
         .await
         .unwrap();
     assert!(metrics.contains("key=\"per-minute\""), "{metrics}");
+    assert!(
+        metrics.contains(
+            "codex_proxy_key_limit_refusals_total{key=\"per-minute\",limit=\"requests_per_minute\"} 1"
+        ),
+        "{metrics}"
+    );
     assert!(!metrics.contains("sk-"), "{metrics}");
 }
 

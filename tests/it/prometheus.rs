@@ -29,6 +29,7 @@ const SERIES: &[&str] = &[
     "codex_proxy_quota_used_ratio",
     "codex_proxy_quota_resets_at_seconds",
     "codex_proxy_logged_in",
+    "codex_proxy_key_limit_refusals",
 ];
 
 #[tokio::test]
@@ -37,7 +38,7 @@ async fn prometheus_and_openmetrics_carry_every_documented_series() {
     // `nologin` uses Codex's default provider with the test's fresh CODEX_HOME: not logged in.
     let config = format!(
         "{}{}{}[profiles.nologin]\ndefault_cwd = {workspace:?}\nallowed_roots = [{workspace:?}]\n",
-        env.server("api_keys = [{ name = \"ops\", key = \"sk-ops\" }]"),
+        env.server("api_keys = [{ name = \"ops\", key = \"sk-ops\", requests_per_minute = 1000 }]"),
         env.profile("fast", ""),
         env.profile(
             "stream",
