@@ -192,7 +192,7 @@ async fn launch<R: Into<TurnRequest>>(
     check_engine(&snapshot, &profile, &caller, &request)?;
     log.phases.insert("prompt_build", ms(started));
 
-    let in_flight = InFlight::new(stats.clone());
+    let in_flight = InFlight::new(stats.clone()).holding(caller.take_key_guard());
     let started = Instant::now();
     let permit = pool.admit().await?;
     log.phases.insert("queue_wait", ms(started));

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod account;
 mod app_server;
 mod chat;
 mod daemon;
@@ -15,7 +16,9 @@ mod deploy;
 mod errors;
 mod faults;
 mod hostile;
+mod keys;
 mod mock_model;
+mod prometheus;
 mod reload;
 mod scale_out;
 mod sdk;

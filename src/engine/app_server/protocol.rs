@@ -28,7 +28,7 @@ pub fn initialize_params() -> Value {
         "clientInfo": {"name": "codex-api-proxy", "title": null, "version": env!("CARGO_PKG_VERSION")},
         "capabilities": {
             "experimentalApi": true,
-            "optOutNotificationMethods": ["account/rateLimits/updated", "thread/started"],
+            "optOutNotificationMethods": ["thread/started"],
         },
     })
 }
