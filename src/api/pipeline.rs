@@ -28,7 +28,7 @@ use crate::live::snapshot::{Route, Snapshot};
 use crate::live::state::AppState;
 use crate::metrics::{InFlight, ProfileStats};
 use crate::pool::Pool;
-use crate::turn::Needs;
+use crate::turn::{HoldEvent, HoldLog, Needs};
 
 /// What the handler received, before anything is checked.
 pub struct Incoming<'a> {
@@ -210,6 +210,7 @@ async fn launch<R: Into<TurnRequest>>(
             profile.runtime.model.clone()
         },
         received_at: log.received_at,
+        hold_log: hold_log(&stats),
     };
     let engine_started = Instant::now();
     let run = pool.start(job, permit);
@@ -222,6 +223,20 @@ async fn launch<R: Into<TurnRequest>>(
         log,
         engine_started,
         snapshot,
+    })
+}
+
+/// The profile's tool-turn counters, as the engine reports to them.
+fn hold_log(stats: &Arc<ProfileStats>) -> HoldLog {
+    let stats = stats.clone();
+    HoldLog::new(move |event| {
+        let counter = match event {
+            HoldEvent::Held => &stats.tool_turns_held,
+            HoldEvent::Continued => &stats.tool_turns_continued,
+            HoldEvent::Expired => &stats.tool_turns_expired,
+            HoldEvent::Replayed => &stats.tool_turns_replayed,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     })
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use codex_api_proxy::engine::app_server::protocol::{initialize_params, no_tools_config, refusal};
 use codex_api_proxy::engine::app_server::worker::base_args;
 use serde_json::{json, Value};
-use support::app::{App, TestEnv};
+use support::app::{chat_body, App, TestEnv};
 use support::mock_model::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
@@ -456,37 +456,188 @@ async fn parallel_calls_come_back_in_one_response_in_order() {
     assert_eq!(calls[1]["id"], call_id(1, 1));
 }
 
-#[tokio::test]
-async fn a_replayed_round_trip_continues_from_the_tool_output() {
-    let env = TestEnv::new().await;
-    let app = proxy(&env).await;
+/// The tool-turn counters of profile `name` in `/metrics`: held, continued, expired, replayed.
+async fn hold_counters(app: &App, name: &str) -> [u64; 4] {
+    let metrics = app.get_json("/metrics").await.1;
+    let profile = &metrics["profiles"][name];
+    ["held", "continued", "expired", "replayed"]
+        .map(|what| profile[format!("tool_turns_{what}")].as_u64().unwrap_or(u64::MAX))
+}
+
+/// The first request of a round trip (the model calls `lookup`) and the second, which carries the
+/// assistant's call and the tool's output.
+async fn round_trip_requests(app: &App) -> (Value, Value) {
     let first = tool_request("fast", r#"mock:call=lookup:{"word":"otter"}"#);
     let (status, body) = app.chat_json(&first).await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
     let message = body["choices"][0]["message"].clone();
     let call = &message["tool_calls"][0];
-
     let mut second = first.clone();
     let messages = second["messages"].as_array_mut().unwrap();
     messages.push(message.clone());
     messages.push(json!({"role": "tool", "tool_call_id": call["id"], "content": "a river animal"}));
-    let (status, body) = app.chat_json(&second).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    (first, second)
+}
+
+/// Checks the answer to the second request of [`round_trip_requests`] and what the model received.
+fn assert_continued_from_the_output(env: &TestEnv, body: &Value) {
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
     assert_eq!(
         body["choices"][0]["message"]["content"],
         format!("{TOOL_REPLY_PREFIX}a river animal")
     );
-    // The second model request carried the call and its output as Responses items.
+    assert_eq!(body["usage"]["prompt_tokens"], USAGE_INPUT_TOKENS, "{body}");
     let requests = env.mock.requests();
     assert_eq!(requests.len(), 2);
-    let replayed = &requests[1];
-    assert_eq!(replayed.tool_names(), ["lookup", "weather"]);
-    let calls = replayed.input_items("function_call");
-    assert_eq!(calls.len(), 1, "{}", replayed.text());
-    assert_eq!(calls[0]["call_id"], call["id"]);
+    let continued = &requests[1];
+    assert_eq!(continued.tool_names(), ["lookup", "weather"]);
+    let calls = continued.input_items("function_call");
+    assert_eq!(calls.len(), 1, "{}", continued.text());
+    assert_eq!(calls[0]["call_id"], call_id(1, 0));
     assert_eq!(calls[0]["name"], "lookup");
-    assert_eq!(replayed.trailing_tool_outputs(), ["a river animal"]);
+    assert_eq!(continued.trailing_tool_outputs(), ["a river animal"]);
+}
+
+/// Codex's `prompt_cache_key` of a model request: its thread's id.
+fn cache_key(request: &RecordedRequest) -> Value {
+    request.body["prompt_cache_key"].clone()
+}
+
+#[tokio::test]
+async fn a_round_trip_is_continued_by_the_held_turn() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let (_, second) = round_trip_requests(&app).await;
+    assert_eq!(hold_counters(&app, "fast").await, [1, 0, 0, 0]);
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_continued_from_the_output(&env, &body);
+    assert_eq!(hold_counters(&app, "fast").await, [1, 1, 0, 0]);
+    // The same thread went on: no new thread, no replayed history.
+    let requests = env.mock.requests();
+    assert!(!cache_key(&requests[0]).is_null(), "{}", requests[0].text());
+    assert_eq!(cache_key(&requests[0]), cache_key(&requests[1]));
+}
+
+#[tokio::test]
+async fn a_round_trip_sent_to_another_instance_is_continued_by_replay() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let other = proxy(&env).await;
+    let (_, second) = round_trip_requests(&app).await;
+    let (status, body) = other.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_continued_from_the_output(&env, &body);
+    assert_eq!(hold_counters(&other, "fast").await, [0, 0, 0, 1]);
+    // The first instance still holds its turn (until its timeout).
+    assert_eq!(hold_counters(&app, "fast").await, [1, 0, 0, 0]);
+    let requests = env.mock.requests();
+    assert_ne!(cache_key(&requests[0]), cache_key(&requests[1]));
+}
+
+#[tokio::test]
+async fn a_round_trip_after_a_restart_is_continued_by_replay() {
+    let env = TestEnv::new().await;
+    let mut app = proxy(&env).await;
+    let (_, second) = round_trip_requests(&app).await;
+    app.terminate(Duration::from_secs(10));
+    let app = proxy(&env).await;
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_continued_from_the_output(&env, &body);
+    assert_eq!(hold_counters(&app, "fast").await, [0, 0, 0, 1]);
+}
+
+#[tokio::test]
+async fn an_edited_history_is_continued_by_replay() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let (_, mut second) = round_trip_requests(&app).await;
+    second["messages"][0]["content"] = json!(r#"edited mock:call=lookup:{"word":"otter"}"#);
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        format!("{TOOL_REPLY_PREFIX}a river animal")
+    );
+    assert_eq!(hold_counters(&app, "fast").await, [1, 0, 0, 1]);
+}
+
+#[tokio::test]
+async fn a_held_turn_expires_and_its_results_are_replayed() {
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}",
+        env.server(""),
+        env.profile(
+            "fast",
+            "engine = \"app-server\"\nworkers = 1\ntool_call_timeout_seconds = 1\n"
+        ),
+    );
+    let app = App::start(&env, &config).await;
+    let (_, second) = round_trip_requests(&app).await;
+    let expired = async {
+        while hold_counters(&app, "fast").await[2] == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), expired)
+        .await
+        .expect("the hold expires after its 1 s timeout");
+    let metrics = app.get_json("/metrics").await.1;
+    assert_eq!(metrics["profiles"]["fast"]["running"], 0, "{metrics}");
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_continued_from_the_output(&env, &body);
+    assert_eq!(hold_counters(&app, "fast").await, [1, 0, 1, 1]);
+}
+
+#[tokio::test]
+async fn a_held_turn_does_not_keep_its_slot() {
+    // One slot: the client that must send the results is admitted while its turn is held.
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}",
+        env.server(""),
+        env.profile(
+            "fast",
+            "engine = \"app-server\"\nworkers = 1\nmax_concurrency = 1\nmax_queue_size = 0\n"
+        ),
+    );
+    let app = App::start(&env, &config).await;
+    let (_, second) = round_trip_requests(&app).await;
+    let metrics = app.get_json("/metrics").await.1;
+    assert_eq!(metrics["profiles"]["fast"]["running"], 0, "{metrics}");
+    // Another client is served meanwhile, then the results continue the held turn.
+    let (status, body) = app.chat_json(&chat_body("fast", "mock:reply=other")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        format!("{TOOL_REPLY_PREFIX}a river animal")
+    );
+    assert_eq!(hold_counters(&app, "fast").await, [1, 1, 0, 0]);
+}
+
+#[tokio::test]
+async fn a_streamed_round_trip_is_continued_by_the_held_turn() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let (_, mut second) = round_trip_requests(&app).await;
+    second["stream"] = json!(true);
+    second["stream_options"] = json!({"include_usage": true});
+    let transcript = App::sse(app.chat(&second).await).await;
+    assert!(transcript.done(), "{:?}", transcript.data);
+    assert_eq!(
+        transcript.content(),
+        format!("{TOOL_REPLY_PREFIX}a river animal")
+    );
+    let chunks = transcript.chunks();
+    let usage = &chunks[chunks.len() - 1];
+    assert_eq!(usage["usage"]["prompt_tokens"], USAGE_INPUT_TOKENS);
+    assert_eq!(hold_counters(&app, "fast").await, [1, 1, 0, 0]);
 }
 
 #[tokio::test]

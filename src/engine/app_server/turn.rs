@@ -48,6 +48,9 @@ pub enum Step {
         id: Box<RawValue>,
         reply: Value,
     },
+    /// The model's response ended (`rawResponse/completed`) after it called client tools: every call
+    /// of the response is known, so the shell need not wait for the thread to go quiet.
+    ResponseEnded,
     /// The turn is over: this is the answer.
     Done(Completion),
     /// The turn is over: it failed.
@@ -142,6 +145,10 @@ pub struct AppServerTurn {
     client_tools: HashSet<String>,
     /// The client tool calls of this turn, in arrival order.
     tool_calls: Vec<ToolCall>,
+    /// The usage of the model responses since the turn started or was resumed, summed from
+    /// `rawResponse/completed` (threads with client tools ask for those events); `None` without them,
+    /// and the thread's total from `thread/tokenUsage/updated` is used.
+    response_usage: Option<Usage>,
 }
 
 /// `item/tool/call`: `{callId, tool, arguments, namespace}`.
@@ -171,7 +178,58 @@ impl AppServerTurn {
             first_delta: true,
             client_tools: HashSet::new(),
             tool_calls: Vec::new(),
+            response_usage: None,
         }
+    }
+
+    /// The client tool calls of the current response, in the model's order.
+    pub fn tool_calls(&self) -> &[ToolCall] {
+        &self.tool_calls
+    }
+
+    /// The text written before the calls of the current response.
+    pub fn text_so_far(&self) -> &str {
+        self.last_message.as_deref().unwrap_or(&self.streamed)
+    }
+
+    /// The answer of a response that called client tools, returned while the turn stays open (held):
+    /// the calls, the text before them and the usage of the responses so far. The core is then ready
+    /// for [`AppServerTurn::resume`].
+    pub fn returned_calls(&mut self) -> Completion {
+        self.phases.insert("app_server_turn", ms(self.started));
+        let text = self
+            .last_message
+            .take()
+            .unwrap_or_else(|| std::mem::take(&mut self.streamed));
+        Completion {
+            text,
+            tool_calls: std::mem::take(&mut self.tool_calls),
+            usage: self.response_usage.take().unwrap_or(self.usage),
+            finish: FinishReason::ToolCalls,
+            phases: std::mem::take(&mut self.phases),
+        }
+    }
+
+    /// The held turn goes on for a new request (its calls were answered): text, calls, usage and
+    /// phases start again, so the next answer holds only what comes from now on.
+    pub fn resume(&mut self, phases: Phases) {
+        self.phases = phases;
+        self.started = Instant::now();
+        self.streamed.clear();
+        self.last_message = None;
+        self.tool_calls.clear();
+        self.response_usage = Some(Usage::default());
+        self.first_delta = true;
+    }
+
+    /// A new turn on the same thread (`turn/start` answered `turn_id`): the earlier turn's answer is
+    /// dropped, its usage kept.
+    pub fn restart(&mut self, turn_id: Option<String>) {
+        self.turn_id = turn_id;
+        self.streamed.clear();
+        self.last_message = None;
+        self.tool_calls.clear();
+        self.first_delta = true;
     }
 
     /// The client's tools offered to the model as dynamic tools: calls of them are returned to the
@@ -274,6 +332,20 @@ impl AppServerTurn {
                 let params = serde_json::from_str(params).unwrap_or(Value::Null);
                 if let Some(update) = protocol::token_usage(&params) {
                     self.usage = update;
+                }
+            }
+            "rawResponse/completed" => {
+                let params = serde_json::from_str(params).unwrap_or(Value::Null);
+                if let Some(usage) = params.get("usage").and_then(protocol::usage_breakdown) {
+                    let sum = self.response_usage.get_or_insert_with(Usage::default);
+                    sum.prompt_tokens += usage.prompt_tokens;
+                    sum.completion_tokens += usage.completion_tokens;
+                    sum.total_tokens += usage.total_tokens;
+                    sum.cached_tokens += usage.cached_tokens;
+                    sum.reasoning_tokens += usage.reasoning_tokens;
+                }
+                if !self.tool_calls.is_empty() {
+                    return Some(Step::ResponseEnded);
                 }
             }
             "turn/completed" => {
@@ -383,7 +455,7 @@ impl AppServerTurn {
         Ok(Completion {
             text: final_text,
             tool_calls: std::mem::take(&mut self.tool_calls),
-            usage: self.usage,
+            usage: self.response_usage.unwrap_or(self.usage),
             finish: if called {
                 FinishReason::ToolCalls
             } else {
