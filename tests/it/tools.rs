@@ -658,6 +658,103 @@ async fn tool_choice_none_offers_no_tools() {
     );
 }
 
+/// The developer text of a model request (Codex's own base prompt and ours).
+fn developer_text(request: &RecordedRequest) -> String {
+    request
+        .input_texts()
+        .into_iter()
+        .filter(|(role, _)| role == "developer")
+        .map(|(_, text)| text)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn tool_choice_required_tells_the_model_and_returns_its_call() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = tool_request("fast", r#"mock:call=lookup:{"word":"a"}"#);
+    request["tool_choice"] = json!("required");
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
+    let requests = env.mock.requests();
+    assert_eq!(requests.len(), 1);
+    assert!(
+        developer_text(&requests[0]).contains("you must call at least one of the provided functions"),
+        "{}",
+        requests[0].text()
+    );
+}
+
+#[tokio::test]
+async fn tool_choice_required_asks_again_once_when_the_model_answers_with_text() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = tool_request(
+        "fast",
+        r#"mock:min_users=2 mock:reply=Sure mock:call=lookup:{"word":"a"}"#,
+    );
+    request["tool_choice"] = json!("required");
+    request["stream"] = json!(true);
+    let transcript = App::sse(app.chat(&request).await).await;
+    assert!(transcript.done(), "{:?}", transcript.data);
+    // The first answer (text only) never reached the client; the second called the tool.
+    assert_eq!(transcript.content(), "Sure");
+    let chunks = transcript.chunks();
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|chunk| chunk.pointer("/choices/0/finish_reason"))
+        .filter(|reason| !reason.is_null())
+        .collect();
+    assert_eq!(finish, [&json!("tool_calls")]);
+    let requests = env.mock.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests[1]
+            .last_user_text()
+            .unwrap_or_default()
+            .contains("You did not call a function"),
+        "{}",
+        requests[1].text()
+    );
+}
+
+#[tokio::test]
+async fn tool_choice_required_fails_clearly_when_the_model_never_calls() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = tool_request("fast", "mock:reply=no_way");
+    request["tool_choice"] = json!("required");
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 502, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("tool_choice") && message.contains("second time"),
+        "{message}"
+    );
+    assert_eq!(env.mock.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_named_tool_choice_offers_only_that_function() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = tool_request("fast", r#"mock:call=weather:{"city":"Oslo"}"#);
+    request["tool_choice"] = json!({"type": "function", "function": {"name": "weather"}});
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    let calls = &body["choices"][0]["message"]["tool_calls"];
+    assert_eq!(calls[0]["function"]["name"], "weather", "{body}");
+    let requests = env.mock.requests();
+    assert_eq!(requests[0].tool_names(), ["weather"]);
+    assert!(
+        developer_text(&requests[0]).contains("you must call the function `weather`"),
+        "{}",
+        requests[0].text()
+    );
+}
+
 #[tokio::test]
 async fn an_exec_profile_refuses_tools_and_names_the_app_server_profile() {
     let env = TestEnv::new().await;
@@ -690,9 +787,11 @@ async fn tool_requests_that_cannot_be_served_get_a_400_naming_the_parameter() {
         ),
         (json!({"tools": [{"type": "web_search"}]}), "tools[0].type"),
         (
-            json!({"tools": [tool("f")], "tool_choice": "required"}),
-            "tool_choice",
+            json!({"tools": [tool("f")], "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "tool_choice.function.name",
         ),
+        (json!({"tools": [], "tool_choice": "required"}), "tool_choice"),
+        (json!({"tool_choice": "always"}), "tool_choice"),
         (json!({"functions": [{"name": "f"}]}), "functions"),
         (json!({"parallel_tool_calls": "yes"}), "parallel_tool_calls"),
         (

@@ -163,30 +163,58 @@ fn parse_tool(index: usize, entry: Value) -> Result<Tool, ApiError> {
     })
 }
 
-/// `tool_choice`: `none` and `auto` are honoured; `required` and a named function are refused until the
-/// proxy can check that the model complied.
+/// `tool_choice`: `none`, `auto`, `required` or `{"type":"function","function":{"name":…}}`. A choice
+/// that requires a call needs `tools`, and a named function must be one of them. (How `required` and
+/// a named function are enforced: see `engine::app_server`, `TurnContext::answer`.)
 pub fn parse_tool_choice(value: Option<Value>, tools: &[Tool]) -> Result<ToolChoice, ApiError> {
-    let refuse = |what: &str| {
+    let invalid = || {
         ApiError::invalid(
-            format!("'tool_choice' {what} is not supported by this proxy yet; send \"auto\" (the model may call the tools) or \"none\"."),
+            "Invalid value for 'tool_choice': expected \"none\", \"auto\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":…}}.",
             Some("tool_choice"),
         )
     };
-    match value {
-        None => Ok(ToolChoice::Auto),
-        Some(Value::String(choice)) if choice == "auto" => Ok(ToolChoice::Auto),
-        Some(Value::String(choice)) if choice == "none" => Ok(ToolChoice::None),
-        Some(Value::String(choice)) if choice == "required" => Err(refuse("\"required\"")),
-        Some(Value::Object(_)) if tools.is_empty() => Err(ApiError::invalid(
-            "'tool_choice' names a function, but the request has no 'tools'.",
+    let choice = match value {
+        None => return Ok(ToolChoice::Auto),
+        Some(Value::String(choice)) => match choice.as_str() {
+            "auto" => return Ok(ToolChoice::Auto),
+            "none" => return Ok(ToolChoice::None),
+            "required" => ToolChoice::Required,
+            _ => return Err(invalid()),
+        },
+        Some(Value::Object(object)) => {
+            if object.get("type").and_then(Value::as_str) != Some("function") {
+                return Err(invalid());
+            }
+            match object.get("function").and_then(|f| f.get("name")) {
+                Some(Value::String(name)) => ToolChoice::Named(name.clone()),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "Missing required parameter: 'tool_choice.function.name'.",
+                        Some("tool_choice.function.name"),
+                    ))
+                }
+            }
+        }
+        Some(_) => return Err(invalid()),
+    };
+    if tools.is_empty() {
+        return Err(ApiError::invalid(
+            "'tool_choice' requires a tool call, but the request has no 'tools'.",
             Some("tool_choice"),
-        )),
-        Some(Value::Object(_)) => Err(refuse("naming a function")),
-        Some(_) => Err(ApiError::invalid(
-            "Invalid value for 'tool_choice': expected \"none\", \"auto\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":…}}.",
-            Some("tool_choice"),
-        )),
+        ));
     }
+    if let ToolChoice::Named(name) = &choice {
+        if !tools.iter().any(|tool| &tool.name == name) {
+            return Err(ApiError::invalid(
+                format!(
+                    "Invalid 'tool_choice': the function '{}' is not in 'tools'.",
+                    name.chars().take(80).collect::<String>()
+                ),
+                Some("tool_choice.function.name"),
+            ));
+        }
+    }
+    Ok(choice)
 }
 
 /// Every `tool` message with a `tool_call_id` must answer a call of an earlier assistant message.
