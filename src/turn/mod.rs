@@ -139,6 +139,9 @@ pub struct TurnRequest {
     pub output: Option<OutputFormat>,
     /// A per-request reasoning effort (`low`, `high`, …); overrides the profile's.
     pub reasoning_effort: Option<String>,
+    /// The client names no calls by id and takes one call per answer (OpenAI's legacy `functions`):
+    /// its next request cannot be matched to a held turn, so the turn is not held.
+    pub legacy_calls: bool,
 }
 
 impl TurnRequest {

@@ -415,11 +415,13 @@ async fn a_streamed_call_comes_as_tool_call_deltas() {
         .iter()
         .filter_map(|chunk| chunk.pointer("/choices/0/delta/tool_calls"))
         .collect();
+    // OpenAI's shape: the id, type and name with empty arguments, then the arguments as a fragment.
     assert_eq!(
         calls,
         [
             &json!([{"index": 0, "id": call_id(1, 0), "type": "function",
-                  "function": {"name": "weather", "arguments": r#"{"city":"Oslo"}"#}}])
+                  "function": {"name": "weather", "arguments": ""}}]),
+            &json!([{"index": 0, "function": {"arguments": r#"{"city":"Oslo"}"#}}]),
         ]
     );
     let finishes: Vec<&Value> = chunks
@@ -753,6 +755,79 @@ async fn a_named_tool_choice_offers_only_that_function() {
         "{}",
         requests[0].text()
     );
+}
+
+/// A request with the legacy `functions` (`lookup`).
+fn legacy_request(text: &str) -> Value {
+    json!({
+        "model": "fast",
+        "messages": [{"role": "user", "content": text}],
+        "functions": [{"name": "lookup", "description": "Look a word up.",
+                       "parameters": {"type": "object", "properties": {"word": {"type": "string"}}}}],
+    })
+}
+
+#[tokio::test]
+async fn legacy_functions_get_a_function_call_and_continue_by_replay() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = legacy_request(r#"mock:call=lookup:{"word":"otter"}"#);
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "function_call", "{body}");
+    assert_eq!(
+        choice["message"]["function_call"],
+        json!({"name": "lookup", "arguments": r#"{"word":"otter"}"#})
+    );
+    assert!(choice["message"].get("tool_calls").is_none(), "{body}");
+    assert_eq!(env.mock.requests()[0].tool_names(), ["lookup"]);
+    // Legacy calls have no ids to match a held turn by: nothing is held.
+    assert_eq!(hold_counters(&app, "fast").await, [0, 0, 0, 0]);
+
+    let messages = request["messages"].as_array_mut().unwrap();
+    messages.push(choice["message"].clone());
+    messages.push(json!({"role": "function", "name": "lookup", "content": "a river animal"}));
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        format!("{TOOL_REPLY_PREFIX}a river animal")
+    );
+    let replayed = &env.mock.requests()[1];
+    assert_eq!(replayed.input_items("function_call")[0]["name"], "lookup");
+    assert_eq!(replayed.trailing_tool_outputs(), ["a river animal"]);
+    assert_eq!(hold_counters(&app, "fast").await, [0, 0, 0, 1]);
+}
+
+#[tokio::test]
+async fn a_streamed_legacy_function_call_comes_as_function_call_deltas() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = legacy_request(r#"mock:call=lookup:{"word":"otter"}"#);
+    request["stream"] = json!(true);
+    request["function_call"] = json!({"name": "lookup"});
+    let transcript = App::sse(app.chat(&request).await).await;
+    assert!(transcript.done(), "{:?}", transcript.data);
+    let chunks = transcript.chunks();
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|chunk| chunk.pointer("/choices/0/delta/function_call"))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            &json!({"name": "lookup", "arguments": ""}),
+            &json!({"arguments": r#"{"word":"otter"}"#}),
+        ]
+    );
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|chunk| chunk.pointer("/choices/0/finish_reason"))
+        .filter(|reason| !reason.is_null())
+        .collect();
+    assert_eq!(finish, [&json!("function_call")]);
 }
 
 #[tokio::test]

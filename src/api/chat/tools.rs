@@ -118,7 +118,79 @@ fn parse_tool(index: usize, entry: Value) -> Result<Tool, ApiError> {
             Some(&format!("{param}.function")),
         ));
     };
-    let name_param = format!("{param}.function.name");
+    parse_function(&format!("{param}.function"), function)
+}
+
+/// The legacy `functions`: `[{name, description, parameters}]`, the same checks as `tools`.
+pub fn parse_functions(raw: Option<&RawValue>) -> Result<Vec<Tool>, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let entries: Vec<Value> = serde_json::from_str(raw.get()).map_err(|_| {
+        ApiError::invalid(
+            "Invalid type for 'functions': expected an array of functions.",
+            Some("functions"),
+        )
+    })?;
+    let mut functions: Vec<Tool> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let param = format!("functions[{index}]");
+        let Some(function) = entry.as_object() else {
+            return Err(ApiError::invalid(
+                format!("Invalid type for '{param}': expected an object."),
+                Some(&param),
+            ));
+        };
+        let function = parse_function(&param, function)?;
+        if functions.iter().any(|earlier| earlier.name == function.name) {
+            return Err(ApiError::invalid(
+                format!(
+                    "Duplicate function name '{}' in 'functions': each function needs its own name.",
+                    function.name
+                ),
+                Some(&format!("{param}.name")),
+            ));
+        }
+        functions.push(function);
+    }
+    Ok(functions)
+}
+
+/// The legacy `function_call`: `none`, `auto` or `{name}` (one of `functions`).
+pub fn parse_function_call(value: Option<Value>, functions: &[Tool]) -> Result<ToolChoice, ApiError> {
+    match value {
+        None => Ok(ToolChoice::Auto),
+        Some(Value::String(choice)) if choice == "auto" => Ok(ToolChoice::Auto),
+        Some(Value::String(choice)) if choice == "none" => Ok(ToolChoice::None),
+        Some(Value::Object(object)) => match object.get("name") {
+            Some(Value::String(name)) if functions.iter().any(|f| &f.name == name) => {
+                Ok(ToolChoice::Named(name.clone()))
+            }
+            Some(Value::String(name)) => Err(ApiError::invalid(
+                format!(
+                    "Invalid 'function_call': the function '{}' is not in 'functions'.",
+                    name.chars().take(80).collect::<String>()
+                ),
+                Some("function_call.name"),
+            )),
+            _ => Err(ApiError::invalid(
+                "Missing required parameter: 'function_call.name'.",
+                Some("function_call.name"),
+            )),
+        },
+        Some(_) => Err(ApiError::invalid(
+            "Invalid value for 'function_call': expected \"none\", \"auto\" or {\"name\":…}.",
+            Some("function_call"),
+        )),
+    }
+}
+
+/// One function definition (`tools[i].function` or `functions[i]`), `param` naming it.
+fn parse_function(
+    param: &str,
+    function: &serde_json::Map<String, Value>,
+) -> Result<Tool, ApiError> {
+    let name_param = format!("{param}.name");
     let name = match function.get("name") {
         Some(Value::String(name)) if valid_name(name) => name.clone(),
         Some(Value::String(name)) => return Err(invalid_name(&name_param, name)),
@@ -134,8 +206,8 @@ fn parse_tool(index: usize, entry: Value) -> Result<Tool, ApiError> {
         Some(Value::String(text)) => Some(text.clone()),
         Some(_) => {
             return Err(ApiError::invalid(
-                format!("Invalid type for '{param}.function.description': expected a string."),
-                Some(&format!("{param}.function.description")),
+                format!("Invalid type for '{param}.description': expected a string."),
+                Some(&format!("{param}.description")),
             ))
         }
     };
@@ -145,9 +217,9 @@ fn parse_tool(index: usize, entry: Value) -> Result<Tool, ApiError> {
         Some(_) => {
             return Err(ApiError::invalid(
                 format!(
-                "Invalid type for '{param}.function.parameters': expected a JSON Schema object."
+                "Invalid type for '{param}.parameters': expected a JSON Schema object."
             ),
-                Some(&format!("{param}.function.parameters")),
+                Some(&format!("{param}.parameters")),
             ))
         }
     };

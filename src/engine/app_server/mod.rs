@@ -366,7 +366,7 @@ impl AppServerPool {
             events,
             _permit: permit,
         };
-        let mut may_hold = !profile.hold.timeout.is_zero();
+        let mut may_hold = !profile.hold.timeout.is_zero() && !part.job.request.legacy_calls;
         loop {
             let outcome = turn
                 .answer(&thread_id, &mut core, &mut notifications, &part, may_hold)
@@ -418,7 +418,7 @@ impl AppServerPool {
                 events: resume.events,
                 _permit: resume.permit,
             };
-            may_hold = true;
+            may_hold = !part.job.request.legacy_calls;
         }
     }
 
