@@ -927,6 +927,35 @@ async fn an_agent_loop_of_two_tool_rounds_ends_with_the_answer() {
         .map(|item| item["call_id"].clone())
         .collect();
     assert_eq!(ids, [json!(call_id(1, 0)), json!(call_id(2, 0))]);
+    // Each round's results continued the held turn: one thread throughout.
+    assert_eq!(hold_counters(&app, "fast").await, [2, 2, 0, 0]);
+    let keys: Vec<Value> = env.mock.requests().iter().map(cache_key).collect();
+    assert!(keys.iter().all(|key| *key == keys[0]), "{keys:?}");
+}
+
+#[tokio::test]
+async fn parallel_calls_are_continued_together_by_the_held_turn() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = tool_request(
+        "fast",
+        r#"mock:call=lookup:{"word":"a"} mock:call=weather:{"city":"b"}"#,
+    );
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    let message = body["choices"][0]["message"].clone();
+    let messages = request["messages"].as_array_mut().unwrap();
+    messages.push(message.clone());
+    // The results in the other order: matched by id.
+    messages.push(json!({"role": "tool", "tool_call_id": call_id(1, 1), "content": "rain"}));
+    messages.push(json!({"role": "tool", "tool_call_id": call_id(1, 0), "content": "letter"}));
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        format!("{TOOL_REPLY_PREFIX}letter | rain")
+    );
+    assert_eq!(hold_counters(&app, "fast").await, [1, 1, 0, 0]);
 }
 
 #[tokio::test]
