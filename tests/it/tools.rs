@@ -1017,3 +1017,54 @@ async fn an_agent_profile_offers_client_tools_beside_codex_tools() {
     );
     assert!(offered.len() > 2, "Codex's own tools stay: {offered:?}");
 }
+
+#[tokio::test]
+async fn the_openai_python_sdk_completes_tool_round_trips_plain_and_streamed() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let stdout = support::run_python(
+        "test_tools_openai.py",
+        &[("PROXY_URL", app.url("/v1")), ("MODEL", "fast".to_string())],
+        Duration::from_secs(120),
+    )
+    .await;
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(
+        report["plain"],
+        json!({
+            "finish_reason": "tool_calls",
+            "calls": [[call_id(1, 0), "lookup", r#"{"word":"otter"}"#]],
+            "answer": format!("{TOOL_REPLY_PREFIX}otter: a river animal"),
+            "answer_finish_reason": "stop",
+        })
+    );
+    assert_eq!(
+        report["streamed"],
+        json!({
+            "finish_reason": "tool_calls",
+            "calls": [[call_id(3, 0), "lookup", r#"{"word":"heron"}"#]],
+            "answer": format!("{TOOL_REPLY_PREFIX}heron: a river animal"),
+        })
+    );
+    // Both round trips continued their held turns.
+    assert_eq!(hold_counters(&app, "fast").await, [2, 2, 0, 0]);
+}
+
+#[tokio::test]
+async fn a_langchain_bind_tools_agent_loop_runs_to_the_answer() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let stdout = support::run_python(
+        "langchain_tools_agent.py",
+        &[("PROXY_URL", app.url("/v1")), ("MODEL", "fast".to_string())],
+        Duration::from_secs(120),
+    )
+    .await;
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(
+        report,
+        json!({"rounds": 2, "answer": format!("{TOOL_REPLY_PREFIX}otter: a river animal")})
+    );
+    // LangChain re-serialises the arguments; the held turns were still continued.
+    assert_eq!(hold_counters(&app, "fast").await, [2, 2, 0, 0]);
+}
