@@ -145,7 +145,7 @@ async fn main() {
         cwd: workspace.clone(),
         model: profile.runtime.model.clone(),
         received_at: Instant::now(),
-        hold_log: Default::default(),
+        hold: Default::default(),
     };
 
     let proxy = start_proxy(

@@ -23,7 +23,7 @@ pub use crate::api::request_log::{LatencyLog, RequestFacts};
 use crate::api::{authenticate, authorize_profile, may_use, Caller};
 use crate::config::{EngineKind, Profile};
 use crate::engine::exec::{developer_instructions_arg, MAX_ARG_BYTES};
-use crate::engine::{ms, Job, RunHandle, TurnRequest};
+use crate::engine::{ms, HoldPolicy, Job, RunHandle, TurnRequest};
 use crate::live::snapshot::{Route, Snapshot};
 use crate::live::state::AppState;
 use crate::metrics::{InFlight, ProfileStats};
@@ -210,7 +210,11 @@ async fn launch<R: Into<TurnRequest>>(
             profile.runtime.model.clone()
         },
         received_at: log.received_at,
-        hold_log: hold_log(&stats),
+        hold: HoldPolicy {
+            timeout: profile.hold.timeout,
+            max_held: profile.hold.max_held,
+            log: hold_log(&stats),
+        },
     };
     let engine_started = Instant::now();
     let run = pool.start(job, permit);

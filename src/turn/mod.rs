@@ -222,7 +222,11 @@ impl HoldLog {
 
 impl fmt::Debug for HoldLog {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "HoldLog(set)" } else { "HoldLog(none)" })
+        f.write_str(if self.0.is_some() {
+            "HoldLog(set)"
+        } else {
+            "HoldLog(none)"
+        })
     }
 }
 

@@ -10,8 +10,11 @@
 //!
 //! The other tests go through the proxy (app-server profile `fast`, exec profile `slow`): the chat
 //! `tools` of a request become the thread's dynamic tools, the model's calls come back as
-//! `finish_reason:"tool_calls"` (plain and streamed), and a conversation carrying the assistant's
-//! `tool_calls` and the `tool` messages is replayed and continued from the tool output.
+//! `finish_reason:"tool_calls"` (plain and streamed); the request with the results continues the held
+//! turn (the `tool_turns_*` counters of `/metrics` and Codex's `prompt_cache_key`, the thread id, show
+//! which path ran), or, on another instance, after a restart, an edit or the hold's expiry, replays the
+//! conversation; `tool_choice` required and named are enforced; legacy `functions` get `function_call`
+//! answers; and the OpenAI Node and Python SDKs and a LangChain agent run their tool loops.
 //!
 //! Set `RECORD_TOOL_FIXTURE=DIR` to write the thread's messages of the direct round trip to
 //! `DIR/tool_call.jsonl` (scratch paths replaced by `/workspace`, the mock's port by `PORT`).
@@ -462,8 +465,11 @@ async fn parallel_calls_come_back_in_one_response_in_order() {
 async fn hold_counters(app: &App, name: &str) -> [u64; 4] {
     let metrics = app.get_json("/metrics").await.1;
     let profile = &metrics["profiles"][name];
-    ["held", "continued", "expired", "replayed"]
-        .map(|what| profile[format!("tool_turns_{what}")].as_u64().unwrap_or(u64::MAX))
+    ["held", "continued", "expired", "replayed"].map(|what| {
+        profile[format!("tool_turns_{what}")]
+            .as_u64()
+            .unwrap_or(u64::MAX)
+    })
 }
 
 /// The first request of a round trip (the model calls `lookup`) and the second, which carries the
@@ -596,6 +602,42 @@ async fn a_held_turn_expires_and_its_results_are_replayed() {
 }
 
 #[tokio::test]
+async fn with_holding_off_the_turn_ends_at_its_calls_and_results_are_replayed() {
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}",
+        env.server(""),
+        env.profile(
+            "fast",
+            "engine = \"app-server\"\nworkers = 1\ntool_call_timeout_seconds = 0\n"
+        ),
+    );
+    let app = App::start(&env, &config).await;
+    let (_, second) = round_trip_requests(&app).await;
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_continued_from_the_output(&env, &body);
+    assert_eq!(hold_counters(&app, "fast").await, [0, 0, 0, 1]);
+}
+
+#[tokio::test]
+async fn after_the_worker_of_a_held_turn_dies_the_results_are_replayed() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let (_, second) = round_trip_requests(&app).await;
+    let metrics = app.get_json("/metrics").await.1;
+    let pid = metrics["profiles"]["fast"]["workers"][0]["pid"]
+        .as_u64()
+        .expect("a worker pid");
+    support::app::send_signal(pid as u32, libc::SIGKILL);
+    // The next request waits for the restarted worker and replays the conversation.
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_continued_from_the_output(&env, &body);
+    assert_eq!(hold_counters(&app, "fast").await, [1, 0, 0, 1]);
+}
+
+#[tokio::test]
 async fn a_held_turn_does_not_keep_its_slot() {
     // One slot: the client that must send the results is admitted while its turn is held.
     let env = TestEnv::new().await;
@@ -683,7 +725,8 @@ async fn tool_choice_required_tells_the_model_and_returns_its_call() {
     let requests = env.mock.requests();
     assert_eq!(requests.len(), 1);
     assert!(
-        developer_text(&requests[0]).contains("you must call at least one of the provided functions"),
+        developer_text(&requests[0])
+            .contains("you must call at least one of the provided functions"),
         "{}",
         requests[0].text()
     );
@@ -865,7 +908,10 @@ async fn tool_requests_that_cannot_be_served_get_a_400_naming_the_parameter() {
             json!({"tools": [tool("f")], "tool_choice": {"type": "function", "function": {"name": "g"}}}),
             "tool_choice.function.name",
         ),
-        (json!({"tools": [], "tool_choice": "required"}), "tool_choice"),
+        (
+            json!({"tools": [], "tool_choice": "required"}),
+            "tool_choice",
+        ),
         (json!({"tool_choice": "always"}), "tool_choice"),
         (json!({"functions": [{"name": "f"}]}), "functions"),
         (json!({"parallel_tool_calls": "yes"}), "parallel_tool_calls"),

@@ -368,15 +368,15 @@ impl ChatRequest {
                 Some("functions"),
             ));
         }
-        let (tools, tool_choice) = if legacy_functions
-            || (tools.is_empty() && members.raw("function_call").is_some())
-        {
-            let choice = tools::parse_function_call(members.scalar_value("function_call"), &functions)?;
-            (functions, choice)
-        } else {
-            let choice = tools::parse_tool_choice(members.scalar_value("tool_choice"), &tools)?;
-            (tools, choice)
-        };
+        let (tools, tool_choice) =
+            if legacy_functions || (tools.is_empty() && members.raw("function_call").is_some()) {
+                let choice =
+                    tools::parse_function_call(members.scalar_value("function_call"), &functions)?;
+                (functions, choice)
+            } else {
+                let choice = tools::parse_tool_choice(members.scalar_value("tool_choice"), &tools)?;
+                (tools, choice)
+            };
         tools::check_answers(
             messages
                 .0
@@ -423,11 +423,13 @@ impl From<Messages> for TurnRequest {
         for message in messages.0 {
             let text = message.content.into_text();
             match (turn_role(message.role), message.tool_call_id) {
-                (Some(Role::Tool | Role::Function), Some(call_id)) => items.push(Item::ToolResult {
-                    call_id,
-                    output: text,
-                    is_error: false,
-                }),
+                (Some(Role::Tool | Role::Function), Some(call_id)) => {
+                    items.push(Item::ToolResult {
+                        call_id,
+                        output: text,
+                        is_error: false,
+                    })
+                }
                 (Some(Role::Assistant), _) if !message.tool_calls.is_empty() => {
                     if !text.is_empty() {
                         items.push(Item::text(Role::Assistant, text));
@@ -592,7 +594,9 @@ fn parse_message(index: usize, raw: &RawValue) -> Result<Message, ApiError> {
             LegacyCall::deserialize(call).map_err(|err| {
                 let param = format!("messages[{index}].function_call");
                 ApiError::invalid(
-                    format!("Invalid '{param}': {err}. A function call needs 'name' and 'arguments'."),
+                    format!(
+                        "Invalid '{param}': {err}. A function call needs 'name' and 'arguments'."
+                    ),
                     Some(&param),
                 )
             })

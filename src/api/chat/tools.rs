@@ -1,6 +1,7 @@
-//! Function calling in OpenAI chat requests: `tools` and `tool_choice` → the neutral [`Tool`]s and
-//! [`ToolChoice`], the `tool_calls` of assistant messages, and the check that every `tool` message
-//! answers a call made earlier in the conversation. Every refusal is a 400 naming the parameter.
+//! Function calling in OpenAI chat requests: `tools` and `tool_choice` (or the legacy `functions` and
+//! `function_call`) → the neutral [`Tool`]s and [`ToolChoice`], the `tool_calls` of assistant messages,
+//! and the check that every `tool` message answers a call made earlier in the conversation. Every
+//! refusal is a 400 naming the parameter.
 
 use std::collections::HashSet;
 
@@ -142,7 +143,10 @@ pub fn parse_functions(raw: Option<&RawValue>) -> Result<Vec<Tool>, ApiError> {
             ));
         };
         let function = parse_function(&param, function)?;
-        if functions.iter().any(|earlier| earlier.name == function.name) {
+        if functions
+            .iter()
+            .any(|earlier| earlier.name == function.name)
+        {
             return Err(ApiError::invalid(
                 format!(
                     "Duplicate function name '{}' in 'functions': each function needs its own name.",
@@ -157,7 +161,10 @@ pub fn parse_functions(raw: Option<&RawValue>) -> Result<Vec<Tool>, ApiError> {
 }
 
 /// The legacy `function_call`: `none`, `auto` or `{name}` (one of `functions`).
-pub fn parse_function_call(value: Option<Value>, functions: &[Tool]) -> Result<ToolChoice, ApiError> {
+pub fn parse_function_call(
+    value: Option<Value>,
+    functions: &[Tool],
+) -> Result<ToolChoice, ApiError> {
     match value {
         None => Ok(ToolChoice::Auto),
         Some(Value::String(choice)) if choice == "auto" => Ok(ToolChoice::Auto),
@@ -216,9 +223,7 @@ fn parse_function(
         Some(schema @ Value::Object(_)) => schema.clone(),
         Some(_) => {
             return Err(ApiError::invalid(
-                format!(
-                "Invalid type for '{param}.parameters': expected a JSON Schema object."
-            ),
+                format!("Invalid type for '{param}.parameters': expected a JSON Schema object."),
                 Some(&format!("{param}.parameters")),
             ))
         }

@@ -88,7 +88,9 @@ impl Expected {
             && request.reasoning_effort == self.reasoning_effort
             && job.model == self.model
             && job.cwd == self.cwd;
-        if !same_setting || results.len() != self.call_ids.len() || earlier.len() != self.items.len()
+        if !same_setting
+            || results.len() != self.call_ids.len()
+            || earlier.len() != self.items.len()
         {
             return None;
         }
@@ -168,6 +170,8 @@ pub struct Resume {
 struct Waiting {
     expected: Expected,
     resume: oneshot::Sender<Resume>,
+    /// The held turn's connection: cancelled when its worker is gone, and the turn with it.
+    closed: CancellationToken,
 }
 
 /// One pool's held turns.
@@ -184,14 +188,23 @@ impl HeldTurns {
         &self,
         expected: Expected,
         max_held: usize,
+        closed: CancellationToken,
     ) -> Option<(String, oneshot::Receiver<Resume>)> {
         let key = expected.key();
         let mut waiting = self.waiting.lock();
+        waiting.retain(|_, held| !held.closed.is_cancelled());
         if waiting.len() >= max_held || waiting.contains_key(&key) || key.is_empty() {
             return None;
         }
         let (resume, receiver) = oneshot::channel();
-        waiting.insert(key.clone(), Waiting { expected, resume });
+        waiting.insert(
+            key.clone(),
+            Waiting {
+                expected,
+                resume,
+                closed,
+            },
+        );
         Some((key, receiver))
     }
 
@@ -206,7 +219,13 @@ impl HeldTurns {
             _ => None,
         }));
         let mut waiting = self.waiting.lock();
-        let outputs = waiting.get(&key)?.expected.outputs_of(job)?;
+        let held = waiting.get(&key)?;
+        if held.closed.is_cancelled() {
+            // Its worker died: the turn is gone (it removes itself too, maybe a moment later).
+            waiting.remove(&key);
+            return None;
+        }
+        let outputs = held.expected.outputs_of(job)?;
         let entry = waiting.remove(&key)?;
         Some((entry.resume, outputs))
     }
@@ -252,7 +271,7 @@ mod tests {
             cwd: "/w".into(),
             model: None,
             received_at: Instant::now(),
-            hold_log: Default::default(),
+            hold: Default::default(),
         }
     }
 
@@ -286,7 +305,9 @@ mod tests {
         let calls = [call("a", r#"{"word":"x"}"#), call("b", "{}")];
         let expected = Expected::new(&first, "Checking.", &calls);
         let turns = HeldTurns::default();
-        let (key, _resume) = turns.hold(expected.clone(), 4).expect("held");
+        let (key, _resume) = turns
+            .hold(expected.clone(), 4, CancellationToken::new())
+            .expect("held");
         assert_eq!(turns.len(), 1);
 
         let base = vec![
@@ -316,7 +337,10 @@ mod tests {
 
         assert!(turns.take(&job(partial)).is_none());
         assert!(turns.take(&job(items)).is_some());
-        assert!(!turns.release(&key), "taken: the held turn no longer owns its end");
+        assert!(
+            !turns.release(&key),
+            "taken: the held turn no longer owns its end"
+        );
     }
 
     #[test]
@@ -325,9 +349,28 @@ mod tests {
         let first = job(vec![Item::text(Role::User, "hi")]);
         let one = Expected::new(&first, "", &[call("a", "{}")]);
         let two = Expected::new(&first, "", &[call("b", "{}")]);
-        let (key, _a) = turns.hold(one, 1).unwrap();
-        assert!(turns.hold(two.clone(), 1).is_none());
+        let (key, _a) = turns.hold(one, 1, CancellationToken::new()).unwrap();
+        assert!(turns
+            .hold(two.clone(), 1, CancellationToken::new())
+            .is_none());
         assert!(turns.release(&key));
-        assert!(turns.hold(two, 1).is_some());
+        assert!(turns.hold(two, 1, CancellationToken::new()).is_some());
+    }
+
+    #[test]
+    fn a_turn_whose_worker_died_is_not_continued() {
+        let turns = HeldTurns::default();
+        let first = job(vec![Item::text(Role::User, "hi")]);
+        let closed = CancellationToken::new();
+        let expected = Expected::new(&first, "", &[call("a", "{}")]);
+        let (_key, _resume) = turns.hold(expected, 4, closed.clone()).unwrap();
+        closed.cancel();
+        let items = vec![
+            Item::text(Role::User, "hi"),
+            call_item("a", "{}"),
+            result("a", "1"),
+        ];
+        assert!(turns.take(&job(items)).is_none());
+        assert!(turns.is_empty());
     }
 }

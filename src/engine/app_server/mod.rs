@@ -5,11 +5,24 @@
 //! [`AppServerPool::run`] (one request). A run picks the least-loaded ready worker, starts a thread
 //! (`developerInstructions` = system text), replays earlier messages with `thread/inject_items`, starts
 //! the turn with the last user message, forwards final-answer deltas as they arrive, and unsubscribes the
-//! thread at the end. A request's client tools are the thread's `dynamicTools`; when the model calls one,
-//! the call goes to the client and the turn is interrupted (the run ends with `tool_calls`); the client's
-//! next request replays the call and its output. Dropping the [`RunHandle`] or hitting `timeout_seconds` sends `turn/interrupt`; the
-//! worker stays up. Submodules: `turn` (the turn's protocol core, without I/O), `worker` (process
-//! supervision), `rpc` (JSON-RPC), `protocol` (messages).
+//! thread at the end. Dropping the [`RunHandle`] or hitting `timeout_seconds` sends `turn/interrupt`; the
+//! worker stays up.
+//!
+//! Client tools: a request's tools are the thread's `dynamicTools` (with `experimentalRawEvents`, whose
+//! `rawResponse/completed` says when every parallel call of a response is known, and its usage). When
+//! the model calls them, the calls are returned to the client at once (`finish_reason: tool_calls`) and
+//! the turn is **held** ([`hold`]): its `item/tool/call` requests stay unanswered and its admission
+//! permit is given back. The request that brings exactly those calls' results, after the same
+//! conversation, is admitted like any other and continues the same turn: the results answer the server
+//! requests and the rest of the turn streams into its response. A held turn ends after the profile's
+//! `tool_call_timeout_seconds` (interrupted, counted as expired), when its worker dies, or when the pool
+//! retires; a request that matches no held turn replays its conversation on a new thread. With holding
+//! off (`tool_call_timeout_seconds = 0`), `max_held_turns` reached, or legacy `functions`, the turn is
+//! interrupted at its calls instead. `tool_choice` `required` or a named function is enforced by
+//! [`TurnContext::answer`].
+//!
+//! Submodules: `turn` (the turn's protocol core, without I/O), `hold` (the held-turn registry and its
+//! matching rule), `worker` (process supervision), `rpc` (JSON-RPC), `protocol` (messages).
 
 pub mod hold;
 pub mod protocol;
@@ -164,11 +177,11 @@ impl AppServerPool {
         // is empty.
         spawn_run((), 64, |events, cancel| async move {
             let (job, permit) = match pool.hand_over(job, events.clone(), cancel.clone(), permit) {
-                Ok(()) => return Ok(()),
-                Err(back) => back,
+                HandOver::Taken => return Ok(()),
+                HandOver::Back(job, permit) => (*job, permit),
             };
             if hold::continues_tool_calls(&job.request) {
-                job.hold_log.record(HoldEvent::Replayed);
+                job.hold.log.record(HoldEvent::Replayed);
             }
             pool.turn(&profile, job, events, cancel, permit).await
         })
@@ -182,11 +195,10 @@ impl AppServerPool {
         events: mpsc::Sender<TurnEvent>,
         cancel: CancellationToken,
         permit: Box<dyn Send + Sync>,
-    ) -> Result<(), (Job, Box<dyn Send + Sync>)> {
+    ) -> HandOver {
         let Some((resume, outputs)) = self.held.take(&job) else {
-            return Err((job, permit));
+            return HandOver::Back(Box::new(job), permit);
         };
-        let hold_log = job.hold_log.clone();
         match resume.send(Resume {
             job,
             outputs,
@@ -194,18 +206,11 @@ impl AppServerPool {
             cancel,
             permit,
         }) {
-            Ok(()) => {
-                hold_log.record(HoldEvent::Continued);
-                Ok(())
-            }
+            // Counted as continued by the held turn once its answer is known.
+            Ok(()) => HandOver::Taken,
             // The held turn ended in the meantime (its worker died): replay.
-            Err(resume) => Err((resume.job, resume.permit)),
+            Err(resume) => HandOver::Back(Box::new(resume.job), resume.permit),
         }
-    }
-
-    /// How many turns of this pool are held now.
-    pub fn held_turns(&self) -> usize {
-        self.held.len()
     }
 
     /// The least-loaded ready worker; waits (until `deadline`) while workers are starting.
@@ -365,18 +370,45 @@ impl AppServerPool {
             job,
             events,
             _permit: permit,
+            resumed: false,
+            sent: Default::default(),
         };
-        let mut may_hold = !profile.hold.timeout.is_zero() && !part.job.request.legacy_calls;
+        let may_hold_part =
+            |part: &Part| !part.job.hold.timeout.is_zero() && !part.job.request.legacy_calls;
+        let mut may_hold = may_hold_part(&part);
         loop {
             let outcome = turn
                 .answer(&thread_id, &mut core, &mut notifications, &part, may_hold)
                 .await;
+            let lost_unseen =
+                matches!(outcome, Ok(Outcome::Lost(_))) && !part.sent.load(Ordering::Relaxed);
+            if part.resumed && !lost_unseen {
+                part.job.hold.log.record(HoldEvent::Continued);
+            }
             let mut calls = match outcome {
                 Ok(Outcome::Done(completion)) => {
-                    let _ = turn.race(part.events.send(TurnEvent::Done(completion))).await;
+                    let _ = turn
+                        .race(part.events.send(TurnEvent::Done(completion)))
+                        .await;
                     return Ok(());
                 }
                 Ok(Outcome::Stopped) => return Ok(()),
+                Ok(Outcome::Lost(error)) if !part.resumed || !lost_unseen => {
+                    let _ = turn.race(part.events.send(TurnEvent::Failed(error))).await;
+                    return Ok(());
+                }
+                Ok(Outcome::Lost(_)) => {
+                    // The worker died under a continuation that has sent nothing yet: replay it.
+                    let Part {
+                        job,
+                        events,
+                        _permit,
+                        ..
+                    } = part;
+                    return self
+                        .replay_continuation(profile, job, events, turn.cancel.clone(), _permit)
+                        .await;
+                }
                 Err(error) => {
                     let _ = turn.race(part.events.send(TurnEvent::Failed(error))).await;
                     return Ok(());
@@ -384,30 +416,57 @@ impl AppServerPool {
                 Ok(Outcome::Calls(calls)) => calls,
             };
             let expected = Expected::new(&part.job, core.text_so_far(), core.tool_calls());
-            let Some((key, resumed)) = self.held.hold(expected, profile.hold.max_held) else {
+            let held = self.held.hold(
+                expected,
+                part.job.hold.max_held,
+                connection.closed().clone(),
+            );
+            let Some((key, resumed)) = held else {
                 // Too many turns are held: end this one at its calls (continued by replay).
                 calls.interrupt(&connection, &thread_id).await;
                 may_hold = false;
                 continue;
             };
-            part.job.hold_log.record(HoldEvent::Held);
+            part.job.hold.log.record(HoldEvent::Held);
             let completion = core.returned_calls();
-            let _ = turn.race(part.events.send(TurnEvent::Done(completion))).await;
+            let _ = turn
+                .race(part.events.send(TurnEvent::Done(completion)))
+                .await;
             // The answer is complete: the client's response ends and the slot is free while held.
-            let hold_log = part.job.hold_log.clone();
+            let (hold_log, timeout) = (part.job.hold.log.clone(), part.job.hold.timeout);
             drop(part);
             let held = HeldTurn {
                 key: &key,
                 thread_id: &thread_id,
-                timeout: profile.hold.timeout,
+                timeout,
                 hold_log: &hold_log,
             };
             let Some(resume) = self
-                .wait_held(&connection, held, resumed, &mut calls, &mut core, &mut notifications)
+                .wait_held(
+                    &connection,
+                    held,
+                    resumed,
+                    &mut calls,
+                    &mut core,
+                    &mut notifications,
+                )
                 .await
             else {
                 return Ok(());
             };
+            if connection.closed().is_cancelled() {
+                // The worker died as the continuation arrived: replay it on a new thread.
+                let Resume {
+                    job,
+                    events,
+                    cancel,
+                    permit,
+                    ..
+                } = resume;
+                return self
+                    .replay_continuation(profile, job, events, cancel, permit)
+                    .await;
+            }
             calls.resume(&connection, &resume.outputs);
             turn.deadline =
                 tokio::time::Instant::from_std(resume.job.received_at) + profile.runtime.timeout;
@@ -417,9 +476,30 @@ impl AppServerPool {
                 job: resume.job,
                 events: resume.events,
                 _permit: resume.permit,
+                resumed: true,
+                sent: Default::default(),
             };
-            may_hold = !part.job.request.legacy_calls;
+            may_hold = may_hold_part(&part);
         }
+    }
+
+    /// Replays a continuation whose held turn was lost with its worker, on a new thread (of a worker
+    /// that is up). Its errors go to its own client.
+    async fn replay_continuation(
+        &self,
+        profile: &Profile,
+        job: Job,
+        events: mpsc::Sender<TurnEvent>,
+        cancel: CancellationToken,
+        permit: Box<dyn Send + Sync>,
+    ) -> Result<(), EngineError> {
+        job.hold.log.record(HoldEvent::Replayed);
+        let failed = events.clone();
+        let replay = Box::pin(self.turn(profile, job, events, cancel, permit));
+        if let Err(error) = replay.await {
+            let _ = failed.send(TurnEvent::Failed(error)).await;
+        }
+        Ok(())
     }
 
     /// Waits while a turn is held: for the request that continues it, the hold's timeout, the end of
@@ -488,11 +568,23 @@ impl AppServerPool {
     }
 }
 
+/// What became of a request offered to the held turns.
+enum HandOver {
+    /// A held turn took it over.
+    Taken,
+    /// No held turn continues it: the job and permit come back.
+    Back(Box<Job>, Box<dyn Send + Sync>),
+}
+
 /// One request served by a turn: its job, where its events go, and its admission permit.
 struct Part {
     job: Job,
     events: mpsc::Sender<TurnEvent>,
     _permit: Box<dyn Send + Sync>,
+    /// A continuation of a held turn (not the request that started it).
+    resumed: bool,
+    /// Whether any event went to this request's client.
+    sent: std::sync::atomic::AtomicBool,
 }
 
 /// A held turn's facts for [`AppServerPool::wait_held`].
@@ -511,6 +603,8 @@ enum Outcome {
     Calls(HeldCalls),
     /// The client went away; the turn was interrupted.
     Stopped,
+    /// The thread's messages ended (the worker died): the turn is lost.
+    Lost(EngineError),
 }
 
 /// What one part of a turn streams until.
@@ -519,6 +613,7 @@ enum Segment {
     /// The calls of the response are all known (only when asked to stop there).
     Settled,
     Stopped,
+    Lost(EngineError),
 }
 
 /// Where one turn runs and when the current request must end.
@@ -598,7 +693,7 @@ impl TurnContext<'_> {
                     thread_id,
                     core,
                     messages,
-                    &part.events,
+                    (&part.events, &part.sent),
                     &mut calls,
                     may_hold,
                     enforced,
@@ -607,6 +702,7 @@ impl TurnContext<'_> {
             match segment {
                 Segment::Settled => return Ok(Outcome::Calls(calls)),
                 Segment::Stopped => return Ok(Outcome::Stopped),
+                Segment::Lost(error) => return Ok(Outcome::Lost(error)),
                 Segment::Done(completion) if !enforced || !completion.tool_calls.is_empty() => {
                     return Ok(Outcome::Done(completion))
                 }
@@ -650,7 +746,7 @@ impl TurnContext<'_> {
         thread_id: &str,
         core: &mut AppServerTurn,
         messages: &mut ThreadEvents,
-        events: &mpsc::Sender<TurnEvent>,
+        (events, sent): (&mpsc::Sender<TurnEvent>, &std::sync::atomic::AtomicBool),
         held: &mut HeldCalls,
         stop_at_calls: bool,
         quiet: bool,
@@ -668,14 +764,14 @@ impl TurnContext<'_> {
             };
             let message = match next {
                 Ok(Some(message)) => message,
-                Ok(None) => return Err(core.on_closed(self.connection.failure())),
+                Ok(None) => return Ok(Segment::Lost(core.on_closed(self.connection.failure()))),
                 Err(stop) => break stop,
             };
             match core.on_message(message) {
                 None | Some(Step::Interrupt { .. }) => {}
-                Some(Step::ResponseEnded) => held.settle_now(),
+                Some(Step::CallsComplete) => held.settle_now(),
                 Some(Step::Emit(TurnEvent::TextDelta(_))) if quiet => {}
-                Some(Step::Emit(event)) => match self.race(events.send(event)).await {
+                Some(Step::Emit(event)) => match self.race(send(events, sent, event)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break Stop::Cancelled,
                     Err(stop) => break stop,
@@ -688,7 +784,11 @@ impl TurnContext<'_> {
                     reply,
                 }) => {
                     held.hold(first, call.call_id.clone(), id, reply);
-                    if let Err(stop) = self.race(events.send(TurnEvent::ToolCall(call))).await {
+                    if core.calls_complete() {
+                        held.settle_now();
+                    }
+                    let event = TurnEvent::ToolCall(call);
+                    if let Err(stop) = self.race(send(events, sent, event)).await {
                         break stop;
                     }
                 }
@@ -723,10 +823,12 @@ impl Drop for AppServerPool {
     }
 }
 
-/// How long the thread must stay quiet after a client tool call before the calls count as all known,
-/// when Codex sends no `rawResponse/completed` for the response: the rest of the model's response
-/// (more parallel calls, then its completion) may still be arriving.
-const TOOL_CALL_SETTLE: Duration = Duration::from_millis(100);
+/// A safety net: how long the thread must stay quiet after a client tool call before the calls count
+/// as all known even though Codex said nothing of the response's end. Threads with client tools ask for
+/// raw events, and the calls are normally complete at [`Step::CallsComplete`], long before this (a
+/// shorter quiet period was seen to miss a parallel call whose `item/tool/call` came after the
+/// response's end under load).
+const TOOL_CALL_SETTLE: Duration = Duration::from_secs(1);
 
 /// The client tool calls of a turn's current response and their unanswered server requests. They are
 /// answered with the client's outputs when the turn is continued, or with [`turn::RETURNED_TO_CLIENT`]
@@ -901,6 +1003,16 @@ async fn call(
         FailureKind::Overloaded,
         "the app-server is overloaded",
     ))
+}
+
+/// Hands an event to the client, noting that the client has seen something of this request.
+async fn send(
+    events: &mpsc::Sender<TurnEvent>,
+    sent: &std::sync::atomic::AtomicBool,
+    event: TurnEvent,
+) -> Result<(), mpsc::error::SendError<TurnEvent>> {
+    sent.store(true, Ordering::Relaxed);
+    events.send(event).await
 }
 
 /// Interrupts a running turn (best effort, bounded).
