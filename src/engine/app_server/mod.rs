@@ -394,7 +394,7 @@ impl AppServerPool {
                 }
                 Ok(Outcome::Stopped) => return Ok(()),
                 Ok(Outcome::Lost(error)) if !part.resumed || !lost_unseen => {
-                    let _ = turn.race(part.events.send(TurnEvent::Failed(error))).await;
+                    fail(&part.events, error).await;
                     return Ok(());
                 }
                 Ok(Outcome::Lost(_)) => {
@@ -410,7 +410,7 @@ impl AppServerPool {
                         .await;
                 }
                 Err(error) => {
-                    let _ = turn.race(part.events.send(TurnEvent::Failed(error))).await;
+                    fail(&part.events, error).await;
                     return Ok(());
                 }
                 Ok(Outcome::Calls(calls)) => calls,
@@ -497,7 +497,7 @@ impl AppServerPool {
         let failed = events.clone();
         let replay = Box::pin(self.turn(profile, job, events, cancel, permit));
         if let Err(error) = replay.await {
-            let _ = failed.send(TurnEvent::Failed(error)).await;
+            fail(&failed, error).await;
         }
         Ok(())
     }
@@ -1003,6 +1003,12 @@ async fn call(
         FailureKind::Overloaded,
         "the app-server is overloaded",
     ))
+}
+
+/// Hands a request's failure to its client. Not raced against the request's deadline (a timeout is
+/// such a failure), only bounded: a client that reads nothing loses it.
+async fn fail(events: &mpsc::Sender<TurnEvent>, error: EngineError) {
+    let _ = tokio::time::timeout(RPC_TIMEOUT, events.send(TurnEvent::Failed(error))).await;
 }
 
 /// Hands an event to the client, noting that the client has seen something of this request.

@@ -410,17 +410,17 @@ fn raw(method: &str, params: Value, id: Option<u64>) -> ThreadMessage {
 fn parallel_calls_are_complete_when_every_raw_call_has_its_request() {
     let mut turn = AppServerTurn::new(Some("t".into()), Phases::new(), Duration::from_secs(7))
         .with_client_tools(["lookup".to_string(), "weather".to_string()]);
-    let item = |call_id: &str, name: &str| {
-        json!({"item": {"type": "function_call", "call_id": call_id, "name": name, "arguments": "{}"}})
-    };
-    let request = |call_id: &str, name: &str| {
-        json!({"threadId": "th", "turnId": "t", "callId": call_id, "tool": name, "arguments": {}})
-    };
+    let item = |call_id: &str, name: &str| json!({"item": {"type": "function_call", "call_id": call_id, "name": name, "arguments": "{}"}});
+    let request = |call_id: &str, name: &str| json!({"threadId": "th", "turnId": "t", "callId": call_id, "tool": name, "arguments": {}});
     turn.on_message(raw("rawResponseItem/completed", item("c1", "lookup"), None));
     assert!(turn
         .on_message(raw("item/tool/call", request("c1", "lookup"), Some(1)))
         .is_some());
-    turn.on_message(raw("rawResponseItem/completed", item("c2", "weather"), None));
+    turn.on_message(raw(
+        "rawResponseItem/completed",
+        item("c2", "weather"),
+        None,
+    ));
     let usage = json!({"usage": {"inputTokens": 120, "cachedInputTokens": 20, "outputTokens": 30,
                                  "reasoningOutputTokens": 10, "totalTokens": 150}});
     // The response ended, but the second call's request has not arrived yet.
