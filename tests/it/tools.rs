@@ -638,6 +638,42 @@ async fn after_the_worker_of_a_held_turn_dies_the_results_are_replayed() {
 }
 
 #[tokio::test]
+async fn past_max_held_turns_a_turn_ends_at_its_calls() {
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}",
+        env.server(""),
+        env.profile(
+            "fast",
+            "engine = \"app-server\"\nworkers = 1\nmax_held_turns = 1\n"
+        ),
+    );
+    let app = App::start(&env, &config).await;
+    let (_, held) = round_trip_requests(&app).await;
+    let other = tool_request("fast", r#"mock:call=weather:{"city":"Oslo"}"#);
+    let (status, body) = app.chat_json(&other).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
+    // Only the first turn is held; the second was interrupted at its calls.
+    assert_eq!(hold_counters(&app, "fast").await, [1, 0, 0, 0]);
+    let mut second = other.clone();
+    let message = body["choices"][0]["message"].clone();
+    let id = message["tool_calls"][0]["id"].clone();
+    let messages = second["messages"].as_array_mut().unwrap();
+    messages.push(message);
+    messages.push(json!({"role": "tool", "tool_call_id": id, "content": "sunny"}));
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        format!("{TOOL_REPLY_PREFIX}sunny")
+    );
+    let (status, _) = app.chat_json(&held).await;
+    assert_eq!(status, 200);
+    assert_eq!(hold_counters(&app, "fast").await, [1, 1, 0, 1]);
+}
+
+#[tokio::test]
 async fn a_held_turn_does_not_keep_its_slot() {
     // One slot: the client that must send the results is admitted while its turn is held.
     let env = TestEnv::new().await;
