@@ -31,6 +31,14 @@ pub struct ProfileStats {
     pub prompt_tokens: AtomicU64,
     pub completion_tokens: AtomicU64,
     pub total_tokens: AtomicU64,
+    /// Turns that returned client tool calls and were held for the results.
+    pub tool_turns_held: AtomicU64,
+    /// Held turns a request with the results continued.
+    pub tool_turns_continued: AtomicU64,
+    /// Held turns interrupted after `tool_call_timeout_seconds` without results.
+    pub tool_turns_expired: AtomicU64,
+    /// Requests with tool results that matched no held turn and replayed the conversation.
+    pub tool_turns_replayed: AtomicU64,
     errors_by_status: Mutex<BTreeMap<u16, u64>>,
     /// The profile's name (the label of its Prometheus series); set once, when the block is made.
     name: Mutex<String>,
@@ -64,6 +72,10 @@ pub struct ProfileFigures {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
+    pub tool_turns_held: u64,
+    pub tool_turns_continued: u64,
+    pub tool_turns_expired: u64,
+    pub tool_turns_replayed: u64,
 }
 
 /// Process-wide counters.
@@ -172,6 +184,10 @@ impl Metrics {
             prompt_tokens: stats.prompt_tokens.load(Ordering::Relaxed),
             completion_tokens: stats.completion_tokens.load(Ordering::Relaxed),
             total_tokens: stats.total_tokens.load(Ordering::Relaxed),
+            tool_turns_held: stats.tool_turns_held.load(Ordering::Relaxed),
+            tool_turns_continued: stats.tool_turns_continued.load(Ordering::Relaxed),
+            tool_turns_expired: stats.tool_turns_expired.load(Ordering::Relaxed),
+            tool_turns_replayed: stats.tool_turns_replayed.load(Ordering::Relaxed),
         }
     }
 }

@@ -105,6 +105,18 @@ pub struct ProfileCounters {
     pub errors_by_status: BTreeMap<String, u64>,
     pub in_flight: u64,
     pub tokens: Tokens,
+    /// Turns that returned client tool calls and were held for their results.
+    #[serde(default)]
+    pub tool_turns_held: u64,
+    /// Held turns continued by the request that brought the results.
+    #[serde(default)]
+    pub tool_turns_continued: u64,
+    /// Held turns interrupted after `tool_call_timeout_seconds`.
+    #[serde(default)]
+    pub tool_turns_expired: u64,
+    /// Requests with tool results that matched no held turn (continued by replay).
+    #[serde(default)]
+    pub tool_turns_replayed: u64,
 }
 
 /// One profile in `/metrics`.

@@ -363,6 +363,10 @@ fn profile_counters(figures: ProfileFigures) -> ProfileCounters {
             completion: figures.completion_tokens,
             total: figures.total_tokens,
         },
+        tool_turns_held: figures.tool_turns_held,
+        tool_turns_continued: figures.tool_turns_continued,
+        tool_turns_expired: figures.tool_turns_expired,
+        tool_turns_replayed: figures.tool_turns_replayed,
     }
 }
 
@@ -482,7 +486,9 @@ mod tests {
         assert_eq!(
             profile,
             json!({"requests": 2, "ok": 1, "errors_by_status": {"429": 1}, "in_flight": 0,
-                   "tokens": {"prompt": 5, "completion": 2, "total": 7}})
+                   "tokens": {"prompt": 5, "completion": 2, "total": 7},
+                   "tool_turns_held": 0, "tool_turns_continued": 0, "tool_turns_expired": 0,
+                   "tool_turns_replayed": 0})
         );
         let mut global = serde_json::to_value(global_counters(metrics.global_figures())).unwrap();
         assert!(global["uptime_seconds"].as_f64().unwrap() >= 0.0);

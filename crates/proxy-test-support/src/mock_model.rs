@@ -30,6 +30,7 @@
 //! | `mock:eof` | stream the whole reply incl. `output_item.done`, then end the body cleanly without `response.completed` |
 //! | `mock:call=NAME:ARGS` | answer with a `function_call` item calling NAME with the JSON text ARGS (no whitespace; `{}` when absent), see [`call_id`]; several in one string are parallel calls, in order; the last string holding any `mock:call` wins; a `mock:reply=` beside them is sent as a message before the calls |
 //! | `mock:used=P` | add the rate-limit headers Codex reads to the response (any status): `x-codex-primary-used-percent: P`, `…-window-minutes: 300`, `…-reset-at` one hour ahead, and a `secondary` window at 10 % of 10080 minutes resetting a week ahead, see [`rate_limit_headers`] |
+//! | `mock:min_users=N` | with `mock:call`: make the calls only when the input holds at least N `user` messages; before that, send the reply (a model that calls a tool only when asked again) |
 //! | `mock:steps=N` | with `mock:call`: keep answering tool output with the calls until the input holds N `function_call_output` items (an agent loop of N rounds), then quote the output as below |
 //! | (input ends with `function_call_output`) | reply [`TOOL_REPLY_PREFIX`] + the outputs of the trailing `function_call_output` items joined with ` \| `; wins over every directive but `status`, so a conversation that asked for a call ends after the tool answered |
 //!
@@ -434,6 +435,8 @@ struct Directives {
     steps: Option<usize>,
     /// `mock:used=P`: send the rate-limit headers with P as the primary window's used percent.
     used: Option<u64>,
+    /// `mock:min_users=N`: the calls need at least N user messages in the input.
+    min_users: usize,
 }
 
 impl Directives {
@@ -518,6 +521,7 @@ impl Directives {
             "failed" => self.failed = Some(value.filter(|v| !v.is_empty()).map(str::to_owned)),
             "steps" => self.steps = number().map(|n| n as usize),
             "used" => self.used = number(),
+            "min_users" => self.min_users = number().unwrap_or(0) as usize,
             "call" => {
                 if let Some(v) = value.filter(|v| !v.is_empty()) {
                     let (name, arguments) = v.split_once(':').unwrap_or((v, "{}"));
@@ -626,6 +630,11 @@ async fn handle_responses(
     let echo_text = request.last_user_text().unwrap_or_default();
     let tool_outputs = request.trailing_tool_outputs();
     let rounds_done = request.input_items("function_call_output").len();
+    let users = request
+        .input_texts()
+        .iter()
+        .filter(|(role, _)| role == "user")
+        .count();
     shared.requests.lock().unwrap().push(request);
     shared.request_count.send_modify(|count| *count += 1);
 
@@ -648,6 +657,9 @@ async fn handle_responses(
 
     let seq = shared.response_seq.fetch_add(1, Ordering::SeqCst) + 1;
     let mut directives = directives;
+    if users < directives.min_users {
+        directives.calls.clear();
+    }
     let more_rounds = directives.steps.is_some_and(|steps| rounds_done < steps);
     let reply = if !tool_outputs.is_empty() && more_rounds {
         directives.reply.clone().unwrap_or_default()
