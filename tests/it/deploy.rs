@@ -167,6 +167,9 @@ async fn the_probes_get_answers_from_the_real_binary() {
             &ledger.display().to_string(),
         );
     let path = env.write_config(&local);
+    // The pod gets its Codex login from a Secret (the init container copies auth.json into
+    // CODEX_HOME); here the real CLI logs the test's CODEX_HOME in with an API key.
+    support::app::login_with_api_key(&env).await;
     let mut command = env.command();
     command
         .env("CODEX_PROXY_API_KEY", "deploy-test-key")

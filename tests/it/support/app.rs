@@ -417,3 +417,26 @@ pub async fn model_ids(base_url: &str, key: Option<&str>) -> Vec<String> {
 pub fn chat_body(model: &str, text: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
 }
+
+/// `codex login --with-api-key` as a user runs it, with the real CLI, against the test's CODEX_HOME.
+pub async fn login_with_api_key(env: &TestEnv) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(super::codex_bin())
+        .args(["login", "--with-api-key"])
+        .env("HOME", &env.home)
+        .env("CODEX_HOME", &env.codex_home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"sk-deploy-test-login\n").await.unwrap();
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "codex login --with-api-key failed");
+}
