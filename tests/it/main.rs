@@ -15,6 +15,7 @@ mod deploy;
 mod errors;
 mod faults;
 mod hostile;
+mod messages;
 mod mock_model;
 mod reload;
 mod scale_out;
