@@ -18,6 +18,7 @@ mod hostile;
 mod messages;
 mod mock_model;
 mod reload;
+mod responses;
 mod scale_out;
 mod sdk;
 mod security_daemon;

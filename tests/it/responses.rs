@@ -1,0 +1,230 @@
+//! The OpenAI Responses API (`POST /v1/responses`) end to end: the real proxy, the real Codex CLI and
+//! the mock model. The streamed event sequence is checked on the raw HTTP; the OpenAI Python SDK
+//! (`tests/python/test_responses.py`) checks plain and streamed answers, a function-tool round trip and
+//! the refusals; the OpenAI Agents SDK (`tests/python/test_agents.py`) runs one tool-using agent.
+
+use crate::support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::app::{App, TestEnv};
+use support::mock_model::*;
+
+const KEY: &str = "sk-responses-test";
+
+/// An app-server profile `fast` and an exec profile `slow`, behind one server key.
+async fn proxy(env: &TestEnv) -> App {
+    let config = format!(
+        "{}{}{}",
+        env.server(&format!("api_keys = [\"{KEY}\"]")),
+        env.profile("fast", "engine = \"app-server\"\nworkers = 1\n"),
+        env.profile("slow", "engine = \"exec\"\n"),
+    );
+    App::start(env, &config).await
+}
+
+async fn post(app: &App, body: &Value) -> reqwest::Response {
+    App::client()
+        .post(app.url("/v1/responses"))
+        .bearer_auth(KEY)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn post_json(app: &App, body: &Value) -> (u16, Value) {
+    let response = post(app, body).await;
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, value)
+}
+
+#[tokio::test]
+async fn a_plain_response_has_openais_shape_on_both_engines() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    for model in ["fast", "slow"] {
+        let (status, response) = post_json(
+            &app,
+            &json!({"model": model, "input": "mock:reply=Hi", "store": false}),
+        )
+        .await;
+        assert_eq!(status, 200, "{response}");
+        assert_eq!(response["object"], "response");
+        assert_eq!(response["status"], "completed");
+        assert_eq!(response["model"], model);
+        assert_eq!(response["store"], false);
+        let output = response["output"].as_array().unwrap();
+        assert_eq!(output.len(), 1, "{response}");
+        assert_eq!(output[0]["type"], "message");
+        assert_eq!(output[0]["content"][0]["type"], "output_text");
+        assert_eq!(output[0]["content"][0]["text"], "Hi");
+        assert_eq!(
+            response["usage"],
+            json!({
+                "input_tokens": USAGE_INPUT_TOKENS,
+                "input_tokens_details": {"cached_tokens": USAGE_CACHED_TOKENS},
+                "output_tokens": USAGE_OUTPUT_TOKENS,
+                "output_tokens_details": {"reasoning_tokens": USAGE_REASONING_TOKENS},
+                "total_tokens": USAGE_TOTAL_TOKENS,
+            })
+        );
+    }
+    let line = app.wait_for_line("responses_latency").await;
+    assert!(line.contains("\"status\":200"), "{line}");
+}
+
+#[tokio::test]
+async fn a_stream_follows_the_documented_event_sequence() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let tools = json!([{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]);
+    let body = json!({
+        "model": "fast",
+        "stream": true,
+        "tools": tools,
+        "input": r#"mock:reply=Checking. mock:call=lookup:{"word":"otter"}"#,
+    });
+    let response = post(&app, &body).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let mut events: Vec<(String, Value)> = Vec::new();
+    let mut name = String::new();
+    for line in text.lines() {
+        if let Some(event) = line.strip_prefix("event:") {
+            name = event.trim().to_string();
+        } else if let Some(data) = line.strip_prefix("data:") {
+            events.push((
+                std::mem::take(&mut name),
+                serde_json::from_str(data.trim()).unwrap(),
+            ));
+        }
+    }
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|(kind, _)| kind.as_str())
+        .filter(|kind| *kind != "response.output_text.delta")
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed",
+        ],
+        "{text}"
+    );
+    for (index, (kind, data)) in events.iter().enumerate() {
+        assert_eq!(data["type"], kind.as_str());
+        assert_eq!(data["sequence_number"], index);
+    }
+    let completed = &events.last().unwrap().1["response"];
+    assert_eq!(completed["status"], "completed");
+    assert_eq!(completed["output"][0]["content"][0]["text"], "Checking.");
+    assert_eq!(completed["output"][1]["type"], "function_call");
+    assert_eq!(completed["output"][1]["call_id"], call_id(1, 0));
+    assert_eq!(completed["output"][1]["arguments"], r#"{"word":"otter"}"#);
+    assert_eq!(completed["usage"]["total_tokens"], USAGE_TOTAL_TOKENS);
+}
+
+#[tokio::test]
+async fn a_failed_stream_ends_with_response_failed() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let response = post(
+        &app,
+        &json!({"model": "fast", "stream": true, "input": "mock:failed"}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let last = text
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("data:"))
+        .unwrap();
+    let last: Value = serde_json::from_str(last.trim()).unwrap();
+    assert_eq!(last["type"], "response.failed", "{text}");
+    assert_eq!(last["response"]["status"], "failed");
+    assert!(last["response"]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(FAILED_MESSAGE));
+}
+
+#[tokio::test]
+async fn refusals_name_what_cannot_be_served() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let tools = json!([{"type": "function", "name": "lookup"}]);
+    let (status, error) = post_json(
+        &app,
+        &json!({"model": "slow", "input": "hi", "tools": tools}),
+    )
+    .await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["code"], "unsupported_by_engine");
+    assert!(error["error"]["message"].as_str().unwrap().contains("fast"));
+    let (status, error) = post_json(
+        &app,
+        &json!({"model": "fast", "input": "hi", "tools": [{"type": "web_search_preview"}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{error}");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("web_search_preview"));
+    let (status, error) = post_json(&app, &json!({"model": "fast"})).await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["param"], "input");
+}
+
+#[tokio::test]
+async fn the_openai_python_sdk_is_served() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let output = support::run_python(
+        "test_responses.py",
+        &[
+            ("BASE_URL", app.url("/v1")),
+            ("API_KEY", KEY.to_string()),
+            ("MODEL", "fast".to_string()),
+        ],
+        Duration::from_secs(240),
+    )
+    .await;
+    for case in ["plain", "streaming", "tool_round_trip", "refusals"] {
+        assert!(output.contains(&format!("ok {case}\n")), "{output}");
+    }
+}
+
+#[tokio::test]
+async fn the_openai_agents_sdk_runs_a_tool_using_agent() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let output = support::run_python(
+        "test_agents.py",
+        &[
+            ("BASE_URL", app.url("/v1")),
+            ("API_KEY", KEY.to_string()),
+            ("MODEL", "fast".to_string()),
+        ],
+        Duration::from_secs(240),
+    )
+    .await;
+    assert!(output.contains("ok agent\n"), "{output}");
+}
