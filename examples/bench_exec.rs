@@ -145,6 +145,7 @@ async fn main() {
         cwd: workspace.clone(),
         model: profile.runtime.model.clone(),
         received_at: Instant::now(),
+        hold: Default::default(),
     };
 
     let proxy = start_proxy(

@@ -96,6 +96,7 @@ async fn record(
         cwd: workspace.to_path_buf(),
         model: profile.runtime.model.clone(),
         received_at: Instant::now(),
+        hold: Default::default(),
     };
     let mut args = exec_args(profile, &job);
     let stdin_marker = args.pop().expect("exec_args ends with `-`");

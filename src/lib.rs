@@ -7,7 +7,9 @@
 //! - `live`: the published snapshot, how it is rebuilt and replaced, and the file watcher.
 //! - `pool`, `engine`, `codex`, `cwd`: admission, the Codex engines, launching Codex and shaping its input.
 //! - `api`, `metrics`: the HTTP surface and its counters.
+//! - `account`: login state and quota per Codex home, and the profile fallback decision.
 
+pub mod account;
 pub mod api;
 pub mod cli;
 pub mod codex;
@@ -35,7 +37,7 @@ mod layering {
     /// Each top-level module and the modules it may use.
     const ALLOWED: &[(&str, &[&str])] = &[
         ("cli", &["config", "usage"]),
-        ("daemon", &["cli", "config", "report", "routing"]),
+        ("daemon", &["cli", "config", "report", "routing", "account"]),
         (
             "server",
             &["api", "live", "cli", "config", "report", "usage"],
@@ -44,17 +46,19 @@ mod layering {
             "api",
             &[
                 "live", "pool", "engine", "codex", "turn", "routing", "metrics", "report",
-                "config", "cwd", "usage",
+                "config", "cwd", "usage", "account",
             ],
         ),
         (
             "live",
             &[
                 "pool", "engine", "codex", "routing", "metrics", "config", "cwd", "usage",
+                "account",
             ],
         ),
         ("pool", &["engine", "config"]),
-        ("engine", &["codex", "turn", "config"]),
+        ("engine", &["codex", "turn", "config", "account"]),
+        ("account", &["config"]),
         ("codex", &["turn", "config"]),
         ("metrics", &["turn"]),
         ("routing", &["config"]),

@@ -105,6 +105,18 @@ pub struct ProfileCounters {
     pub errors_by_status: BTreeMap<String, u64>,
     pub in_flight: u64,
     pub tokens: Tokens,
+    /// Turns that returned client tool calls and were held for their results.
+    #[serde(default)]
+    pub tool_turns_held: u64,
+    /// Held turns continued by the request that brought the results.
+    #[serde(default)]
+    pub tool_turns_continued: u64,
+    /// Held turns interrupted after `tool_call_timeout_seconds`.
+    #[serde(default)]
+    pub tool_turns_expired: u64,
+    /// Requests with tool results that matched no held turn (continued by replay).
+    #[serde(default)]
+    pub tool_turns_replayed: u64,
 }
 
 /// One profile in `/metrics`.
@@ -159,6 +171,47 @@ pub struct WorkerReport {
     /// Why the worker is down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The body of `GET /v1/quota`: one entry per distinct Codex home of the config's profiles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quota {
+    /// Always `quota`.
+    pub object: String,
+    pub accounts: Vec<AccountQuota>,
+}
+
+/// One Codex home (one account) in `/v1/quota`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountQuota {
+    pub codex_home: String,
+    /// The profiles that run under it, in config order.
+    pub profiles: Vec<String>,
+    pub login: LoginReport,
+    /// The rate-limit windows Codex last reported (`primary`, `secondary`); empty until a report.
+    pub windows: Vec<QuotaWindowReport>,
+    /// Unix seconds of the last quota report, `null` before the first.
+    pub updated_at: Option<u64>,
+}
+
+/// The login state of an account. `logged_in` is `null` when it is not known: not checked yet, or
+/// only profiles that need no login use the home.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginReport {
+    pub logged_in: Option<bool>,
+    /// `chatgpt` or `api_key` when logged in and Codex said how.
+    pub method: Option<String>,
+}
+
+/// One rate-limit window in `/v1/quota`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotaWindowReport {
+    /// `primary` (5 hours) or `secondary` (weekly).
+    pub id: String,
+    pub used_percent: f64,
+    pub window_minutes: Option<u64>,
+    /// Unix seconds.
+    pub resets_at: Option<u64>,
 }
 
 #[cfg(test)]

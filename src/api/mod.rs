@@ -4,8 +4,12 @@
 //!
 //! Who may use what: a server key (`[server] api_keys`) opens every profile that sets no `api_keys`; a
 //! profile key opens only the profiles that list it. Without server keys, profiles without `api_keys`
-//! are open to every caller, whatever key it sends. `/ready` and `/metrics` need a server key whenever
-//! any key is configured, unless `[server] public_metrics = true`.
+//! are open to every caller, whatever key it sends. `/ready`, `/metrics` and `/v1/quota` need a server
+//! key whenever any key is configured, unless `[server] public_metrics = true`.
+//!
+//! A key written as a table (`{ name, key, max_concurrency, requests_per_minute, profiles }`) is
+//! known by its name; a plain key by its fingerprint ([`key_fingerprint`]). [`authorize_profile`] also
+//! admits the request to the profile's account (logged in, not out of quota) and to the key's limits.
 
 pub mod body;
 pub mod chat;
@@ -15,6 +19,7 @@ pub mod messages;
 pub mod models;
 pub mod ops;
 pub mod pipeline;
+pub mod prometheus;
 pub mod request_log;
 pub mod responses;
 pub mod ui;
@@ -32,7 +37,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::config::Profile;
+use std::sync::Arc;
+
+use crate::account::keys::{KeyGuard, Limits as KeyLimitsOf, Refusal};
+use crate::account::{not_logged_in_reason, Login};
+use crate::config::{NamedKey, Profile};
 use crate::live::snapshot::Snapshot;
 use crate::live::state::AppState;
 use error::ApiError;
@@ -53,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/v1/quota", get(ops::quota))
         .route("/admin/reload", post(ops::admin_reload))
         .route("/v1/usage", get(usage::get_usage))
         .route("/ui", get(ui::page))
@@ -130,14 +140,49 @@ pub struct Caller {
     pub token: Option<String>,
     /// The token is one of `[server] api_keys`.
     pub server_key: bool,
+    /// The key's table entry (name, limits, profiles), when it was written as one.
+    pub named: Option<NamedKey>,
+    /// The key's concurrency slot, once [`authorize_profile`] admitted the request; the pipeline moves
+    /// it into the request's `InFlight` ([`Caller::take_key_guard`]) so it lives until the response
+    /// ends. Shared by clones.
+    key_guard: Arc<parking_lot::Mutex<Option<KeyGuard>>>,
 }
 
 impl Caller {
     /// The name logs, metrics and the usage ledger show for the caller's key, never the key itself:
-    /// `key-` and a short SHA-256 fingerprint. `None` without a key.
+    /// the `name` of a key table, else `key-` and a short SHA-256 fingerprint. `None` without a key.
     pub fn key_name(&self) -> Option<String> {
-        self.token.as_deref().map(key_fingerprint)
+        match &self.named {
+            Some(named) => Some(named.name.clone()),
+            None => self.token.as_deref().map(key_fingerprint),
+        }
     }
+
+    /// The per-key concurrency slot taken by [`authorize_profile`], for the request to hold until its
+    /// response has ended (`InFlight::holding`).
+    pub fn take_key_guard(&self) -> Option<KeyGuard> {
+        self.key_guard.lock().take()
+    }
+}
+
+/// The table entry of `token` among every `api_keys` table of the config, comparing each in constant
+/// time and all of them (the first match wins; `check` allows one name per key).
+fn named_key(snapshot: &Snapshot, token: &str) -> Option<NamedKey> {
+    let config = &snapshot.config;
+    let tables = config.server.named_keys.iter().chain(
+        config
+            .profiles
+            .iter()
+            .flat_map(|profile| profile.access.named_keys.iter()),
+    );
+    tables.fold(None, |found, named| {
+        let matches = constant_time_eq(named.key.as_bytes(), token.as_bytes());
+        match found {
+            Some(found) => Some(found),
+            None if matches => Some(named.clone()),
+            None => None,
+        }
+    })
 }
 
 /// `key-` and the first 8 hex digits of the key's SHA-256: stable, short, and not reversible.
@@ -169,8 +214,16 @@ pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Caller, 
     let server_key = token
         .as_deref()
         .is_some_and(|token| key_in(server_keys, token));
+    let named = token
+        .as_deref()
+        .and_then(|token| named_key(snapshot, token));
     if server_keys.is_empty() {
-        return Ok(Caller { token, server_key });
+        return Ok(Caller {
+            token,
+            server_key,
+            named,
+            ..Caller::default()
+        });
     }
     let Some(token) = token else {
         return Err(ApiError::Unauthorized(
@@ -188,6 +241,8 @@ pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Caller, 
         Ok(Caller {
             token: Some(token),
             server_key,
+            named,
+            ..Caller::default()
         })
     } else {
         Err(ApiError::Unauthorized(
@@ -231,8 +286,17 @@ pub fn authorize_ops(snapshot: &Snapshot, headers: &HeaderMap) -> Result<(), Api
 }
 
 /// Whether `caller` may use `profile`: a profile with `api_keys` only with one of them; any other
-/// profile with a server key, or by anyone when no server keys are configured.
+/// profile with a server key, or by anyone when no server keys are configured. A key table's
+/// `profiles` narrows that to the profiles it lists.
 pub fn may_use(snapshot: &Snapshot, profile: &Profile, caller: &Caller) -> bool {
+    let listed = caller
+        .named
+        .as_ref()
+        .and_then(|named| named.profiles.as_ref())
+        .is_none_or(|profiles| profiles.contains(&profile.name));
+    if !listed {
+        return false;
+    }
     if !profile.access.api_keys.is_empty() {
         return caller
             .token
@@ -250,7 +314,8 @@ pub fn authorize_profile(
     caller: &Caller,
 ) -> Result<(), ApiError> {
     if may_use(snapshot, profile, caller) {
-        return Ok(());
+        check_account(snapshot, profile)?;
+        return admit_key(snapshot, caller);
     }
     match caller.token {
         None => Err(ApiError::Unauthorized(format!(
@@ -259,6 +324,78 @@ pub fn authorize_profile(
         Some(_) => Err(ApiError::Forbidden(format!(
             "This API key is not allowed to use the model `{model}`: a profile's own key opens only that profile; use a server key or the key listed in its api_keys."
         ))),
+    }
+}
+
+/// The profile's account can serve: logged in (503 `codex_not_logged_in` when Codex said it is not)
+/// and not out of quota (429 `insufficient_quota`, `Retry-After` at the window's reset). Part of
+/// [`authorize_profile`]; a fallback hop calls it (with [`may_use`]) without admitting the key again.
+pub fn check_account(snapshot: &Snapshot, profile: &Profile) -> Result<(), ApiError> {
+    let Some(account) = snapshot.account_of(&profile.name) else {
+        return Ok(());
+    };
+    let book = crate::account::book();
+    if account.needs_login && book.login(&account.codex_home) == Login::NotLoggedIn {
+        return Err(ApiError::Unavailable {
+            message: format!(
+                "Codex is {}, so profile `{}` cannot answer. Log in on the proxy's machine and retry; no restart is needed.",
+                not_logged_in_reason(&account.codex_home),
+                profile.name
+            ),
+            code: "codex_not_logged_in",
+        });
+    }
+    let now = crate::account::unix_now();
+    if let Some(reset) = book.account(&account.codex_home).exhausted_until(now) {
+        return Err(ApiError::RateLimited {
+            message: format!(
+                "The Codex account of profile `{}` has used its quota; it resets at unix time {reset}.",
+                profile.name
+            ),
+            code: "insufficient_quota",
+            retry_after_seconds: Some(reset - now),
+        });
+    }
+    Ok(())
+}
+
+/// Applies the caller's per-key limits (429 `rate_limit_exceeded` with `Retry-After`), keeping the
+/// concurrency slot in the caller for the pipeline to hold.
+fn admit_key(snapshot: &Snapshot, caller: &Caller) -> Result<(), ApiError> {
+    let Some(named) = &caller.named else {
+        return Ok(());
+    };
+    let limits = KeyLimitsOf {
+        max_concurrency: named.max_concurrency,
+        requests_per_minute: named.requests_per_minute,
+    };
+    match snapshot
+        .key_limits
+        .admit(&named.name, limits, std::time::Instant::now())
+    {
+        Ok(guard) => {
+            *caller.key_guard.lock() = Some(guard);
+            Ok(())
+        }
+        Err(Refusal::Concurrency { limit }) => Err(ApiError::RateLimited {
+            message: format!(
+                "The API key `{}` already has {limit} requests running, its max_concurrency; retry when one ends.",
+                named.name
+            ),
+            code: "rate_limit_exceeded",
+            retry_after_seconds: Some(1),
+        }),
+        Err(Refusal::RequestsPerMinute {
+            limit,
+            retry_after_seconds,
+        }) => Err(ApiError::RateLimited {
+            message: format!(
+                "The API key `{}` has started {limit} requests in the last minute, its requests_per_minute; retry in {retry_after_seconds} s.",
+                named.name
+            ),
+            code: "rate_limit_exceeded",
+            retry_after_seconds: Some(retry_after_seconds),
+        }),
     }
 }
 

@@ -1,6 +1,8 @@
 //! `GET /v1/models` (one entry per profile, with its aliases, engine and description) and
 //! `GET /v1/models/{model}` (any model name that routes, answered with its profile's entry).
-//! A caller only sees the profiles it may use ([`may_use`]).
+//! A caller only sees the profiles it may use ([`may_use`]). A `pass_model` profile with
+//! `list_models = true` adds the models its account can use (the app-server's `model/list`, cached by
+//! `account::models`) that route to it, each marked with the profile and `"discovered": true`.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
@@ -36,13 +38,34 @@ pub async fn list_models(
         Ok(key) => key,
         Err(error) => return error.into_response(),
     };
-    let data: Vec<Value> = snapshot
-        .config
-        .profiles
-        .iter()
-        .filter(|profile| may_use(&snapshot, profile, &caller))
-        .map(|profile| entry(&snapshot, profile, &profile.name))
+    let usable: Vec<usize> = (0..snapshot.config.profiles.len())
+        .filter(|index| may_use(&snapshot, &snapshot.config.profiles[*index], &caller))
         .collect();
+    let mut data: Vec<Value> = usable
+        .iter()
+        .map(|index| {
+            let profile = &snapshot.config.profiles[*index];
+            entry(&snapshot, profile, &profile.name)
+        })
+        .collect();
+    for index in usable {
+        let Some(catalog) = &snapshot.catalogs[index] else {
+            continue;
+        };
+        let profile = &snapshot.config.profiles[index];
+        for model in catalog.models().await.iter() {
+            let routes_here = snapshot
+                .route(&model.id)
+                .is_some_and(|route| route.profile.name == profile.name);
+            let listed = data.iter().any(|entry| entry["id"] == json!(model.id));
+            if routes_here && !listed {
+                let mut discovered = entry(&snapshot, profile, &model.id);
+                discovered["description"] = json!(model.description.clone().unwrap_or_default());
+                discovered["discovered"] = json!(true);
+                data.push(discovered);
+            }
+        }
+    }
     Json(json!({"object": "list", "data": data})).into_response()
 }
 

@@ -1,20 +1,26 @@
-//! Operational endpoints: `/health` (the process answers), `/ready` (every profile's Codex binary runs,
-//! and the config's reload state), `/metrics` (JSON counters), `POST /admin/reload`, and the JSON 404/405
+//! Operational endpoints: `/health` (the process answers), `/ready` (every profile's Codex binary runs
+//! and its account is logged in, and the config's reload state), `/metrics` (JSON counters, or the
+//! Prometheus / OpenMetrics exposition of `api::prometheus` when `Accept` asks for it), `/v1/quota`
+//! (each account's login and rate-limit windows), `POST /admin/reload`, and the JSON 404/405
 //! fallbacks. None of them ever shows an API key. `/health` is public but says only `status` and `pid`
-//! to callers that may not read `/ready`; `/ready` and `/metrics` follow [`authorize_ops`].
+//! to callers that may not read `/ready`; `/ready`, `/metrics` and `/v1/quota` follow
+//! [`authorize_ops`].
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use serde_json::json;
 
+use crate::account::{not_logged_in_reason, Account, Login};
 use crate::api::error::ApiError;
 use crate::api::guard::Loaded;
+use crate::api::prometheus::{self, AccountScrape, ProfileScrape, Scrape};
 use crate::api::{authenticate_admin, authorize_ops};
 use crate::engine::app_server::worker::{WorkerFigures, WorkerState};
 use crate::live::reload::{reload, ReloadError};
@@ -22,9 +28,9 @@ use crate::live::snapshot::Snapshot;
 use crate::live::state::AppState;
 use crate::metrics::{GlobalFigures, ProfileFigures};
 use crate::report::{
-    CodexReport, ConfigReport, GlobalCounters, Health, Metrics as MetricsReport, PoolId,
-    ProfileCounters, ProfileMetrics, ProfileReadiness, Ready, ReadyStatus, Tokens, WorkerReport,
-    WorkerStateName,
+    AccountQuota, CodexReport, ConfigReport, GlobalCounters, Health, LoginReport,
+    Metrics as MetricsReport, PoolId, ProfileCounters, ProfileMetrics, ProfileReadiness, Quota,
+    QuotaWindowReport, Ready, ReadyStatus, Tokens, WorkerReport, WorkerStateName,
 };
 
 pub use crate::report::VERSION;
@@ -89,15 +95,33 @@ pub async fn ready(
     if let Err(error) = authorize_ops(&snapshot, &headers) {
         return error.into_response();
     }
+    // A home not checked yet (the server just started) is checked now, so `/ready` never says ready
+    // for an account that is not logged in.
+    if let Some(watcher) = &snapshot.login_watcher {
+        crate::account::login::refresh_unknown(&watcher.targets).await;
+    }
     let mut profiles = BTreeMap::new();
-    for (profile, pool) in snapshot.config.profiles.iter().zip(&snapshot.pools) {
+    for ((profile, pool), account) in snapshot
+        .config
+        .profiles
+        .iter()
+        .zip(&snapshot.pools)
+        .zip(&snapshot.accounts)
+    {
         let readiness = pool.readiness();
+        let logged_out = account.needs_login
+            && crate::account::book().login(&account.codex_home) == Login::NotLoggedIn;
+        let (ready, reason) = if logged_out && readiness.is_ready() {
+            (false, Some(not_logged_in_reason(&account.codex_home)))
+        } else {
+            (readiness.is_ready(), readiness.reason())
+        };
         profiles.insert(
             profile.name.clone(),
             ProfileReadiness {
-                ready: readiness.is_ready(),
+                ready,
                 engine: profile.runtime.engine.as_str().to_string(),
-                reason: readiness.reason(),
+                reason,
             },
         );
     }
@@ -128,6 +152,14 @@ pub async fn metrics(
     if let Err(error) = authorize_ops(&snapshot, &headers) {
         return error.into_response();
     }
+    if let Some(format) = prometheus::negotiate(&headers) {
+        let text = prometheus::encode(
+            &state.metrics().recorder(),
+            &scrape(&state, &snapshot),
+            format,
+        );
+        return ([(header::CONTENT_TYPE, format.content_type())], text).into_response();
+    }
     let metrics = state.metrics();
     let mut profiles = BTreeMap::new();
     for (profile, pool) in snapshot.config.profiles.iter().zip(&snapshot.pools) {
@@ -152,6 +184,154 @@ pub async fn metrics(
         config: config_report(&state, &snapshot),
     };
     Json(body).into_response()
+}
+
+/// The figures a Prometheus scrape reads besides the recorded series.
+fn scrape(state: &AppState, snapshot: &Snapshot) -> Scrape {
+    let metrics = state.metrics();
+    let recorder = metrics.recorder();
+    for profile in &snapshot.config.profiles {
+        for next in &profile.fallbacks {
+            recorder.declare_fallback(&profile.name, next);
+        }
+    }
+    let profiles = snapshot
+        .config
+        .profiles
+        .iter()
+        .zip(&snapshot.pools)
+        .map(|(profile, pool)| ProfileScrape {
+            name: profile.name.clone(),
+            in_flight: metrics.profile_figures(&profile.name).in_flight,
+            queued: pool.queued() as u64,
+            workers: pool
+                .engine()
+                .workers_figures()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|worker| {
+                    let report = worker_report(worker);
+                    let state = match report.state {
+                        WorkerStateName::Starting => "starting",
+                        WorkerStateName::Ready => "ready",
+                        WorkerStateName::Down => "down",
+                        WorkerStateName::Stopped => "stopped",
+                    };
+                    (state, report.restarts)
+                })
+                .collect(),
+        })
+        .collect();
+    let status = state.reload_status();
+    Scrape {
+        profiles,
+        reloads_ok: status.reloads_ok,
+        reloads_failed: status.reloads_failed,
+        generation: snapshot.generation,
+        uptime_seconds: metrics.started_at.elapsed().as_secs_f64(),
+        key_refusals: snapshot
+            .key_limits
+            .refusals()
+            .into_iter()
+            .flat_map(|key| {
+                [
+                    (key.name.clone(), "max_concurrency", key.concurrency),
+                    (key.name, "requests_per_minute", key.requests_per_minute),
+                ]
+            })
+            .collect(),
+        accounts: accounts(snapshot)
+            .into_iter()
+            .map(|(home, _, account)| AccountScrape {
+                codex_home: home.display().to_string(),
+                login: account.login,
+                windows: account.windows.into_values().collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Each distinct Codex home of the snapshot's profiles (in profile order), the profiles that run
+/// under it, and what is known about it; a home only exempt profiles use shows no login state.
+pub fn accounts(snapshot: &Snapshot) -> Vec<(PathBuf, Vec<String>, Account)> {
+    let mut homes: Vec<(PathBuf, Vec<String>, bool)> = Vec::new();
+    for (profile, account) in snapshot.config.profiles.iter().zip(&snapshot.accounts) {
+        match homes
+            .iter_mut()
+            .find(|(home, _, _)| *home == account.codex_home)
+        {
+            Some((_, names, needs_login)) => {
+                names.push(profile.name.clone());
+                *needs_login |= account.needs_login;
+            }
+            None => homes.push((
+                account.codex_home.clone(),
+                vec![profile.name.clone()],
+                account.needs_login,
+            )),
+        }
+    }
+    homes
+        .into_iter()
+        .map(|(home, names, needs_login)| {
+            let mut account = crate::account::book().account(&home);
+            if !needs_login {
+                account.login = Login::Unknown;
+            }
+            (home, names, account)
+        })
+        .collect()
+}
+
+/// `GET /v1/quota`: each account's login and rate-limit windows (same access as `/metrics`).
+pub async fn quota(Extension(Loaded(snapshot)): Extension<Loaded>, headers: HeaderMap) -> Response {
+    if let Err(error) = authorize_ops(&snapshot, &headers) {
+        return error.into_response();
+    }
+    Json(quota_report(&snapshot)).into_response()
+}
+
+/// The `/v1/quota` body of `snapshot`'s accounts.
+pub fn quota_report(snapshot: &Snapshot) -> Quota {
+    let accounts = accounts(snapshot)
+        .into_iter()
+        .map(|(home, profiles, account)| {
+            let login = match account.login {
+                Login::LoggedIn(method) => LoginReport {
+                    logged_in: Some(true),
+                    method: method.map(|method| method.as_str().to_string()),
+                },
+                Login::NotLoggedIn => LoginReport {
+                    logged_in: Some(false),
+                    method: None,
+                },
+                Login::Unknown => LoginReport {
+                    logged_in: None,
+                    method: None,
+                },
+            };
+            AccountQuota {
+                codex_home: home.display().to_string(),
+                profiles,
+                login,
+                windows: account
+                    .windows
+                    .into_values()
+                    .map(|window| QuotaWindowReport {
+                        id: window.id,
+                        used_percent: window.used_percent,
+                        window_minutes: window.window_minutes,
+                        resets_at: window.resets_at,
+                    })
+                    .collect(),
+                updated_at: account.quota_updated_at,
+            }
+        })
+        .collect();
+    Quota {
+        object: "quota".to_string(),
+        accounts,
+    }
 }
 
 /// HTTP status → count, with the statuses as the JSON object keys they become.
@@ -183,6 +363,10 @@ fn profile_counters(figures: ProfileFigures) -> ProfileCounters {
             completion: figures.completion_tokens,
             total: figures.total_tokens,
         },
+        tool_turns_held: figures.tool_turns_held,
+        tool_turns_continued: figures.tool_turns_continued,
+        tool_turns_expired: figures.tool_turns_expired,
+        tool_turns_replayed: figures.tool_turns_replayed,
     }
 }
 
@@ -244,7 +428,7 @@ pub async fn admin_reload(
 
 pub async fn not_found(uri: axum::http::Uri) -> Response {
     ApiError::RouteNotFound(format!(
-        "Unknown path {}. This proxy serves /v1/chat/completions, /v1/models, /health, /ready and /metrics.",
+        "Unknown path {}. This proxy serves /v1/chat/completions, /v1/models, /v1/quota, /health, /ready and /metrics.",
         uri.path()
     ))
     .into_response()
@@ -302,7 +486,9 @@ mod tests {
         assert_eq!(
             profile,
             json!({"requests": 2, "ok": 1, "errors_by_status": {"429": 1}, "in_flight": 0,
-                   "tokens": {"prompt": 5, "completion": 2, "total": 7}})
+                   "tokens": {"prompt": 5, "completion": 2, "total": 7},
+                   "tool_turns_held": 0, "tool_turns_continued": 0, "tool_turns_expired": 0,
+                   "tool_turns_replayed": 0})
         );
         let mut global = serde_json::to_value(global_counters(metrics.global_figures())).unwrap();
         assert!(global["uptime_seconds"].as_f64().unwrap() >= 0.0);

@@ -23,12 +23,12 @@ pub use crate::api::request_log::{LatencyLog, RequestFacts};
 use crate::api::{authenticate, authorize_profile, may_use, Caller};
 use crate::config::{EngineKind, Profile};
 use crate::engine::exec::{developer_instructions_arg, MAX_ARG_BYTES};
-use crate::engine::{ms, Job, RunHandle, TurnRequest};
+use crate::engine::{ms, HoldPolicy, Job, RunHandle, TurnRequest};
 use crate::live::snapshot::{Route, Snapshot};
 use crate::live::state::AppState;
 use crate::metrics::{InFlight, ProfileStats};
 use crate::pool::Pool;
-use crate::turn::Needs;
+use crate::turn::{HoldEvent, HoldLog, Needs};
 
 /// What the handler received, before anything is checked.
 pub struct Incoming<'a> {
@@ -192,7 +192,7 @@ async fn launch<R: Into<TurnRequest>>(
     check_engine(&snapshot, &profile, &caller, &request)?;
     log.phases.insert("prompt_build", ms(started));
 
-    let in_flight = InFlight::new(stats.clone());
+    let in_flight = InFlight::new(stats.clone()).holding(caller.take_key_guard());
     let started = Instant::now();
     let permit = pool.admit().await?;
     log.phases.insert("queue_wait", ms(started));
@@ -210,6 +210,11 @@ async fn launch<R: Into<TurnRequest>>(
             profile.runtime.model.clone()
         },
         received_at: log.received_at,
+        hold: HoldPolicy {
+            timeout: profile.hold.timeout,
+            max_held: profile.hold.max_held,
+            log: hold_log(&stats),
+        },
     };
     let engine_started = Instant::now();
     let run = pool.start(job, permit);
@@ -222,6 +227,20 @@ async fn launch<R: Into<TurnRequest>>(
         log,
         engine_started,
         snapshot,
+    })
+}
+
+/// The profile's tool-turn counters, as the engine reports to them.
+fn hold_log(stats: &Arc<ProfileStats>) -> HoldLog {
+    let stats = stats.clone();
+    HoldLog::new(move |event| {
+        let counter = match event {
+            HoldEvent::Held => &stats.tool_turns_held,
+            HoldEvent::Continued => &stats.tool_turns_continued,
+            HoldEvent::Expired => &stats.tool_turns_expired,
+            HoldEvent::Replayed => &stats.tool_turns_replayed,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     })
 }
 

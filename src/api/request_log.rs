@@ -84,6 +84,8 @@ pub struct LatencyLog {
     pub key_name: Option<String>,
     pub received_at: Instant,
     pub phases: Phases,
+    /// Where the request's Prometheus series are recorded.
+    recorder: crate::metrics::Recorder,
 }
 
 impl LatencyLog {
@@ -117,6 +119,7 @@ impl LatencyLog {
             key_name,
             received_at,
             phases: Phases::new(),
+            recorder: state.metrics().recorder(),
         }
     }
 
@@ -132,6 +135,18 @@ impl LatencyLog {
             }
         }
         self.write(outcome.status, extra);
+        self.recorder.finished(crate::metrics::Finished {
+            profile: &self.profile,
+            api: self.surface,
+            status: outcome.status,
+            key_name: self.key_name.as_deref(),
+            usage: outcome.usage,
+            total: self.received_at.elapsed(),
+            queue_wait: self
+                .phases
+                .get("queue_wait")
+                .map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0)),
+        });
     }
 
     /// The ledger row of this request: counts, names and timings, never content or keys.
@@ -194,6 +209,8 @@ impl LatencyLog {
 
     /// The `{surface}_first_sse` line: the time until the first streamed event was handed over.
     pub fn write_first_sse(&self) {
+        self.recorder
+            .first_token(&self.profile, self.received_at.elapsed());
         tracing::info!(
             target: "codex_api_proxy.latency",
             "{}",

@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::raw::{self, RawFile, SpannedTable};
 use super::{
     default_server, limits, resolve_path, state_dir, Access, CodexEnv, Config, ConfigErrors,
-    EngineKind, HoldSettings, Problem, Profile, Routing, RuntimeSettings, ServerConfig,
+    EngineKind, HoldSettings, NamedKey, Problem, Profile, Routing, RuntimeSettings, ServerConfig,
     ServerOverrides,
 };
 
@@ -262,6 +262,8 @@ impl<'a> Checker<'a> {
             );
         }
         self.check_fallback(file, &server);
+        self.check_fallbacks(file, &profiles);
+        self.check_named_keys(file, &server, &profiles);
         let mut env_refs = std::mem::take(&mut self.env_refs);
         env_refs.sort();
         env_refs.dedup();
@@ -297,8 +299,8 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        if let Some(keys) = self.typed::<Vec<String>>(&entries, "api_keys", "an array of strings") {
-            server.api_keys = keys.into_iter().filter(|key| !key.is_empty()).collect();
+        if entries.get("api_keys").is_some() {
+            (server.api_keys, server.named_keys) = self.api_keys_of(&entries);
         }
         if let Some(bin) = self.typed::<String>(&entries, "codex_bin", "a string") {
             server.codex_bin = bin;
@@ -446,6 +448,128 @@ impl<'a> Checker<'a> {
             None,
             format!("`fallback_profile` names `{fallback}`, which is not a profile"),
         );
+    }
+
+    /// The line of `key` in profile `profile`'s table (or of the table itself).
+    fn profile_key_line(&self, file: &RawFile, profile: &str, key: &str) -> Option<usize> {
+        let (_, table) = file
+            .profiles
+            .as_ref()?
+            .iter()
+            .find(|(name, _)| name.get_ref() == profile)?;
+        let offset = table
+            .get_ref()
+            .iter()
+            .find(|(name, _)| name.get_ref() == key)
+            .map_or(table.span().start, |(name, _)| name.span().start);
+        Some(self.line_of(offset))
+    }
+
+    /// `fallbacks`: every name is another profile, and no chain comes back to where it started.
+    fn check_fallbacks(&mut self, file: &RawFile, profiles: &[Arc<Profile>]) {
+        for profile in profiles {
+            for name in &profile.fallbacks {
+                let problem = if *name == profile.name {
+                    Some(format!("`fallbacks` names the profile itself (`{name}`)"))
+                } else if !profiles.iter().any(|other| other.name == *name) {
+                    Some(format!(
+                        "`fallbacks` names `{name}`, which is not a profile"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = problem {
+                    let line = self.profile_key_line(file, &profile.name, "fallbacks");
+                    self.problem(line, Some(&profile.name), message);
+                }
+            }
+        }
+        let graph: Vec<(String, Vec<String>)> = profiles
+            .iter()
+            .map(|profile| {
+                let others = profile
+                    .fallbacks
+                    .iter()
+                    .filter(|name| **name != profile.name)
+                    .cloned()
+                    .collect();
+                (profile.name.clone(), others)
+            })
+            .collect();
+        for cycle in fallback_cycles(&graph) {
+            let line = self.profile_key_line(file, &cycle[0], "fallbacks");
+            self.problem(
+                line,
+                Some(&cycle[0]),
+                format!("`fallbacks` form a cycle: {}", cycle.join(" → ")),
+            );
+        }
+    }
+
+    /// Named keys: one name per key and one key per name, and `profiles` that exist.
+    fn check_named_keys(
+        &mut self,
+        file: &RawFile,
+        server: &ServerConfig,
+        profiles: &[Arc<Profile>],
+    ) {
+        let mut all: Vec<(Option<&str>, &NamedKey)> =
+            server.named_keys.iter().map(|key| (None, key)).collect();
+        for profile in profiles {
+            all.extend(
+                profile
+                    .access
+                    .named_keys
+                    .iter()
+                    .map(|key| (Some(profile.name.as_str()), key)),
+            );
+        }
+        let line_of = |checker: &Self, owner: Option<&str>| match owner {
+            Some(profile) => checker.profile_key_line(file, profile, "api_keys"),
+            None => file.server.as_ref().and_then(|table| {
+                table
+                    .get_ref()
+                    .iter()
+                    .find(|(key, _)| key.get_ref() == "api_keys")
+                    .map(|(key, _)| checker.line_of(key.span().start))
+            }),
+        };
+        let mut reported = Vec::new();
+        for (index, (owner, key)) in all.iter().enumerate() {
+            for (_, other) in &all[..index] {
+                let clash = if other.name == key.name && other.key != key.key {
+                    Some(format!(
+                        "the key name `{}` is used for two different keys",
+                        key.name
+                    ))
+                } else if other.key == key.key && other.name != key.name {
+                    Some(format!(
+                        "one key has two names, `{}` and `{}`",
+                        other.name, key.name
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = clash.filter(|m| !reported.contains(m)) {
+                    reported.push(message.clone());
+                    let line = line_of(self, *owner);
+                    self.problem(line, *owner, format!("`api_keys`: {message}"));
+                }
+            }
+            for name in key.profiles.iter().flatten() {
+                if !profiles.iter().any(|profile| profile.name == *name) {
+                    let line = line_of(self, *owner);
+                    self.problem(
+                        line,
+                        *owner,
+                        format!(
+                            "`api_keys`: key `{}` lists `{name}` in `profiles`, which is not a profile",
+                            key.name
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     /// `allowed_hosts`, `cors_origins` and `public_metrics`.
@@ -829,14 +953,164 @@ impl<'a> Checker<'a> {
 
     /// `api_keys`: who may use the profile.
     fn access_of(&mut self, entries: &Entries) -> Access {
-        let api_keys = self
-            .typed::<Vec<String>>(entries, "api_keys", "an array of strings")
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|key| !key.is_empty())
-            .collect();
-        Access { api_keys }
+        let (api_keys, named_keys) = self.api_keys_of(entries);
+        Access {
+            api_keys,
+            named_keys,
+        }
     }
+
+    /// An `api_keys` array: plain key strings (empty ones are skipped) and `{ name, key,
+    /// max_concurrency, requests_per_minute, profiles }` tables. Returns every key, and the tables.
+    fn api_keys_of(&mut self, entries: &Entries) -> (Vec<String>, Vec<NamedKey>) {
+        let Some((_, value, line)) = entries.get("api_keys").cloned() else {
+            return (Vec::new(), Vec::new());
+        };
+        let profile = entries.profile.clone();
+        let expected = "an array of key strings or { name, key, max_concurrency, requests_per_minute, profiles } tables";
+        let Some(items) = value.as_array() else {
+            self.problem(
+                Some(line),
+                profile.as_deref(),
+                format!("`api_keys` must be {expected}, found {}", value.type_str()),
+            );
+            return (Vec::new(), Vec::new());
+        };
+        let mut keys = Vec::new();
+        let mut named = Vec::new();
+        for item in items {
+            match item {
+                toml::Value::String(key) if key.is_empty() => {}
+                toml::Value::String(key) => keys.push(key.clone()),
+                toml::Value::Table(table) => match named_key(table) {
+                    Ok(key) => {
+                        keys.push(key.key.clone());
+                        named.push(key);
+                    }
+                    Err(message) => self.problem(
+                        Some(line),
+                        profile.as_deref(),
+                        format!("`api_keys`: {message}"),
+                    ),
+                },
+                other => self.problem(
+                    Some(line),
+                    profile.as_deref(),
+                    format!(
+                        "`api_keys` must be {expected}, found an entry of type {}",
+                        other.type_str()
+                    ),
+                ),
+            }
+        }
+        (keys, named)
+    }
+}
+
+/// The cycles among `fallbacks`, each as the list of names that form it (first name repeated last),
+/// in file order of their first profile. Pure; [`Checker`] reports them.
+pub fn fallback_cycles(profiles: &[(String, Vec<String>)]) -> Vec<Vec<String>> {
+    let mut found: Vec<Vec<String>> = Vec::new();
+    for (start, _) in profiles {
+        let mut path = vec![start.clone()];
+        find_cycle(profiles, start, &mut path, &mut found);
+    }
+    found
+}
+
+fn find_cycle(
+    profiles: &[(String, Vec<String>)],
+    start: &str,
+    path: &mut Vec<String>,
+    found: &mut Vec<Vec<String>>,
+) {
+    let current = path.last().cloned().unwrap_or_default();
+    let Some((_, next)) = profiles.iter().find(|(name, _)| *name == current) else {
+        return;
+    };
+    for name in next {
+        if name == start {
+            let mut cycle = path.clone();
+            cycle.push(start.to_string());
+            // The same cycle found from another of its members is reported once.
+            let mut members: Vec<&String> = cycle[..cycle.len() - 1].iter().collect();
+            members.sort();
+            let known = found.iter().any(|other| {
+                let mut theirs: Vec<&String> = other[..other.len() - 1].iter().collect();
+                theirs.sort();
+                theirs == members
+            });
+            if !known {
+                found.push(cycle);
+            }
+        } else if !path.contains(name) {
+            path.push(name.clone());
+            find_cycle(profiles, start, path, found);
+            path.pop();
+        }
+    }
+}
+
+/// The keys an `api_keys` table accepts.
+const NAMED_KEY_KEYS: &[&str] = &[
+    "name",
+    "key",
+    "max_concurrency",
+    "requests_per_minute",
+    "profiles",
+];
+
+/// The highest `requests_per_minute`.
+const MAX_REQUESTS_PER_MINUTE: i64 = 1_000_000;
+
+/// One `api_keys` table, or what is wrong with it (never quoting the key).
+fn named_key(table: &toml::Table) -> Result<NamedKey, String> {
+    if let Some(unknown) = table
+        .keys()
+        .find(|key| !NAMED_KEY_KEYS.contains(&key.as_str()))
+    {
+        return Err(format!(
+            "unknown key `{unknown}` in a key table (known: {})",
+            NAMED_KEY_KEYS.join(", ")
+        ));
+    }
+    let text = |field: &str| -> Result<String, String> {
+        match table.get(field) {
+            Some(toml::Value::String(text)) if !text.trim().is_empty() => Ok(text.clone()),
+            Some(_) => Err(format!(
+                "`{field}` of a key table must be a non-empty string"
+            )),
+            None => Err(format!("a key table needs `{field}`")),
+        }
+    };
+    let name = text("name")?;
+    let key = text("key").map_err(|err| format!("{err} (key `{name}`)"))?;
+    let number = |field: &str, max: i64| -> Result<Option<i64>, String> {
+        match table.get(field) {
+            None => Ok(None),
+            Some(toml::Value::Integer(n)) if (1..=max).contains(n) => Ok(Some(*n)),
+            Some(_) => Err(format!(
+                "`{field}` of key `{name}` must be a whole number from 1 to {max}"
+            )),
+        }
+    };
+    let max_concurrency =
+        number("max_concurrency", limits::MAX_CONCURRENCY as i64)?.map(|n| n as usize);
+    let requests_per_minute =
+        number("requests_per_minute", MAX_REQUESTS_PER_MINUTE)?.map(|n| n as u32);
+    let profiles = match table.get("profiles") {
+        None => None,
+        Some(value) => Some(value.clone().try_into::<Vec<String>>().map_err(|_| {
+            format!("`profiles` of key `{name}` must be an array of profile names")
+        })?),
+    };
+    Ok(NamedKey {
+        name,
+        key,
+        max_concurrency,
+        requests_per_minute,
+        profiles,
+    })
 }
 
 /// A profile's runtime settings before its table is read: the defaults of every key.
@@ -860,5 +1134,121 @@ fn default_runtime(name: &str) -> RuntimeSettings {
         queue_timeout: Duration::from_secs(30),
         workers: 1,
         codex_home: state_dir().join("codex-home").join(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_each_cycle_once() {
+        let profiles = |pairs: &[(&str, &[&str])]| -> Vec<(String, Vec<String>)> {
+            pairs
+                .iter()
+                .map(|(n, f)| (n.to_string(), f.iter().map(|s| s.to_string()).collect()))
+                .collect()
+        };
+        let cyclic = profiles(&[("a", &["b"]), ("b", &["c"]), ("c", &["a"]), ("d", &["d"])]);
+        assert_eq!(
+            fallback_cycles(&cyclic),
+            vec![vec!["a", "b", "c", "a"], vec!["d", "d"]]
+        );
+        let acyclic = profiles(&[("a", &["b", "c"]), ("b", &["c"]), ("c", &[])]);
+        assert!(fallback_cycles(&acyclic).is_empty());
+    }
+
+    fn problems_of(text: &str) -> Vec<String> {
+        let errors = parse(
+            text,
+            Path::new("c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .expect_err("invalid");
+        errors.problems.iter().map(|p| errors.describe(p)).collect()
+    }
+
+    fn valid(text: &str) -> Config {
+        parse(
+            text,
+            Path::new("c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn api_keys_take_strings_and_named_tables() {
+        let config = valid(
+            "[server]\napi_keys = [\"sk-a\", { name = \"ci\", key = \"sk-b\", max_concurrency = 2, requests_per_minute = 30, profiles = [\"p\"] }]\n[profiles.p]\napi_keys = [{ name = \"own\", key = \"sk-c\" }]\n",
+        );
+        assert_eq!(config.server.api_keys, ["sk-a", "sk-b"]);
+        let named = &config.server.named_keys[0];
+        assert_eq!(named.name, "ci");
+        assert_eq!(named.max_concurrency, Some(2));
+        assert_eq!(named.requests_per_minute, Some(30));
+        assert_eq!(named.profiles.as_deref(), Some(&["p".to_string()][..]));
+        assert_eq!(config.profiles[0].access.api_keys, ["sk-c"]);
+        assert!(!format!("{named:?}").contains("sk-b"));
+    }
+
+    #[test]
+    fn bad_key_tables_are_reported_without_the_key() {
+        let problems = problems_of(
+            "[server]\napi_keys = [{ name = \"a\", key = \"sk-secret\", max_concurrency = 0 }, { key = \"sk-secret2\" }, { name = \"b\", key = \"sk-3\", color = 1 }, 7]\n[profiles.p]\n",
+        );
+        let text = problems.join("\n");
+        assert!(text.contains("`max_concurrency` of key `a`"), "{text}");
+        assert!(text.contains("a key table needs `name`"), "{text}");
+        assert!(text.contains("unknown key `color`"), "{text}");
+        assert!(text.contains("found an entry of type integer"), "{text}");
+        assert!(!text.contains("sk-secret"), "{text}");
+        assert!(text.contains("c.toml:2:"), "{text}");
+    }
+
+    #[test]
+    fn key_names_are_unique_and_their_profiles_exist() {
+        let problems = problems_of(
+            "[server]\napi_keys = [{ name = \"a\", key = \"sk-1\" }, { name = \"a\", key = \"sk-2\" }, { name = \"b\", key = \"sk-1\", profiles = [\"nope\"] }]\n[profiles.p]\n",
+        )
+        .join("\n");
+        assert!(
+            problems.contains("the key name `a` is used for two different keys"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("one key has two names, `a` and `b`"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("lists `nope` in `profiles`"),
+            "{problems}"
+        );
+        assert!(!problems.contains("sk-"), "{problems}");
+    }
+
+    #[test]
+    fn fallbacks_must_name_other_profiles_without_cycles() {
+        let problems = problems_of(
+            "[profiles.a]\nfallbacks = [\"b\", \"ghost\"]\n[profiles.b]\nfallbacks = [\"a\"]\n[profiles.c]\nfallbacks = [\"c\"]\n",
+        )
+        .join("\n");
+        assert!(
+            problems.contains("`fallbacks` names `ghost`, which is not a profile"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("`fallbacks` form a cycle: a → b → a"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("names the profile itself (`c`)"),
+            "{problems}"
+        );
+        assert!(problems.contains("c.toml:2:"), "{problems}");
+        let config = valid("[profiles.a]\nfallbacks = [\"b\"]\n[profiles.b]\n");
+        assert_eq!(config.profiles[0].fallbacks, ["b"]);
     }
 }

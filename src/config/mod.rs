@@ -84,6 +84,8 @@ pub struct ServerConfig {
     pub port: u16,
     /// Accepted bearer tokens; empty means no authentication.
     pub api_keys: Vec<String>,
+    /// The entries of `api_keys` written as tables: a name and limits for some of `api_keys`.
+    pub named_keys: Vec<NamedKey>,
     pub codex_bin: String,
     /// Where model names that match no profile go; `None` means 404.
     pub fallback_profile: Option<String>,
@@ -176,6 +178,36 @@ impl PartialEq for Routing {
 pub struct Access {
     /// If non-empty, only these bearer tokens may use the profile.
     pub api_keys: Vec<String>,
+    /// The entries of `api_keys` written as tables.
+    pub named_keys: Vec<NamedKey>,
+}
+
+/// An `api_keys` entry written as a table: `{ name, key, max_concurrency, requests_per_minute,
+/// profiles }`. Its `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NamedKey {
+    /// What logs and metrics show for the key.
+    pub name: String,
+    pub key: String,
+    /// Requests of this key running at once (across all profiles).
+    pub max_concurrency: Option<usize>,
+    /// Requests of this key started in any 60-second window.
+    pub requests_per_minute: Option<u32>,
+    /// When set, the key may use only these profiles (of those it otherwise opens).
+    pub profiles: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for NamedKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("NamedKey")
+            .field("name", &self.name)
+            .field("key", &"<redacted>")
+            .field("max_concurrency", &self.max_concurrency)
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("profiles", &self.profiles)
+            .finish()
+    }
 }
 
 /// The settings that shape a profile's Codex processes and its admission. Two profiles with equal
@@ -310,6 +342,7 @@ impl ServerOverrides {
         }
         if let Some(key) = &self.api_key {
             server.api_keys = vec![key.clone()];
+            server.named_keys.clear();
         }
         if let Some(bin) = &self.codex_bin {
             server.codex_bin = bin.clone();
@@ -386,6 +419,7 @@ fn default_server() -> ServerConfig {
         host: "127.0.0.1".into(),
         port: 8765,
         api_keys: Vec::new(),
+        named_keys: Vec::new(),
         codex_bin: "codex".into(),
         fallback_profile: None,
         max_request_bytes: 10 * 1024 * 1024,

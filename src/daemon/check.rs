@@ -4,6 +4,7 @@
 //!
 //! It needs no running server and touches none of the daemon's files.
 
+use crate::account::{self, fallback, Login};
 use crate::cli::CheckArgs;
 use crate::config::{self, Config, ServerOverrides};
 use crate::routing::Router;
@@ -50,7 +51,80 @@ pub(super) fn run(args: &CheckArgs) -> anyhow::Result<i32> {
     print_table(&profile_rows(&config));
     println!();
     print_table(&route_rows(&config, &args.models));
+    print_fallbacks(&config);
+    print_logins(&config);
     Ok(0)
+}
+
+/// Each profile's fallback chain (the order its requests may be served in).
+fn print_fallbacks(config: &Config) {
+    let chains: Vec<String> = config
+        .profiles
+        .iter()
+        .filter(|profile| !profile.fallbacks.is_empty())
+        .map(|profile| fallback::chain(config, &profile.name).join(" → "))
+        .collect();
+    if chains.is_empty() {
+        return;
+    }
+    println!();
+    println!("fallbacks:");
+    for chain in chains {
+        println!("  {chain}");
+    }
+}
+
+/// Each distinct Codex home of the profiles, and whether it is logged in (`codex login status`, run
+/// with this command's environment); homes used only by profiles whose provider needs no login are
+/// not checked.
+fn print_logins(config: &Config) {
+    let user_home = account::home_from_env(
+        std::env::vars_os()
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|(k, v)| (k.as_os_str(), v.as_os_str())),
+    );
+    let mut homes: Vec<(std::path::PathBuf, Vec<String>, bool)> = Vec::new();
+    for profile in &config.profiles {
+        let account = account::profile_account(profile, &user_home);
+        match homes
+            .iter_mut()
+            .find(|(home, _, _)| *home == account.codex_home)
+        {
+            Some((_, names, needs)) => {
+                names.push(profile.name.clone());
+                *needs |= account.needs_login;
+            }
+            None => homes.push((
+                account.codex_home,
+                vec![profile.name.clone()],
+                account.needs_login,
+            )),
+        }
+    }
+    println!();
+    println!("accounts:");
+    for (home, names, needs_login) in homes {
+        // A private app-server home links the user's login when its workers start.
+        let checked = if home.join("auth.json").exists() || home == user_home {
+            home.clone()
+        } else {
+            user_home.clone()
+        };
+        let state = if !needs_login {
+            "no login needed (custom model provider)".to_string()
+        } else {
+            match account::login::check_blocking(&config.server.codex_bin, &checked) {
+                Login::LoggedIn(Some(method)) => format!("logged in ({})", method.as_str()),
+                Login::LoggedIn(None) => "logged in".to_string(),
+                Login::NotLoggedIn => account::not_logged_in_reason(&checked),
+                Login::Unknown => {
+                    "login state unknown (`codex login status` did not answer)".to_string()
+                }
+            }
+        };
+        println!("  {} ({}): {state}", home.display(), names.join(", "));
+    }
 }
 
 /// One row per profile: name, engine, model, aliases, match pattern.

@@ -165,7 +165,7 @@ pub(super) fn print_endpoints(url: &str) {
     println!("endpoints:");
     println!("  POST {url}/v1/chat/completions");
     println!("  GET  {url}/v1/models");
-    println!("  GET  {url}/health   {url}/ready   {url}/metrics");
+    println!("  GET  {url}/health   {url}/ready   {url}/metrics   {url}/v1/quota");
     println!("  POST {url}/admin/reload   (or `codex-api-proxy reload`)");
 }
 

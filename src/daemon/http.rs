@@ -139,6 +139,14 @@ pub(super) async fn get_metrics(address: SocketAddr, keys: &[String]) -> anyhow:
     get_keyed(address, "/metrics", keys, &[200]).await
 }
 
+/// `/v1/quota`: each account's login and rate-limit windows.
+pub(super) async fn get_quota(
+    address: SocketAddr,
+    keys: &[String],
+) -> anyhow::Result<crate::report::Quota> {
+    get_keyed(address, "/v1/quota", keys, &[200]).await
+}
+
 /// `/health` with a key, which adds the version and uptime when the server has keys.
 pub(super) async fn get_keyed_health(
     address: SocketAddr,

@@ -10,14 +10,16 @@ use serde_json::{json, Value};
 
 use crate::cli::StatusArgs;
 use crate::config;
-use crate::report::{ConfigReport, Health, Metrics, ProfileMetrics, Ready, ReadyStatus};
+use crate::report::{
+    AccountQuota, ConfigReport, Health, Metrics, ProfileMetrics, Quota, Ready, ReadyStatus,
+};
 
 use super::display::{
     display_flags, format_unix_time, pid_or_unknown, print_endpoints, print_files, profile_lines,
     REDACTED,
 };
 use super::files::{DaemonFiles, DaemonState};
-use super::http::{get_health, get_keyed_health, get_metrics, get_ready, health_pid};
+use super::http::{get_health, get_keyed_health, get_metrics, get_quota, get_ready, health_pid};
 use super::process::PidFile;
 
 /// What `status` found out.
@@ -30,6 +32,8 @@ struct Observation {
     health: Option<Health>,
     ready: Option<Ready>,
     metrics: Option<Metrics>,
+    /// `/v1/quota`: each account's login and rate-limit windows.
+    quota: Option<Quota>,
 }
 
 impl Observation {
@@ -42,6 +46,7 @@ impl Observation {
             health: None,
             ready: None,
             metrics: None,
+            quota: None,
         }
     }
 
@@ -139,6 +144,7 @@ async fn observe(files: &DaemonFiles, saved: Option<&DaemonState>) -> Observatio
         health: Some(health),
         ready: get_ready(saved.address, &keys).await.ok(),
         metrics: get_metrics(saved.address, &keys).await.ok(),
+        quota: get_quota(saved.address, &keys).await.ok(),
     }
 }
 
@@ -226,10 +232,45 @@ fn print_running(
             None => println!("  {line}"),
         }
     }
+    if let Some(quota) = observation
+        .quota
+        .as_ref()
+        .filter(|q| !q.accounts.is_empty())
+    {
+        println!("accounts:");
+        for account in &quota.accounts {
+            println!("  {}", account_line(account));
+        }
+    }
     print_endpoints(&saved.url);
     if args.verbose {
         print_details(files, saved, observation);
     }
+}
+
+/// One account: its home and profiles, its login, and each rate-limit window.
+fn account_line(account: &AccountQuota) -> String {
+    let login = match (account.login.logged_in, account.login.method.as_deref()) {
+        (Some(true), Some(method)) => format!("logged in ({method})"),
+        (Some(true), None) => "logged in".to_string(),
+        (Some(false), _) => "NOT LOGGED IN: run `codex login`".to_string(),
+        (None, _) => "login not checked".to_string(),
+    };
+    let mut line = format!(
+        "{} ({}): {login}",
+        account.codex_home,
+        account.profiles.join(", ")
+    );
+    for window in &account.windows {
+        line.push_str(&format!("; {} {:.0}% used", window.id, window.used_percent));
+        if let Some(minutes) = window.window_minutes {
+            line.push_str(&format!(" of {minutes} min"));
+        }
+        if let Some(at) = window.resets_at {
+            line.push_str(&format!(", resets {}", format_unix_time(at)));
+        }
+    }
+    line
 }
 
 /// The config file, its generation and its last reload error.
@@ -361,6 +402,7 @@ fn status_json(
         "config": ready.map(|r| &r.config),
         "codex": ready.map(|r| &r.codex),
         "profiles": profiles_json(observation),
+        "accounts": observation.quota.as_ref().map(|quota| &quota.accounts),
         "requests": observation.metrics.as_ref().map(|m| json!({
             "total": m.counters.requests_total,
             "ok": m.counters.requests_ok,

@@ -30,8 +30,8 @@ use crate::codex::env::ChildEnv;
 use crate::codex::launch::{CodexUnavailable, ResolvedCodex};
 use crate::config::{EngineKind, Profile};
 pub use crate::turn::{
-    ms, Capabilities, Completion, EngineError, FailureKind, FinishReason, Phases, TurnEvent,
-    TurnRequest, Usage,
+    ms, Capabilities, Completion, EngineError, FailureKind, FinishReason, HoldEvent, HoldLog,
+    Phases, TurnEvent, TurnRequest, Usage,
 };
 use app_server::worker::WorkerFigures;
 use app_server::AppServerPool;
@@ -131,7 +131,7 @@ impl Engine {
     }
 
     /// Starts an admitted job; `guard` (the admission permit) is dropped when the Codex work has ended.
-    pub fn start(&self, job: Job, guard: impl Send + 'static) -> RunHandle {
+    pub fn start(&self, job: Job, guard: impl Send + Sync + 'static) -> RunHandle {
         match self {
             Engine::Exec(exec) => exec::start(
                 exec.profile.clone(),
@@ -229,6 +229,20 @@ pub struct Job {
     pub model: Option<String>,
     /// When the HTTP request arrived (for latency phases).
     pub received_at: Instant,
+    /// Whether, and how long, the app-server engine holds a turn that returned client tool calls, and
+    /// where it reports what became of it.
+    pub hold: HoldPolicy,
+}
+
+/// The hold settings of the request's profile (from the request's snapshot, so a reload that keeps
+/// the pool still applies new values) and the profile's counters. The default holds nothing.
+#[derive(Debug, Clone, Default)]
+pub struct HoldPolicy {
+    /// `tool_call_timeout_seconds`; zero: holding off.
+    pub timeout: std::time::Duration,
+    /// `max_held_turns`.
+    pub max_held: usize,
+    pub log: HoldLog,
 }
 
 /// A started run. Dropping it cancels the run.

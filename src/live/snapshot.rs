@@ -17,6 +17,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::account::keys::KeyLimits;
+use crate::account::login::{LoginTarget, LoginWatcher};
+use crate::account::models::{CatalogTarget, ModelCatalog};
+use crate::account::{home_from_env, profile_account, ProfileAccount};
 use crate::codex::env::ChildEnv;
 use crate::codex::launch::{self, CodexUnavailable, ResolvedCodex};
 use crate::config::{Config, Profile};
@@ -104,6 +108,16 @@ pub struct Snapshot {
     pub source_table: Option<toml::Table>,
     /// Index-aligned with `pools`; shared with the snapshots that reuse the pool.
     leases: Vec<Arc<PoolLease>>,
+    /// Index-aligned with `config.profiles`: the Codex home each profile runs with and whether it needs
+    /// a login.
+    pub accounts: Vec<ProfileAccount>,
+    /// Keeps the login state of the homes that need one fresh while this snapshot is alive.
+    pub login_watcher: Option<LoginWatcher>,
+    /// The running requests and recent starts of named keys; handed on from snapshot to snapshot.
+    pub key_limits: Arc<KeyLimits>,
+    /// Index-aligned with `config.profiles`: the `model/list` catalog of `list_models` profiles
+    /// (handed on while the profile's runtime settings stay the same).
+    pub catalogs: Vec<Option<Arc<ModelCatalog>>>,
 }
 
 /// Keeps a pool in service; the last snapshot holding it retires the pool when it is dropped.
@@ -117,6 +131,98 @@ impl Drop for PoolLease {
             self.0.retire();
         }
     }
+}
+
+/// The `model/list` catalog of each `pass_model` profile with `list_models = true`: the previous
+/// snapshot's when the profile's runtime settings are unchanged (its cache carries over).
+fn catalogs_of(
+    config: &Config,
+    runnable: &Result<ResolvedCodex, CodexUnavailable>,
+    child_env: &ChildEnv,
+    accounts: &[ProfileAccount],
+    previous: Option<&Snapshot>,
+) -> Vec<Option<Arc<ModelCatalog>>> {
+    config
+        .profiles
+        .iter()
+        .zip(accounts)
+        .map(|(profile, account)| {
+            if !(profile.list_models && profile.runtime.pass_model) {
+                return None;
+            }
+            let resolved = runnable.as_ref().ok()?;
+            let kept = previous.and_then(|previous| {
+                let index =
+                    previous.config.profiles.iter().position(|old| {
+                        old.name == profile.name && old.runtime == profile.runtime
+                    })?;
+                previous.catalogs.get(index).cloned().flatten()
+            });
+            if kept.is_some() {
+                return kept;
+            }
+            let mut args = crate::engine::app_server::worker::base_args();
+            for item in profile.effective_codex_config() {
+                args.push("-c".to_string());
+                args.push(item);
+            }
+            Some(Arc::new(ModelCatalog::new(CatalogTarget {
+                program: resolved.program.clone(),
+                args,
+                env: child_env.build(
+                    std::env::vars_os(),
+                    resolved,
+                    profile.runtime.proxy.as_deref(),
+                ),
+                codex_home: account.codex_home.clone(),
+            })))
+        })
+        .collect()
+}
+
+/// Each profile's account, and a watcher of the login state of the homes that need one (when Codex
+/// runs at all: otherwise every request already fails as `codex_unavailable`).
+fn accounts_of(
+    config: &Config,
+    runnable: &Result<ResolvedCodex, CodexUnavailable>,
+    child_env: &ChildEnv,
+) -> (Vec<ProfileAccount>, Option<LoginWatcher>) {
+    let env = runnable
+        .as_ref()
+        .map(|resolved| child_env.build(std::env::vars_os(), resolved, None))
+        .unwrap_or_else(|_| std::env::vars_os().collect());
+    let user_home = home_from_env(env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str())));
+    let accounts: Vec<ProfileAccount> = config
+        .profiles
+        .iter()
+        .map(|profile| profile_account(profile, &user_home))
+        .collect();
+    let Ok(resolved) = runnable else {
+        return (accounts, None);
+    };
+    let mut targets: Vec<LoginTarget> = Vec::new();
+    for account in accounts.iter().filter(|account| account.needs_login) {
+        if targets.iter().any(|t| t.codex_home == account.codex_home) {
+            continue;
+        }
+        let private = account.codex_home != user_home;
+        // The user's own home is served by exec profiles: no app-server reports its quota unless it
+        // is read.
+        let quota_reader = (!private).then(|| CatalogTarget {
+            program: resolved.program.clone(),
+            args: crate::engine::app_server::worker::base_args(),
+            env: env.clone(),
+            codex_home: account.codex_home.clone(),
+        });
+        targets.push(LoginTarget {
+            codex_home: account.codex_home.clone(),
+            program: resolved.program.clone(),
+            env: env.clone(),
+            links_auth_from: private.then(|| user_home.clone()),
+            quota_reader,
+        });
+    }
+    (accounts, LoginWatcher::start(targets))
 }
 
 /// Whether two parsed config files say the same thing, *including* the order of tables and keys
@@ -234,6 +340,8 @@ impl Snapshot {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let source_table = config.source_table.clone();
+        let (accounts, login_watcher) = accounts_of(&config, &runnable, &child_env);
+        let catalogs = catalogs_of(&config, &runnable, &child_env, &accounts, previous);
         (
             Snapshot {
                 generation,
@@ -244,6 +352,11 @@ impl Snapshot {
                 created,
                 source_table,
                 leases,
+                accounts,
+                login_watcher,
+                key_limits: previous
+                    .map_or_else(Arc::default, |previous| previous.key_limits.clone()),
+                catalogs,
             },
             summary,
         )
@@ -279,6 +392,24 @@ impl Snapshot {
             index,
             same: same_routing_and_access(&self.config.profiles[index], profile),
         }
+    }
+
+    /// The account `profile` runs under.
+    pub fn account_of(&self, profile: &str) -> Option<&ProfileAccount> {
+        self.config
+            .profiles
+            .iter()
+            .position(|p| p.name == profile)
+            .map(|index| &self.accounts[index])
+    }
+
+    /// The reset time (unix seconds) until which `profile`'s account is out of quota at `now`, if it
+    /// is (for the fallback decision, `account::fallback::next_profile`).
+    pub fn exhausted_until(&self, profile: &str, now: u64) -> Option<u64> {
+        let account = self.account_of(profile)?;
+        crate::account::book()
+            .account(&account.codex_home)
+            .exhausted_until(now)
     }
 
     pub fn pool_of(&self, profile: &str) -> Option<&Arc<Pool>> {

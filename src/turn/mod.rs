@@ -7,6 +7,8 @@
 //! carry, so an adapter refuses a request the profile's engine cannot serve before admission.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -137,6 +139,9 @@ pub struct TurnRequest {
     pub output: Option<OutputFormat>,
     /// A per-request reasoning effort (`low`, `high`, …); overrides the profile's.
     pub reasoning_effort: Option<String>,
+    /// The client names no calls by id and takes one call per answer (OpenAI's legacy `functions`):
+    /// its next request cannot be matched to a held turn, so the turn is not held.
+    pub legacy_calls: bool,
 }
 
 impl TurnRequest {
@@ -155,6 +160,17 @@ impl TurnRequest {
         }
     }
 
+    /// The `ToolResult` items that end the conversation (the answers to the last tool calls), in order.
+    pub fn trailing_tool_results(&self) -> &[Item] {
+        let count = self
+            .items
+            .iter()
+            .rev()
+            .take_while(|item| matches!(item, Item::ToolResult { .. }))
+            .count();
+        &self.items[self.items.len() - count..]
+    }
+
     /// What the request needs of an engine beyond plain text.
     pub fn needs(&self) -> Needs {
         Needs {
@@ -171,6 +187,46 @@ impl TurnRequest {
             }),
             output_schema: self.output.is_some(),
         }
+    }
+}
+
+/// What became of a turn that returned client tool calls, as each profile counts it (`/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldEvent {
+    /// The turn returned its calls and now waits for their results (no slot held).
+    Held,
+    /// A request brought the results of a held turn's calls: the same turn went on.
+    Continued,
+    /// A held turn waited `tool_call_timeout_seconds` in vain and was interrupted.
+    Expired,
+    /// A request carrying tool results matched no held turn: its conversation was replayed.
+    Replayed,
+}
+
+/// Where an engine reports [`HoldEvent`]s (the profile's counters, set by `api::pipeline`); the
+/// default reports nowhere.
+#[derive(Clone, Default)]
+pub struct HoldLog(Option<Arc<dyn Fn(HoldEvent) + Send + Sync>>);
+
+impl HoldLog {
+    pub fn new(record: impl Fn(HoldEvent) + Send + Sync + 'static) -> HoldLog {
+        HoldLog(Some(Arc::new(record)))
+    }
+
+    pub fn record(&self, event: HoldEvent) {
+        if let Some(record) = &self.0 {
+            record(event);
+        }
+    }
+}
+
+impl fmt::Debug for HoldLog {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "HoldLog(set)"
+        } else {
+            "HoldLog(none)"
+        })
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod account;
 mod app_server;
 mod chat;
 mod daemon;
@@ -15,8 +16,10 @@ mod deploy;
 mod errors;
 mod faults;
 mod hostile;
+mod keys;
 mod messages;
 mod mock_model;
+mod prometheus;
 mod reload;
 mod responses;
 mod scale_out;

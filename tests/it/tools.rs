@@ -10,8 +10,11 @@
 //!
 //! The other tests go through the proxy (app-server profile `fast`, exec profile `slow`): the chat
 //! `tools` of a request become the thread's dynamic tools, the model's calls come back as
-//! `finish_reason:"tool_calls"` (plain and streamed), and a conversation carrying the assistant's
-//! `tool_calls` and the `tool` messages is replayed and continued from the tool output.
+//! `finish_reason:"tool_calls"` (plain and streamed); the request with the results continues the held
+//! turn (the `tool_turns_*` counters of `/metrics` and Codex's `prompt_cache_key`, the thread id, show
+//! which path ran), or, on another instance, after a restart, an edit or the hold's expiry, replays the
+//! conversation; `tool_choice` required and named are enforced; legacy `functions` get `function_call`
+//! answers; and the OpenAI Node and Python SDKs and a LangChain agent run their tool loops.
 //!
 //! Set `RECORD_TOOL_FIXTURE=DIR` to write the thread's messages of the direct round trip to
 //! `DIR/tool_call.jsonl` (scratch paths replaced by `/workspace`, the mock's port by `PORT`).
@@ -24,7 +27,7 @@ use std::time::Duration;
 use codex_api_proxy::engine::app_server::protocol::{initialize_params, no_tools_config, refusal};
 use codex_api_proxy::engine::app_server::worker::base_args;
 use serde_json::{json, Value};
-use support::app::{App, TestEnv};
+use support::app::{chat_body, App, TestEnv};
 use support::mock_model::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
@@ -415,11 +418,13 @@ async fn a_streamed_call_comes_as_tool_call_deltas() {
         .iter()
         .filter_map(|chunk| chunk.pointer("/choices/0/delta/tool_calls"))
         .collect();
+    // OpenAI's shape: the id, type and name with empty arguments, then the arguments as a fragment.
     assert_eq!(
         calls,
         [
             &json!([{"index": 0, "id": call_id(1, 0), "type": "function",
-                  "function": {"name": "weather", "arguments": r#"{"city":"Oslo"}"#}}])
+                  "function": {"name": "weather", "arguments": ""}}]),
+            &json!([{"index": 0, "function": {"arguments": r#"{"city":"Oslo"}"#}}]),
         ]
     );
     let finishes: Vec<&Value> = chunks
@@ -456,37 +461,263 @@ async fn parallel_calls_come_back_in_one_response_in_order() {
     assert_eq!(calls[1]["id"], call_id(1, 1));
 }
 
-#[tokio::test]
-async fn a_replayed_round_trip_continues_from_the_tool_output() {
-    let env = TestEnv::new().await;
-    let app = proxy(&env).await;
+/// The tool-turn counters of profile `name` in `/metrics`: held, continued, expired, replayed.
+async fn hold_counters(app: &App, name: &str) -> [u64; 4] {
+    let metrics = app.get_json("/metrics").await.1;
+    let profile = &metrics["profiles"][name];
+    ["held", "continued", "expired", "replayed"].map(|what| {
+        profile[format!("tool_turns_{what}")]
+            .as_u64()
+            .unwrap_or(u64::MAX)
+    })
+}
+
+/// The first request of a round trip (the model calls `lookup`) and the second, which carries the
+/// assistant's call and the tool's output.
+async fn round_trip_requests(app: &App) -> (Value, Value) {
     let first = tool_request("fast", r#"mock:call=lookup:{"word":"otter"}"#);
     let (status, body) = app.chat_json(&first).await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
     let message = body["choices"][0]["message"].clone();
     let call = &message["tool_calls"][0];
-
     let mut second = first.clone();
     let messages = second["messages"].as_array_mut().unwrap();
     messages.push(message.clone());
     messages.push(json!({"role": "tool", "tool_call_id": call["id"], "content": "a river animal"}));
-    let (status, body) = app.chat_json(&second).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    (first, second)
+}
+
+/// Checks the answer to the second request of [`round_trip_requests`] and what the model received.
+fn assert_continued_from_the_output(env: &TestEnv, body: &Value) {
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
     assert_eq!(
         body["choices"][0]["message"]["content"],
         format!("{TOOL_REPLY_PREFIX}a river animal")
     );
-    // The second model request carried the call and its output as Responses items.
+    assert_eq!(body["usage"]["prompt_tokens"], USAGE_INPUT_TOKENS, "{body}");
     let requests = env.mock.requests();
     assert_eq!(requests.len(), 2);
-    let replayed = &requests[1];
-    assert_eq!(replayed.tool_names(), ["lookup", "weather"]);
-    let calls = replayed.input_items("function_call");
-    assert_eq!(calls.len(), 1, "{}", replayed.text());
-    assert_eq!(calls[0]["call_id"], call["id"]);
+    let continued = &requests[1];
+    assert_eq!(continued.tool_names(), ["lookup", "weather"]);
+    let calls = continued.input_items("function_call");
+    assert_eq!(calls.len(), 1, "{}", continued.text());
+    assert_eq!(calls[0]["call_id"], call_id(1, 0));
     assert_eq!(calls[0]["name"], "lookup");
-    assert_eq!(replayed.trailing_tool_outputs(), ["a river animal"]);
+    assert_eq!(continued.trailing_tool_outputs(), ["a river animal"]);
+}
+
+/// Codex's `prompt_cache_key` of a model request: its thread's id.
+fn cache_key(request: &RecordedRequest) -> Value {
+    request.body["prompt_cache_key"].clone()
+}
+
+#[tokio::test]
+async fn a_round_trip_is_continued_by_the_held_turn() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let (_, second) = round_trip_requests(&app).await;
+    assert_eq!(hold_counters(&app, "fast").await, [1, 0, 0, 0]);
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_continued_from_the_output(&env, &body);
+    assert_eq!(hold_counters(&app, "fast").await, [1, 1, 0, 0]);
+    // The same thread went on: no new thread, no replayed history.
+    let requests = env.mock.requests();
+    assert!(!cache_key(&requests[0]).is_null(), "{}", requests[0].text());
+    assert_eq!(cache_key(&requests[0]), cache_key(&requests[1]));
+}
+
+#[tokio::test]
+async fn a_round_trip_sent_to_another_instance_is_continued_by_replay() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let other = proxy(&env).await;
+    let (_, second) = round_trip_requests(&app).await;
+    let (status, body) = other.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_continued_from_the_output(&env, &body);
+    assert_eq!(hold_counters(&other, "fast").await, [0, 0, 0, 1]);
+    // The first instance still holds its turn (until its timeout).
+    assert_eq!(hold_counters(&app, "fast").await, [1, 0, 0, 0]);
+    let requests = env.mock.requests();
+    assert_ne!(cache_key(&requests[0]), cache_key(&requests[1]));
+}
+
+#[tokio::test]
+async fn a_round_trip_after_a_restart_is_continued_by_replay() {
+    let env = TestEnv::new().await;
+    let mut app = proxy(&env).await;
+    let (_, second) = round_trip_requests(&app).await;
+    app.terminate(Duration::from_secs(10));
+    let app = proxy(&env).await;
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_continued_from_the_output(&env, &body);
+    assert_eq!(hold_counters(&app, "fast").await, [0, 0, 0, 1]);
+}
+
+#[tokio::test]
+async fn an_edited_history_is_continued_by_replay() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let (_, mut second) = round_trip_requests(&app).await;
+    second["messages"][0]["content"] = json!(r#"edited mock:call=lookup:{"word":"otter"}"#);
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        format!("{TOOL_REPLY_PREFIX}a river animal")
+    );
+    assert_eq!(hold_counters(&app, "fast").await, [1, 0, 0, 1]);
+}
+
+#[tokio::test]
+async fn a_held_turn_expires_and_its_results_are_replayed() {
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}",
+        env.server(""),
+        env.profile(
+            "fast",
+            "engine = \"app-server\"\nworkers = 1\ntool_call_timeout_seconds = 1\n"
+        ),
+    );
+    let app = App::start(&env, &config).await;
+    let (_, second) = round_trip_requests(&app).await;
+    let expired = async {
+        while hold_counters(&app, "fast").await[2] == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), expired)
+        .await
+        .expect("the hold expires after its 1 s timeout");
+    let metrics = app.get_json("/metrics").await.1;
+    assert_eq!(metrics["profiles"]["fast"]["running"], 0, "{metrics}");
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_continued_from_the_output(&env, &body);
+    assert_eq!(hold_counters(&app, "fast").await, [1, 0, 1, 1]);
+}
+
+#[tokio::test]
+async fn with_holding_off_the_turn_ends_at_its_calls_and_results_are_replayed() {
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}",
+        env.server(""),
+        env.profile(
+            "fast",
+            "engine = \"app-server\"\nworkers = 1\ntool_call_timeout_seconds = 0\n"
+        ),
+    );
+    let app = App::start(&env, &config).await;
+    let (_, second) = round_trip_requests(&app).await;
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_continued_from_the_output(&env, &body);
+    assert_eq!(hold_counters(&app, "fast").await, [0, 0, 0, 1]);
+}
+
+#[tokio::test]
+async fn after_the_worker_of_a_held_turn_dies_the_results_are_replayed() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let (_, second) = round_trip_requests(&app).await;
+    let metrics = app.get_json("/metrics").await.1;
+    let pid = metrics["profiles"]["fast"]["workers"][0]["pid"]
+        .as_u64()
+        .expect("a worker pid");
+    support::app::send_signal(pid as u32, libc::SIGKILL);
+    // The next request waits for the restarted worker and replays the conversation.
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_continued_from_the_output(&env, &body);
+    assert_eq!(hold_counters(&app, "fast").await, [1, 0, 0, 1]);
+}
+
+#[tokio::test]
+async fn past_max_held_turns_a_turn_ends_at_its_calls() {
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}",
+        env.server(""),
+        env.profile(
+            "fast",
+            "engine = \"app-server\"\nworkers = 1\nmax_held_turns = 1\n"
+        ),
+    );
+    let app = App::start(&env, &config).await;
+    let (_, held) = round_trip_requests(&app).await;
+    let other = tool_request("fast", r#"mock:call=weather:{"city":"Oslo"}"#);
+    let (status, body) = app.chat_json(&other).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
+    // Only the first turn is held; the second was interrupted at its calls.
+    assert_eq!(hold_counters(&app, "fast").await, [1, 0, 0, 0]);
+    let mut second = other.clone();
+    let message = body["choices"][0]["message"].clone();
+    let id = message["tool_calls"][0]["id"].clone();
+    let messages = second["messages"].as_array_mut().unwrap();
+    messages.push(message);
+    messages.push(json!({"role": "tool", "tool_call_id": id, "content": "sunny"}));
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        format!("{TOOL_REPLY_PREFIX}sunny")
+    );
+    let (status, _) = app.chat_json(&held).await;
+    assert_eq!(status, 200);
+    assert_eq!(hold_counters(&app, "fast").await, [1, 1, 0, 1]);
+}
+
+#[tokio::test]
+async fn a_held_turn_does_not_keep_its_slot() {
+    // One slot: the client that must send the results is admitted while its turn is held.
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}",
+        env.server(""),
+        env.profile(
+            "fast",
+            "engine = \"app-server\"\nworkers = 1\nmax_concurrency = 1\nmax_queue_size = 0\n"
+        ),
+    );
+    let app = App::start(&env, &config).await;
+    let (_, second) = round_trip_requests(&app).await;
+    let metrics = app.get_json("/metrics").await.1;
+    assert_eq!(metrics["profiles"]["fast"]["running"], 0, "{metrics}");
+    // Another client is served meanwhile, then the results continue the held turn.
+    let (status, body) = app.chat_json(&chat_body("fast", "mock:reply=other")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = app.chat_json(&second).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        format!("{TOOL_REPLY_PREFIX}a river animal")
+    );
+    assert_eq!(hold_counters(&app, "fast").await, [1, 1, 0, 0]);
+}
+
+#[tokio::test]
+async fn a_streamed_round_trip_is_continued_by_the_held_turn() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let (_, mut second) = round_trip_requests(&app).await;
+    second["stream"] = json!(true);
+    second["stream_options"] = json!({"include_usage": true});
+    let transcript = App::sse(app.chat(&second).await).await;
+    assert!(transcript.done(), "{:?}", transcript.data);
+    assert_eq!(
+        transcript.content(),
+        format!("{TOOL_REPLY_PREFIX}a river animal")
+    );
+    let chunks = transcript.chunks();
+    let usage = &chunks[chunks.len() - 1];
+    assert_eq!(usage["usage"]["prompt_tokens"], USAGE_INPUT_TOKENS);
+    assert_eq!(hold_counters(&app, "fast").await, [1, 1, 0, 0]);
 }
 
 #[tokio::test]
@@ -505,6 +736,177 @@ async fn tool_choice_none_offers_no_tools() {
             .any(|name| name == "lookup" || name == "weather"),
         "{offered:?}"
     );
+}
+
+/// The developer text of a model request (Codex's own base prompt and ours).
+fn developer_text(request: &RecordedRequest) -> String {
+    request
+        .input_texts()
+        .into_iter()
+        .filter(|(role, _)| role == "developer")
+        .map(|(_, text)| text)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn tool_choice_required_tells_the_model_and_returns_its_call() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = tool_request("fast", r#"mock:call=lookup:{"word":"a"}"#);
+    request["tool_choice"] = json!("required");
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "tool_calls", "{body}");
+    let requests = env.mock.requests();
+    assert_eq!(requests.len(), 1);
+    assert!(
+        developer_text(&requests[0])
+            .contains("you must call at least one of the provided functions"),
+        "{}",
+        requests[0].text()
+    );
+}
+
+#[tokio::test]
+async fn tool_choice_required_asks_again_once_when_the_model_answers_with_text() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = tool_request(
+        "fast",
+        r#"mock:min_users=2 mock:reply=Sure mock:call=lookup:{"word":"a"}"#,
+    );
+    request["tool_choice"] = json!("required");
+    request["stream"] = json!(true);
+    let transcript = App::sse(app.chat(&request).await).await;
+    assert!(transcript.done(), "{:?}", transcript.data);
+    // The first answer (text only) never reached the client; the second called the tool.
+    assert_eq!(transcript.content(), "Sure");
+    let chunks = transcript.chunks();
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|chunk| chunk.pointer("/choices/0/finish_reason"))
+        .filter(|reason| !reason.is_null())
+        .collect();
+    assert_eq!(finish, [&json!("tool_calls")]);
+    let requests = env.mock.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests[1]
+            .last_user_text()
+            .unwrap_or_default()
+            .contains("You did not call a function"),
+        "{}",
+        requests[1].text()
+    );
+}
+
+#[tokio::test]
+async fn tool_choice_required_fails_clearly_when_the_model_never_calls() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = tool_request("fast", "mock:reply=no_way");
+    request["tool_choice"] = json!("required");
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 502, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("tool_choice") && message.contains("second time"),
+        "{message}"
+    );
+    assert_eq!(env.mock.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_named_tool_choice_offers_only_that_function() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = tool_request("fast", r#"mock:call=weather:{"city":"Oslo"}"#);
+    request["tool_choice"] = json!({"type": "function", "function": {"name": "weather"}});
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    let calls = &body["choices"][0]["message"]["tool_calls"];
+    assert_eq!(calls[0]["function"]["name"], "weather", "{body}");
+    let requests = env.mock.requests();
+    assert_eq!(requests[0].tool_names(), ["weather"]);
+    assert!(
+        developer_text(&requests[0]).contains("you must call the function `weather`"),
+        "{}",
+        requests[0].text()
+    );
+}
+
+/// A request with the legacy `functions` (`lookup`).
+fn legacy_request(text: &str) -> Value {
+    json!({
+        "model": "fast",
+        "messages": [{"role": "user", "content": text}],
+        "functions": [{"name": "lookup", "description": "Look a word up.",
+                       "parameters": {"type": "object", "properties": {"word": {"type": "string"}}}}],
+    })
+}
+
+#[tokio::test]
+async fn legacy_functions_get_a_function_call_and_continue_by_replay() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = legacy_request(r#"mock:call=lookup:{"word":"otter"}"#);
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "function_call", "{body}");
+    assert_eq!(
+        choice["message"]["function_call"],
+        json!({"name": "lookup", "arguments": r#"{"word":"otter"}"#})
+    );
+    assert!(choice["message"].get("tool_calls").is_none(), "{body}");
+    assert_eq!(env.mock.requests()[0].tool_names(), ["lookup"]);
+    // Legacy calls have no ids to match a held turn by: nothing is held.
+    assert_eq!(hold_counters(&app, "fast").await, [0, 0, 0, 0]);
+
+    let messages = request["messages"].as_array_mut().unwrap();
+    messages.push(choice["message"].clone());
+    messages.push(json!({"role": "function", "name": "lookup", "content": "a river animal"}));
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        format!("{TOOL_REPLY_PREFIX}a river animal")
+    );
+    let replayed = &env.mock.requests()[1];
+    assert_eq!(replayed.input_items("function_call")[0]["name"], "lookup");
+    assert_eq!(replayed.trailing_tool_outputs(), ["a river animal"]);
+    assert_eq!(hold_counters(&app, "fast").await, [0, 0, 0, 1]);
+}
+
+#[tokio::test]
+async fn a_streamed_legacy_function_call_comes_as_function_call_deltas() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = legacy_request(r#"mock:call=lookup:{"word":"otter"}"#);
+    request["stream"] = json!(true);
+    request["function_call"] = json!({"name": "lookup"});
+    let transcript = App::sse(app.chat(&request).await).await;
+    assert!(transcript.done(), "{:?}", transcript.data);
+    let chunks = transcript.chunks();
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|chunk| chunk.pointer("/choices/0/delta/function_call"))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            &json!({"name": "lookup", "arguments": ""}),
+            &json!({"arguments": r#"{"word":"otter"}"#}),
+        ]
+    );
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|chunk| chunk.pointer("/choices/0/finish_reason"))
+        .filter(|reason| !reason.is_null())
+        .collect();
+    assert_eq!(finish, [&json!("function_call")]);
 }
 
 #[tokio::test]
@@ -539,9 +941,14 @@ async fn tool_requests_that_cannot_be_served_get_a_400_naming_the_parameter() {
         ),
         (json!({"tools": [{"type": "web_search"}]}), "tools[0].type"),
         (
-            json!({"tools": [tool("f")], "tool_choice": "required"}),
+            json!({"tools": [tool("f")], "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "tool_choice.function.name",
+        ),
+        (
+            json!({"tools": [], "tool_choice": "required"}),
             "tool_choice",
         ),
+        (json!({"tool_choice": "always"}), "tool_choice"),
         (json!({"functions": [{"name": "f"}]}), "functions"),
         (json!({"parallel_tool_calls": "yes"}), "parallel_tool_calls"),
         (
@@ -602,6 +1009,35 @@ async fn an_agent_loop_of_two_tool_rounds_ends_with_the_answer() {
         .map(|item| item["call_id"].clone())
         .collect();
     assert_eq!(ids, [json!(call_id(1, 0)), json!(call_id(2, 0))]);
+    // Each round's results continued the held turn: one thread throughout.
+    assert_eq!(hold_counters(&app, "fast").await, [2, 2, 0, 0]);
+    let keys: Vec<Value> = env.mock.requests().iter().map(cache_key).collect();
+    assert!(keys.iter().all(|key| *key == keys[0]), "{keys:?}");
+}
+
+#[tokio::test]
+async fn parallel_calls_are_continued_together_by_the_held_turn() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let mut request = tool_request(
+        "fast",
+        r#"mock:call=lookup:{"word":"a"} mock:call=weather:{"city":"b"}"#,
+    );
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    let message = body["choices"][0]["message"].clone();
+    let messages = request["messages"].as_array_mut().unwrap();
+    messages.push(message.clone());
+    // The results in the other order: matched by id.
+    messages.push(json!({"role": "tool", "tool_call_id": call_id(1, 1), "content": "rain"}));
+    messages.push(json!({"role": "tool", "tool_call_id": call_id(1, 0), "content": "letter"}));
+    let (status, body) = app.chat_json(&request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        format!("{TOOL_REPLY_PREFIX}letter | rain")
+    );
+    assert_eq!(hold_counters(&app, "fast").await, [1, 1, 0, 0]);
 }
 
 #[tokio::test]
@@ -662,4 +1098,55 @@ async fn an_agent_profile_offers_client_tools_beside_codex_tools() {
         "{offered:?}"
     );
     assert!(offered.len() > 2, "Codex's own tools stay: {offered:?}");
+}
+
+#[tokio::test]
+async fn the_openai_python_sdk_completes_tool_round_trips_plain_and_streamed() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let stdout = support::run_python(
+        "test_tools_openai.py",
+        &[("PROXY_URL", app.url("/v1")), ("MODEL", "fast".to_string())],
+        Duration::from_secs(120),
+    )
+    .await;
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(
+        report["plain"],
+        json!({
+            "finish_reason": "tool_calls",
+            "calls": [[call_id(1, 0), "lookup", r#"{"word":"otter"}"#]],
+            "answer": format!("{TOOL_REPLY_PREFIX}otter: a river animal"),
+            "answer_finish_reason": "stop",
+        })
+    );
+    assert_eq!(
+        report["streamed"],
+        json!({
+            "finish_reason": "tool_calls",
+            "calls": [[call_id(3, 0), "lookup", r#"{"word":"heron"}"#]],
+            "answer": format!("{TOOL_REPLY_PREFIX}heron: a river animal"),
+        })
+    );
+    // Both round trips continued their held turns.
+    assert_eq!(hold_counters(&app, "fast").await, [2, 2, 0, 0]);
+}
+
+#[tokio::test]
+async fn a_langchain_bind_tools_agent_loop_runs_to_the_answer() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let stdout = support::run_python(
+        "langchain_tools_agent.py",
+        &[("PROXY_URL", app.url("/v1")), ("MODEL", "fast".to_string())],
+        Duration::from_secs(120),
+    )
+    .await;
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(
+        report,
+        json!({"rounds": 2, "answer": format!("{TOOL_REPLY_PREFIX}otter: a river animal")})
+    );
+    // LangChain re-serialises the arguments; the held turns were still continued.
+    assert_eq!(hold_counters(&app, "fast").await, [2, 2, 0, 0]);
 }

@@ -29,6 +29,8 @@
 //! | `mock:failed[=CODE]` | send `response.created` then `response.failed` with [`FAILED_MESSAGE`] (error code CODE, default `server_error`) |
 //! | `mock:eof` | stream the whole reply incl. `output_item.done`, then end the body cleanly without `response.completed` |
 //! | `mock:call=NAME:ARGS` | answer with a `function_call` item calling NAME with the JSON text ARGS (no whitespace; `{}` when absent), see [`call_id`]; several in one string are parallel calls, in order; the last string holding any `mock:call` wins; a `mock:reply=` beside them is sent as a message before the calls |
+//! | `mock:used=P` | add the rate-limit headers Codex reads to the response (any status): `x-codex-primary-used-percent: P`, `…-window-minutes: 300`, `…-reset-at` one hour ahead, and a `secondary` window at 10 % of 10080 minutes resetting a week ahead, see [`rate_limit_headers`] |
+//! | `mock:min_users=N` | with `mock:call`: make the calls only when the input holds at least N `user` messages; before that, send the reply (a model that calls a tool only when asked again) |
 //! | `mock:steps=N` | with `mock:call`: keep answering tool output with the calls until the input holds N `function_call_output` items (an agent loop of N rounds), then quote the output as below |
 //! | (input ends with `function_call_output`) | reply [`TOOL_REPLY_PREFIX`] + the outputs of the trailing `function_call_output` items joined with ` \| `; wins over every directive but `status`, so a conversation that asked for a call ends after the tool answered |
 //!
@@ -431,6 +433,10 @@ struct Directives {
     calls: Vec<(String, String)>,
     /// `mock:steps=N`: tool rounds before the final answer.
     steps: Option<usize>,
+    /// `mock:used=P`: send the rate-limit headers with P as the primary window's used percent.
+    used: Option<u64>,
+    /// `mock:min_users=N`: the calls need at least N user messages in the input.
+    min_users: usize,
 }
 
 impl Directives {
@@ -514,6 +520,8 @@ impl Directives {
             "eof" => self.eof = true,
             "failed" => self.failed = Some(value.filter(|v| !v.is_empty()).map(str::to_owned)),
             "steps" => self.steps = number().map(|n| n as usize),
+            "used" => self.used = number(),
+            "min_users" => self.min_users = number().unwrap_or(0) as usize,
             "call" => {
                 if let Some(v) = value.filter(|v| !v.is_empty()) {
                     let (name, arguments) = v.split_once(':').unwrap_or((v, "{}"));
@@ -622,6 +630,11 @@ async fn handle_responses(
     let echo_text = request.last_user_text().unwrap_or_default();
     let tool_outputs = request.trailing_tool_outputs();
     let rounds_done = request.input_items("function_call_output").len();
+    let users = request
+        .input_texts()
+        .iter()
+        .filter(|(role, _)| role == "user")
+        .count();
     shared.requests.lock().unwrap().push(request);
     shared.request_count.send_modify(|count| *count += 1);
 
@@ -629,7 +642,9 @@ async fn handle_responses(
         sleep_or_shutdown(&shared.shutdown, directives.first_delay_ms).await;
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = error_body(status.as_u16(), directives.quota, directives.context);
-        return (status, axum::Json(body)).into_response();
+        let mut response = (status, axum::Json(body)).into_response();
+        add_rate_limit_headers(&mut response, directives.used);
+        return response;
     }
 
     // Counted as open (and as cancelled if hyper drops this future because the
@@ -642,6 +657,9 @@ async fn handle_responses(
 
     let seq = shared.response_seq.fetch_add(1, Ordering::SeqCst) + 1;
     let mut directives = directives;
+    if users < directives.min_users {
+        directives.calls.clear();
+    }
     let more_rounds = directives.steps.is_some_and(|steps| rounds_done < steps);
     let reply = if !tool_outputs.is_empty() && more_rounds {
         directives.reply.clone().unwrap_or_default()
@@ -667,16 +685,54 @@ async fn handle_responses(
         directives,
     };
 
+    let used = plan.directives.used;
     let (tx, rx) = mpsc::channel(16);
     let finished = guard.finished.clone();
     tokio::spawn(produce(plan, tx, finished, shared.shutdown.clone()));
     let body = Body::from_stream(GuardedStream { rx, _guard: guard });
-    Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
         .body(body)
-        .unwrap()
+        .unwrap();
+    add_rate_limit_headers(&mut response, used);
+    response
+}
+
+/// The rate-limit headers Codex reads from a model response (`mock:used=P`), with the reset times
+/// relative to `now` (unix seconds): the primary window (300 minutes, P % used, resetting in an hour)
+/// and the secondary one (10080 minutes, 10 % used, resetting in a week).
+pub fn rate_limit_headers(used_percent: u64, now: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-codex-primary-used-percent", used_percent.to_string()),
+        ("x-codex-primary-window-minutes", "300".to_string()),
+        ("x-codex-primary-reset-at", (now + 3600).to_string()),
+        ("x-codex-primary-reset-after-seconds", "3600".to_string()),
+        ("x-codex-secondary-used-percent", "10".to_string()),
+        ("x-codex-secondary-window-minutes", "10080".to_string()),
+        (
+            "x-codex-secondary-reset-at",
+            (now + 7 * 24 * 3600).to_string(),
+        ),
+        (
+            "x-codex-secondary-reset-after-seconds",
+            (7 * 24 * 3600).to_string(),
+        ),
+    ]
+}
+
+fn add_rate_limit_headers(response: &mut Response, used: Option<u64>) {
+    let Some(used) = used else { return };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for (name, value) in rate_limit_headers(used, now) {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
 }
 
 /// Sleeps `ms` unless the mock shuts down first (returns false then).

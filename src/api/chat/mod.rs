@@ -35,6 +35,8 @@ use request::{ChatRequest, Conversation};
 struct Rendering {
     stream: bool,
     include_usage: bool,
+    /// The tools came as the legacy `functions`: answer with `function_call`.
+    legacy_functions: bool,
 }
 
 fn parse(body: &[u8]) -> Result<(Parsed<Conversation>, Rendering), crate::api::error::ApiError> {
@@ -46,6 +48,7 @@ fn parse(body: &[u8]) -> Result<(Parsed<Conversation>, Rendering), crate::api::e
         cwd,
         tools,
         tool_choice,
+        legacy_functions,
     } = ChatRequest::parse(body)?;
     let parsed = Parsed {
         model,
@@ -53,6 +56,7 @@ fn parse(body: &[u8]) -> Result<(Parsed<Conversation>, Rendering), crate::api::e
             messages,
             tools,
             tool_choice,
+            legacy_functions,
         },
         cwd,
         stream,
@@ -62,6 +66,7 @@ fn parse(body: &[u8]) -> Result<(Parsed<Conversation>, Rendering), crate::api::e
         Rendering {
             stream,
             include_usage,
+            legacy_functions,
         },
     ))
 }
@@ -85,8 +90,9 @@ pub async fn chat_completions(
         Ok(started) => started,
         Err(error) => return error.into_response(),
     };
-    let (mut renderer, mut run) =
+    let (renderer, mut run) =
         ChatRenderer::new(&state, started, rendering.stream, rendering.include_usage);
+    let mut renderer = renderer.with_legacy_functions(rendering.legacy_functions);
     if rendering.stream {
         return stream::response(&state, run, renderer);
     }

@@ -8,7 +8,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::api::chat::wire::{chunk_body, completion_body, tool_call_json, usage_chunk_body};
+use crate::api::chat::wire::{
+    chunk_body, completion_body, to_legacy_function_call, tool_call_json, usage_chunk_body,
+};
 use crate::api::error::ApiError;
 use crate::api::pipeline::{engine_phase_name, record_error, LatencyLog, Started};
 use crate::api::request_log::Outcome;
@@ -62,6 +64,8 @@ pub struct ChatRenderer {
     sent_content: bool,
     /// Tool calls already streamed (their `index` is their position).
     sent_tool_calls: usize,
+    /// The request sent the legacy `functions`: one call, as `function_call`.
+    legacy_functions: bool,
     first_content_logged: bool,
     finished: bool,
     _in_flight: InFlight,
@@ -92,6 +96,7 @@ impl ChatRenderer {
             outcome: None,
             sent_content: false,
             sent_tool_calls: 0,
+            legacy_functions: false,
             first_content_logged: false,
             finished: false,
             _in_flight: started.in_flight,
@@ -101,6 +106,14 @@ impl ChatRenderer {
             renderer.push_chunk(json!({"role": "assistant", "content": ""}), None);
         }
         (renderer, started.run)
+    }
+
+    /// Answers in the legacy function-calling shape (the request sent `functions`): the first call
+    /// as `message.function_call`, `finish_reason` `function_call`. Legacy clients handle one call
+    /// per answer, so further parallel calls are left out.
+    pub fn with_legacy_functions(mut self, legacy: bool) -> ChatRenderer {
+        self.legacy_functions = legacy;
+        self
     }
 
     /// Takes in the run's next event (`None`: the run ended without a result).
@@ -169,14 +182,40 @@ impl ChatRenderer {
         self.push_chunk(json!({"content": text}), None);
     }
 
-    /// Streams one tool call as a `delta.tool_calls` entry (a plain response takes them from `Done`).
+    /// Streams one tool call as OpenAI does: a `delta.tool_calls` entry with its id, type, name and
+    /// empty arguments, then the arguments as a fragment of the same `index` (a plain response takes
+    /// the calls from `Done`). Legacy: `delta.function_call`, the first call only.
     fn tool_call(&mut self, call: &ToolCall) {
         if !self.streaming {
             return;
         }
-        let entry = tool_call_json(call, Some(self.sent_tool_calls));
+        let index = self.sent_tool_calls;
         self.sent_tool_calls += 1;
-        self.push_chunk(json!({"tool_calls": [entry]}), None);
+        if self.legacy_functions {
+            if index == 0 {
+                self.push_chunk(
+                    json!({"function_call": {"name": call.name, "arguments": ""}}),
+                    None,
+                );
+                self.push_chunk(
+                    json!({"function_call": {"arguments": call.arguments}}),
+                    None,
+                );
+            }
+            return;
+        }
+        let head = ToolCall {
+            arguments: String::new(),
+            ..call.clone()
+        };
+        self.push_chunk(
+            json!({"tool_calls": [tool_call_json(&head, Some(index))]}),
+            None,
+        );
+        self.push_chunk(
+            json!({"tool_calls": [{"index": index, "function": {"arguments": call.arguments}}]}),
+            None,
+        );
     }
 
     fn done(&mut self, completion: Completion) {
@@ -187,10 +226,10 @@ impl ChatRenderer {
             phases,
             ..
         } = completion;
-        let finish_reason = if tool_calls.is_empty() {
-            "stop"
-        } else {
-            "tool_calls"
+        let finish_reason = match (tool_calls.is_empty(), self.legacy_functions) {
+            (true, _) => "stop",
+            (false, false) => "tool_calls",
+            (false, true) => "function_call",
         };
         self.finished = true;
         self.log
@@ -212,7 +251,7 @@ impl ChatRenderer {
             self.log.phases.extend(phases);
         } else {
             let started = Instant::now();
-            let body = completion_body(
+            let mut body = completion_body(
                 &self.id,
                 self.created,
                 &self.model,
@@ -220,6 +259,9 @@ impl ChatRenderer {
                 &tool_calls,
                 &usage,
             );
+            if self.legacy_functions {
+                to_legacy_function_call(&mut body);
+            }
             self.log.phases.extend(phases);
             self.log.phases.insert("response_build", ms(started));
             self.outcome = Some(Ok(body));

@@ -39,6 +39,8 @@ pub struct ChatRequest {
     pub cwd: Option<String>,
     pub tools: Vec<Tool>,
     pub tool_choice: ToolChoice,
+    /// The tools came as the legacy `functions`: the answer uses the legacy `function_call` shape.
+    pub legacy_functions: bool,
 }
 
 /// The message roles a chat request may use.
@@ -59,8 +61,11 @@ pub struct Message {
     pub content: Content,
     /// An assistant message's `tool_calls`.
     pub tool_calls: Vec<ToolCall>,
-    /// A `tool` message's `tool_call_id`.
+    /// A `tool` message's `tool_call_id`; for a legacy `function` message, the id of the
+    /// `function_call` it answers (see [`pair_legacy_results`]).
     pub tool_call_id: Option<String>,
+    /// A legacy `function` message's `name`.
+    pub function_name: Option<String>,
 }
 
 /// A message's `content`.
@@ -139,6 +144,34 @@ struct WireMessage {
     tool_calls: Option<Vec<WireToolCall>>,
     #[serde(default)]
     tool_call_id: Option<String>,
+    /// The legacy form of one call: `{name, arguments}`.
+    #[serde(default)]
+    function_call: Option<LegacyCall>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// An assistant message's legacy `function_call`.
+#[derive(Deserialize)]
+struct LegacyCall {
+    name: String,
+    #[serde(default)]
+    arguments: String,
+}
+
+/// The id the proxy gives the legacy `function_call` of message `index` (legacy calls have none).
+pub fn legacy_call_id(index: usize) -> String {
+    format!("call_legacy_{index}")
+}
+
+impl LegacyCall {
+    fn into_call(self, index: usize) -> ToolCall {
+        ToolCall {
+            call_id: legacy_call_id(index),
+            name: self.name,
+            arguments: self.arguments,
+        }
+    }
 }
 
 /// The JSON type of a raw value, from its first byte (the value is known to be valid JSON).
@@ -327,7 +360,23 @@ impl ChatRequest {
         check_ignored(&members)?;
         check_unsupported(&members)?;
         let tools = tools::parse_tools(members.raw("tools"))?;
-        let tool_choice = tools::parse_tool_choice(members.scalar_value("tool_choice"), &tools)?;
+        let functions = tools::parse_functions(members.raw("functions"))?;
+        let legacy_functions = !functions.is_empty();
+        if legacy_functions && !tools.is_empty() {
+            return Err(ApiError::invalid(
+                "Send either 'tools' or the legacy 'functions', not both.",
+                Some("functions"),
+            ));
+        }
+        let (tools, tool_choice) =
+            if legacy_functions || (tools.is_empty() && members.raw("function_call").is_some()) {
+                let choice =
+                    tools::parse_function_call(members.scalar_value("function_call"), &functions)?;
+                (functions, choice)
+            } else {
+                let choice = tools::parse_tool_choice(members.scalar_value("tool_choice"), &tools)?;
+                (tools, choice)
+            };
         tools::check_answers(
             messages
                 .0
@@ -356,6 +405,7 @@ impl ChatRequest {
             cwd,
             tools,
             tool_choice,
+            legacy_functions,
         })
     }
 }
@@ -373,11 +423,13 @@ impl From<Messages> for TurnRequest {
         for message in messages.0 {
             let text = message.content.into_text();
             match (turn_role(message.role), message.tool_call_id) {
-                (Some(Role::Tool), Some(call_id)) => items.push(Item::ToolResult {
-                    call_id,
-                    output: text,
-                    is_error: false,
-                }),
+                (Some(Role::Tool | Role::Function), Some(call_id)) => {
+                    items.push(Item::ToolResult {
+                        call_id,
+                        output: text,
+                        is_error: false,
+                    })
+                }
                 (Some(Role::Assistant), _) if !message.tool_calls.is_empty() => {
                     if !text.is_empty() {
                         items.push(Item::text(Role::Assistant, text));
@@ -407,6 +459,8 @@ pub struct Conversation {
     pub messages: Messages,
     pub tools: Vec<Tool>,
     pub tool_choice: ToolChoice,
+    /// The tools came as the legacy `functions`.
+    pub legacy_functions: bool,
 }
 
 impl From<Conversation> for TurnRequest {
@@ -414,6 +468,7 @@ impl From<Conversation> for TurnRequest {
         TurnRequest {
             tools: conversation.tools,
             tool_choice: conversation.tool_choice,
+            legacy_calls: conversation.legacy_functions,
             ..TurnRequest::from(conversation.messages)
         }
     }
@@ -449,7 +504,36 @@ fn parse_messages(members: &Members) -> Result<Messages, ApiError> {
             Some("messages"),
         ));
     }
+    pair_legacy_results(&mut messages);
     Ok(Messages(messages))
+}
+
+/// A legacy `function` message answers the latest unanswered `function_call` of its name made
+/// earlier (legacy calls carry no ids): it gets that call's id, so the pair is replayed as a call and
+/// its output. A `function` message that answers no call stays a plain message.
+fn pair_legacy_results(messages: &mut [Message]) {
+    let mut open: Vec<(String, String)> = Vec::new();
+    for message in messages.iter_mut() {
+        if message.role == "assistant" {
+            open.extend(
+                message
+                    .tool_calls
+                    .iter()
+                    .filter(|call| call.call_id.starts_with("call_legacy_"))
+                    .map(|call| (call.call_id.clone(), call.name.clone())),
+            );
+        } else if message.role == "function" && message.tool_call_id.is_none() {
+            let found = open.iter().rposition(|(_, name)| {
+                message
+                    .function_name
+                    .as_deref()
+                    .is_none_or(|wanted| wanted == name)
+            });
+            if let Some(position) = found {
+                message.tool_call_id = Some(open.remove(position).0);
+            }
+        }
+    }
 }
 
 /// The conversation role of a chat role; `None` for `system` and `developer`, which are instructions.
@@ -476,12 +560,16 @@ fn parse_message(index: usize, raw: &RawValue) -> Result<Message, ApiError> {
         };
         if let Some(role) = role {
             if parts_ok && (content != Content::Null || role == "assistant") {
-                let tool_calls = tool_calls_of(index, wire.tool_calls.unwrap_or_default())?;
+                let mut tool_calls = tool_calls_of(index, wire.tool_calls.unwrap_or_default())?;
+                if role == "assistant" && tool_calls.is_empty() {
+                    tool_calls.extend(wire.function_call.map(|call| call.into_call(index)));
+                }
                 return Ok(Message {
                     role,
                     content,
                     tool_calls,
                     tool_call_id: wire.tool_call_id.filter(|_| role == "tool"),
+                    function_name: wire.name.filter(|_| role == "function"),
                 });
             }
         }
@@ -498,8 +586,26 @@ fn parse_message(index: usize, raw: &RawValue) -> Result<Message, ApiError> {
             )
         })?,
     };
-    let tool_calls = tool_calls_of(index, wire_calls)?;
+    let mut tool_calls = tool_calls_of(index, wire_calls)?;
+    let legacy = value
+        .get("function_call")
+        .filter(|call| !call.is_null())
+        .map(|call| {
+            LegacyCall::deserialize(call).map_err(|err| {
+                let param = format!("messages[{index}].function_call");
+                ApiError::invalid(
+                    format!(
+                        "Invalid '{param}': {err}. A function call needs 'name' and 'arguments'."
+                    ),
+                    Some(&param),
+                )
+            })
+        })
+        .transpose()?;
     let mut message = message_from_value(value);
+    if message.role == "assistant" && tool_calls.is_empty() {
+        tool_calls.extend(legacy.map(|call| call.into_call(index)));
+    }
     message.tool_calls = tool_calls;
     Ok(message)
 }
@@ -547,11 +653,16 @@ fn message_from_value(value: Value) -> Message {
         Some(Value::String(id)) if role == "tool" => Some(id),
         _ => None,
     };
+    let function_name = match object.remove("name") {
+        Some(Value::String(name)) if role == "function" => Some(name),
+        _ => None,
+    };
     Message {
         role,
         content,
         tool_calls: Vec::new(),
         tool_call_id,
+        function_name,
     }
 }
 
@@ -597,19 +708,6 @@ fn check_unsupported(members: &Members) -> Result<(), ApiError> {
         Some(other) => return Err(wrong_type("n", "an integer", &other)),
     }
     members.array_len("tools")?;
-    for legacy in ["functions", "function_call"] {
-        // What asks for nothing (no functions, or no call) is accepted, as `tools: []` is.
-        let asks_nothing = |raw: &RawValue| {
-            let text: String = raw.get().chars().filter(|c| !c.is_whitespace()).collect();
-            matches!(text.as_str(), "[]" | "\"none\"" | "\"auto\"")
-        };
-        if members.raw(legacy).is_some_and(|raw| !asks_nothing(raw)) {
-            return Err(ApiError::invalid(
-                format!("'{legacy}' (the legacy function-calling form) is not supported by this proxy yet; send the functions as 'tools' and the choice as 'tool_choice'."),
-                Some(legacy),
-            ));
-        }
-    }
     optional_bool(
         members.scalar("parallel_tool_calls").as_ref(),
         "parallel_tool_calls",
@@ -801,6 +899,7 @@ mod tests {
             messages: request.messages,
             tools: request.tools,
             tool_choice: request.tool_choice,
+            legacy_functions: false,
         });
         assert_eq!(
             request.items[1..],
@@ -842,8 +941,39 @@ mod tests {
                 format!(r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],{extra}}}"#);
             assert!(ChatRequest::parse(body.as_bytes()).is_ok(), "{extra}");
         }
-        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"functions":[{"name":"f"}]}"#;
-        assert!(ChatRequest::parse(body.as_bytes()).is_err());
+        let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"functions":[{"name":"f"}],"function_call":{"name":"f"}}"#;
+        let request = ChatRequest::parse(body.as_bytes()).unwrap();
+        assert!(request.legacy_functions);
+        assert_eq!(request.tools[0].name, "f");
+        assert_eq!(request.tool_choice, ToolChoice::Named("f".into()));
+    }
+
+    #[test]
+    fn legacy_function_messages_answer_the_latest_call_of_their_name() {
+        let body = r#"{"model":"m","functions":[{"name":"f"}],"messages":[
+            {"role":"user","content":"hi"},
+            {"role":"assistant","content":null,"function_call":{"name":"f","arguments":"{}"}},
+            {"role":"function","name":"f","content":"1"},
+            {"role":"function","name":"g","content":"stray"}]}"#;
+        let request = ChatRequest::parse(body.as_bytes()).unwrap();
+        let turn = TurnRequest::from(request.messages);
+        assert_eq!(
+            turn.items[1],
+            Item::ToolCall {
+                call_id: legacy_call_id(1),
+                name: "f".into(),
+                arguments: "{}".into()
+            }
+        );
+        assert_eq!(
+            turn.items[2],
+            Item::ToolResult {
+                call_id: legacy_call_id(1),
+                output: "1".into(),
+                is_error: false
+            }
+        );
+        assert_eq!(turn.items[3], Item::text(Role::Function, "stray"));
     }
 
     #[test]

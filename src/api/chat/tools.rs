@@ -1,6 +1,7 @@
-//! Function calling in OpenAI chat requests: `tools` and `tool_choice` → the neutral [`Tool`]s and
-//! [`ToolChoice`], the `tool_calls` of assistant messages, and the check that every `tool` message
-//! answers a call made earlier in the conversation. Every refusal is a 400 naming the parameter.
+//! Function calling in OpenAI chat requests: `tools` and `tool_choice` (or the legacy `functions` and
+//! `function_call`) → the neutral [`Tool`]s and [`ToolChoice`], the `tool_calls` of assistant messages,
+//! and the check that every `tool` message answers a call made earlier in the conversation. Every
+//! refusal is a 400 naming the parameter.
 
 use std::collections::HashSet;
 
@@ -118,7 +119,85 @@ fn parse_tool(index: usize, entry: Value) -> Result<Tool, ApiError> {
             Some(&format!("{param}.function")),
         ));
     };
-    let name_param = format!("{param}.function.name");
+    parse_function(&format!("{param}.function"), function)
+}
+
+/// The legacy `functions`: `[{name, description, parameters}]`, the same checks as `tools`.
+pub fn parse_functions(raw: Option<&RawValue>) -> Result<Vec<Tool>, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let entries: Vec<Value> = serde_json::from_str(raw.get()).map_err(|_| {
+        ApiError::invalid(
+            "Invalid type for 'functions': expected an array of functions.",
+            Some("functions"),
+        )
+    })?;
+    let mut functions: Vec<Tool> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let param = format!("functions[{index}]");
+        let Some(function) = entry.as_object() else {
+            return Err(ApiError::invalid(
+                format!("Invalid type for '{param}': expected an object."),
+                Some(&param),
+            ));
+        };
+        let function = parse_function(&param, function)?;
+        if functions
+            .iter()
+            .any(|earlier| earlier.name == function.name)
+        {
+            return Err(ApiError::invalid(
+                format!(
+                    "Duplicate function name '{}' in 'functions': each function needs its own name.",
+                    function.name
+                ),
+                Some(&format!("{param}.name")),
+            ));
+        }
+        functions.push(function);
+    }
+    Ok(functions)
+}
+
+/// The legacy `function_call`: `none`, `auto` or `{name}` (one of `functions`).
+pub fn parse_function_call(
+    value: Option<Value>,
+    functions: &[Tool],
+) -> Result<ToolChoice, ApiError> {
+    match value {
+        None => Ok(ToolChoice::Auto),
+        Some(Value::String(choice)) if choice == "auto" => Ok(ToolChoice::Auto),
+        Some(Value::String(choice)) if choice == "none" => Ok(ToolChoice::None),
+        Some(Value::Object(object)) => match object.get("name") {
+            Some(Value::String(name)) if functions.iter().any(|f| &f.name == name) => {
+                Ok(ToolChoice::Named(name.clone()))
+            }
+            Some(Value::String(name)) => Err(ApiError::invalid(
+                format!(
+                    "Invalid 'function_call': the function '{}' is not in 'functions'.",
+                    name.chars().take(80).collect::<String>()
+                ),
+                Some("function_call.name"),
+            )),
+            _ => Err(ApiError::invalid(
+                "Missing required parameter: 'function_call.name'.",
+                Some("function_call.name"),
+            )),
+        },
+        Some(_) => Err(ApiError::invalid(
+            "Invalid value for 'function_call': expected \"none\", \"auto\" or {\"name\":…}.",
+            Some("function_call"),
+        )),
+    }
+}
+
+/// One function definition (`tools[i].function` or `functions[i]`), `param` naming it.
+fn parse_function(
+    param: &str,
+    function: &serde_json::Map<String, Value>,
+) -> Result<Tool, ApiError> {
+    let name_param = format!("{param}.name");
     let name = match function.get("name") {
         Some(Value::String(name)) if valid_name(name) => name.clone(),
         Some(Value::String(name)) => return Err(invalid_name(&name_param, name)),
@@ -134,8 +213,8 @@ fn parse_tool(index: usize, entry: Value) -> Result<Tool, ApiError> {
         Some(Value::String(text)) => Some(text.clone()),
         Some(_) => {
             return Err(ApiError::invalid(
-                format!("Invalid type for '{param}.function.description': expected a string."),
-                Some(&format!("{param}.function.description")),
+                format!("Invalid type for '{param}.description': expected a string."),
+                Some(&format!("{param}.description")),
             ))
         }
     };
@@ -144,10 +223,8 @@ fn parse_tool(index: usize, entry: Value) -> Result<Tool, ApiError> {
         Some(schema @ Value::Object(_)) => schema.clone(),
         Some(_) => {
             return Err(ApiError::invalid(
-                format!(
-                "Invalid type for '{param}.function.parameters': expected a JSON Schema object."
-            ),
-                Some(&format!("{param}.function.parameters")),
+                format!("Invalid type for '{param}.parameters': expected a JSON Schema object."),
+                Some(&format!("{param}.parameters")),
             ))
         }
     };
@@ -163,30 +240,58 @@ fn parse_tool(index: usize, entry: Value) -> Result<Tool, ApiError> {
     })
 }
 
-/// `tool_choice`: `none` and `auto` are honoured; `required` and a named function are refused until the
-/// proxy can check that the model complied.
+/// `tool_choice`: `none`, `auto`, `required` or `{"type":"function","function":{"name":…}}`. A choice
+/// that requires a call needs `tools`, and a named function must be one of them. (How `required` and
+/// a named function are enforced: see `engine::app_server`, `TurnContext::answer`.)
 pub fn parse_tool_choice(value: Option<Value>, tools: &[Tool]) -> Result<ToolChoice, ApiError> {
-    let refuse = |what: &str| {
+    let invalid = || {
         ApiError::invalid(
-            format!("'tool_choice' {what} is not supported by this proxy yet; send \"auto\" (the model may call the tools) or \"none\"."),
+            "Invalid value for 'tool_choice': expected \"none\", \"auto\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":…}}.",
             Some("tool_choice"),
         )
     };
-    match value {
-        None => Ok(ToolChoice::Auto),
-        Some(Value::String(choice)) if choice == "auto" => Ok(ToolChoice::Auto),
-        Some(Value::String(choice)) if choice == "none" => Ok(ToolChoice::None),
-        Some(Value::String(choice)) if choice == "required" => Err(refuse("\"required\"")),
-        Some(Value::Object(_)) if tools.is_empty() => Err(ApiError::invalid(
-            "'tool_choice' names a function, but the request has no 'tools'.",
+    let choice = match value {
+        None => return Ok(ToolChoice::Auto),
+        Some(Value::String(choice)) => match choice.as_str() {
+            "auto" => return Ok(ToolChoice::Auto),
+            "none" => return Ok(ToolChoice::None),
+            "required" => ToolChoice::Required,
+            _ => return Err(invalid()),
+        },
+        Some(Value::Object(object)) => {
+            if object.get("type").and_then(Value::as_str) != Some("function") {
+                return Err(invalid());
+            }
+            match object.get("function").and_then(|f| f.get("name")) {
+                Some(Value::String(name)) => ToolChoice::Named(name.clone()),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "Missing required parameter: 'tool_choice.function.name'.",
+                        Some("tool_choice.function.name"),
+                    ))
+                }
+            }
+        }
+        Some(_) => return Err(invalid()),
+    };
+    if tools.is_empty() {
+        return Err(ApiError::invalid(
+            "'tool_choice' requires a tool call, but the request has no 'tools'.",
             Some("tool_choice"),
-        )),
-        Some(Value::Object(_)) => Err(refuse("naming a function")),
-        Some(_) => Err(ApiError::invalid(
-            "Invalid value for 'tool_choice': expected \"none\", \"auto\", \"required\" or {\"type\":\"function\",\"function\":{\"name\":…}}.",
-            Some("tool_choice"),
-        )),
+        ));
     }
+    if let ToolChoice::Named(name) = &choice {
+        if !tools.iter().any(|tool| &tool.name == name) {
+            return Err(ApiError::invalid(
+                format!(
+                    "Invalid 'tool_choice': the function '{}' is not in 'tools'.",
+                    name.chars().take(80).collect::<String>()
+                ),
+                Some("tool_choice.function.name"),
+            ));
+        }
+    }
+    Ok(choice)
 }
 
 /// Every `tool` message with a `tool_call_id` must answer a call of an earlier assistant message.

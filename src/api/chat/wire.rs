@@ -67,6 +67,22 @@ pub fn completion_body(
     })
 }
 
+/// Turns a `chat.completion` body with `tool_calls` into the legacy shape: the first call as
+/// `message.function_call {name, arguments}` and `finish_reason` `function_call`.
+pub fn to_legacy_function_call(body: &mut Value) {
+    let choice = &mut body["choices"][0];
+    let Some(calls) = choice["message"]
+        .as_object_mut()
+        .and_then(|message| message.remove("tool_calls"))
+    else {
+        return;
+    };
+    if let Some(first) = calls.get(0) {
+        choice["message"]["function_call"] = first["function"].clone();
+        choice["finish_reason"] = json!("function_call");
+    }
+}
+
 /// One `chat.completion.chunk` with a single choice.
 pub fn chunk_body(
     id: &str,

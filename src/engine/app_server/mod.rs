@@ -5,12 +5,26 @@
 //! [`AppServerPool::run`] (one request). A run picks the least-loaded ready worker, starts a thread
 //! (`developerInstructions` = system text), replays earlier messages with `thread/inject_items`, starts
 //! the turn with the last user message, forwards final-answer deltas as they arrive, and unsubscribes the
-//! thread at the end. A request's client tools are the thread's `dynamicTools`; when the model calls one,
-//! the call goes to the client and the turn is interrupted (the run ends with `tool_calls`); the client's
-//! next request replays the call and its output. Dropping the [`RunHandle`] or hitting `timeout_seconds` sends `turn/interrupt`; the
-//! worker stays up. Submodules: `turn` (the turn's protocol core, without I/O), `worker` (process
-//! supervision), `rpc` (JSON-RPC), `protocol` (messages).
+//! thread at the end. Dropping the [`RunHandle`] or hitting `timeout_seconds` sends `turn/interrupt`; the
+//! worker stays up.
+//!
+//! Client tools: a request's tools are the thread's `dynamicTools` (with `experimentalRawEvents`, whose
+//! `rawResponse/completed` says when every parallel call of a response is known, and its usage). When
+//! the model calls them, the calls are returned to the client at once (`finish_reason: tool_calls`) and
+//! the turn is **held** ([`hold`]): its `item/tool/call` requests stay unanswered and its admission
+//! permit is given back. The request that brings exactly those calls' results, after the same
+//! conversation, is admitted like any other and continues the same turn: the results answer the server
+//! requests and the rest of the turn streams into its response. A held turn ends after the profile's
+//! `tool_call_timeout_seconds` (interrupted, counted as expired), when its worker dies, or when the pool
+//! retires; a request that matches no held turn replays its conversation on a new thread. With holding
+//! off (`tool_call_timeout_seconds = 0`), `max_held_turns` reached, or legacy `functions`, the turn is
+//! interrupted at its calls instead. `tool_choice` `required` or a named function is enforced by
+//! [`TurnContext::answer`].
+//!
+//! Submodules: `turn` (the turn's protocol core, without I/O), `hold` (the held-turn registry and its
+//! matching rule), `worker` (process supervision), `rpc` (JSON-RPC), `protocol` (messages).
 
+pub mod hold;
 pub mod protocol;
 pub mod rpc;
 pub mod turn;
@@ -21,14 +35,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::codex::env::ChildEnv;
 use crate::codex::events::summarize;
 use crate::codex::launch::ResolvedCodex;
 use crate::config::Profile;
-use crate::engine::{ms, spawn_run, EngineError, FailureKind, Job, Phases, RunHandle, TurnEvent};
+use crate::engine::{
+    ms, spawn_run, EngineError, FailureKind, HoldEvent, Job, Phases, RunHandle, TurnEvent,
+};
+use crate::turn::ToolChoice;
+use hold::{Expected, HeldTurns, Resume};
 use rpc::{Connection, RpcError, ThreadEvents, ThreadMessage, OVERLOADED};
 use turn::{AppServerTurn, Step, Stop};
 use worker::{supervise, Worker, WorkerFigures, WorkerSpec, WorkerState};
@@ -45,6 +63,8 @@ pub struct AppServerPool {
     stop: CancellationToken,
     /// Why no worker can run at all (binary missing), if so.
     unavailable: Option<String>,
+    /// Turns that returned client tool calls and wait for their results.
+    held: HeldTurns,
 }
 
 impl AppServerPool {
@@ -98,6 +118,7 @@ impl AppServerPool {
             workers,
             stop,
             unavailable,
+            held: HeldTurns::default(),
         })
     }
 
@@ -142,17 +163,54 @@ impl AppServerPool {
             .collect()
     }
 
-    /// Starts one request's turn in its own task.
+    /// Starts one request's turn in its own task. A request that brings the results of a held turn's
+    /// calls continues that turn (see [`hold`]); any other starts a thread, replaying its conversation.
     pub fn run(
         self: &Arc<Self>,
         profile: Arc<Profile>,
         job: Job,
-        permit: impl Send + 'static,
+        permit: impl Send + Sync + 'static,
     ) -> RunHandle {
         let pool = self.clone();
-        spawn_run(permit, 64, |events, cancel| async move {
-            pool.turn(&profile, &job, &events, &cancel).await
+        let permit: Box<dyn Send + Sync> = Box::new(permit);
+        // The permit travels with the work (a held turn gives it back early), so the run's own guard
+        // is empty.
+        spawn_run((), 64, |events, cancel| async move {
+            let (job, permit) = match pool.hand_over(job, events.clone(), cancel.clone(), permit) {
+                HandOver::Taken => return Ok(()),
+                HandOver::Back(job, permit) => (*job, permit),
+            };
+            if hold::continues_tool_calls(&job.request) {
+                job.hold.log.record(HoldEvent::Replayed);
+            }
+            pool.turn(&profile, job, events, cancel, permit).await
         })
+    }
+
+    /// Hands `job` to the held turn it continues, if there is one and it is still alive; otherwise
+    /// gives the job and permit back.
+    fn hand_over(
+        &self,
+        job: Job,
+        events: mpsc::Sender<TurnEvent>,
+        cancel: CancellationToken,
+        permit: Box<dyn Send + Sync>,
+    ) -> HandOver {
+        let Some((resume, outputs)) = self.held.take(&job) else {
+            return HandOver::Back(Box::new(job), permit);
+        };
+        match resume.send(Resume {
+            job,
+            outputs,
+            events,
+            cancel,
+            permit,
+        }) {
+            // Counted as continued by the held turn once its answer is known.
+            Ok(()) => HandOver::Taken,
+            // The held turn ended in the meantime (its worker died): replay.
+            Err(resume) => HandOver::Back(Box::new(resume.job), resume.permit),
+        }
     }
 
     /// The least-loaded ready worker; waits (until `deadline`) while workers are starting.
@@ -236,18 +294,19 @@ impl AppServerPool {
     async fn turn(
         &self,
         profile: &Profile,
-        job: &Job,
-        events: &mpsc::Sender<TurnEvent>,
-        cancel: &CancellationToken,
+        job: Job,
+        events: mpsc::Sender<TurnEvent>,
+        cancel: CancellationToken,
+        permit: Box<dyn Send + Sync>,
     ) -> Result<(), EngineError> {
         let deadline = tokio::time::Instant::from_std(job.received_at) + profile.runtime.timeout;
         let mut phases = Phases::new();
         let started = Instant::now();
-        let (worker, connection) = self.pick_worker(deadline, cancel).await?;
+        let (worker, connection) = self.pick_worker(deadline, &cancel).await?;
         phases.insert("app_server_worker_wait", ms(started));
         worker.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlightTurn(worker.clone());
-        let turn = TurnContext {
+        let mut turn = TurnContext {
             worker: &worker,
             connection: &connection,
             profile,
@@ -257,11 +316,12 @@ impl AppServerPool {
 
         let started = Instant::now();
         let cwd = job.cwd.display().to_string();
+        let instructions = protocol::developer_instructions(&job.request);
         let mut params = protocol::thread_start_params(
             profile,
             &cwd,
             job.model.as_deref(),
-            job.request.instructions.as_deref(),
+            instructions.as_deref(),
         );
         protocol::add_client_tools(&mut params, profile, &job.request);
         let thread = turn.call("thread/start", params).await?;
@@ -276,7 +336,7 @@ impl AppServerPool {
             })?
             .to_string();
         phases.insert("app_server_thread_start", ms(started));
-        let notifications = connection.subscribe_thread(&thread_id);
+        let mut notifications = connection.subscribe_thread(&thread_id);
         // Dropped when this function returns, after the final event was handed over: the unsubscribe
         // runs in its own task, off the response's path.
         let _thread = ThreadGuard {
@@ -302,19 +362,268 @@ impl AppServerPool {
             .pointer("/turn/id")
             .and_then(Value::as_str)
             .map(str::to_string);
-        let core = AppServerTurn::new(turn_id, phases, profile.runtime.timeout)
+        let mut core = AppServerTurn::new(turn_id, phases, profile.runtime.timeout)
             .with_client_tools(job.request.tools.iter().map(|tool| tool.name.clone()));
-        turn.stream(&thread_id, core, notifications, events).await
+
+        // One part per request served by this turn: the first, then one per continuation of a hold.
+        let mut part = Part {
+            job,
+            events,
+            _permit: permit,
+            resumed: false,
+            sent: Default::default(),
+        };
+        let may_hold_part =
+            |part: &Part| !part.job.hold.timeout.is_zero() && !part.job.request.legacy_calls;
+        let mut may_hold = may_hold_part(&part);
+        loop {
+            let outcome = turn
+                .answer(&thread_id, &mut core, &mut notifications, &part, may_hold)
+                .await;
+            let lost_unseen =
+                matches!(outcome, Ok(Outcome::Lost(_))) && !part.sent.load(Ordering::Relaxed);
+            if part.resumed && !lost_unseen {
+                part.job.hold.log.record(HoldEvent::Continued);
+            }
+            let mut calls = match outcome {
+                Ok(Outcome::Done(completion)) => {
+                    let _ = turn
+                        .race(part.events.send(TurnEvent::Done(completion)))
+                        .await;
+                    return Ok(());
+                }
+                Ok(Outcome::Stopped) => return Ok(()),
+                Ok(Outcome::Lost(error)) if !part.resumed || !lost_unseen => {
+                    fail(&part.events, error).await;
+                    return Ok(());
+                }
+                Ok(Outcome::Lost(_)) => {
+                    // The worker died under a continuation that has sent nothing yet: replay it.
+                    let Part {
+                        job,
+                        events,
+                        _permit,
+                        ..
+                    } = part;
+                    return self
+                        .replay_continuation(profile, job, events, turn.cancel.clone(), _permit)
+                        .await;
+                }
+                Err(error) => {
+                    fail(&part.events, error).await;
+                    return Ok(());
+                }
+                Ok(Outcome::Calls(calls)) => calls,
+            };
+            let expected = Expected::new(&part.job, core.text_so_far(), core.tool_calls());
+            let held = self.held.hold(
+                expected,
+                part.job.hold.max_held,
+                connection.closed().clone(),
+            );
+            let Some((key, resumed)) = held else {
+                // Too many turns are held: end this one at its calls (continued by replay).
+                calls.interrupt(&connection, &thread_id).await;
+                may_hold = false;
+                continue;
+            };
+            part.job.hold.log.record(HoldEvent::Held);
+            let completion = core.returned_calls();
+            let _ = turn
+                .race(part.events.send(TurnEvent::Done(completion)))
+                .await;
+            // The answer is complete: the client's response ends and the slot is free while held.
+            let (hold_log, timeout) = (part.job.hold.log.clone(), part.job.hold.timeout);
+            drop(part);
+            let held = HeldTurn {
+                key: &key,
+                thread_id: &thread_id,
+                timeout,
+                hold_log: &hold_log,
+            };
+            let Some(resume) = self
+                .wait_held(
+                    &connection,
+                    held,
+                    resumed,
+                    &mut calls,
+                    &mut core,
+                    &mut notifications,
+                )
+                .await
+            else {
+                return Ok(());
+            };
+            if connection.closed().is_cancelled() {
+                // The worker died as the continuation arrived: replay it on a new thread.
+                let Resume {
+                    job,
+                    events,
+                    cancel,
+                    permit,
+                    ..
+                } = resume;
+                return self
+                    .replay_continuation(profile, job, events, cancel, permit)
+                    .await;
+            }
+            calls.resume(&connection, &resume.outputs);
+            turn.deadline =
+                tokio::time::Instant::from_std(resume.job.received_at) + profile.runtime.timeout;
+            turn.cancel = resume.cancel;
+            core.resume(Phases::new());
+            part = Part {
+                job: resume.job,
+                events: resume.events,
+                _permit: resume.permit,
+                resumed: true,
+                sent: Default::default(),
+            };
+            may_hold = may_hold_part(&part);
+        }
+    }
+
+    /// Replays a continuation whose held turn was lost with its worker, on a new thread (of a worker
+    /// that is up). Its errors go to its own client.
+    async fn replay_continuation(
+        &self,
+        profile: &Profile,
+        job: Job,
+        events: mpsc::Sender<TurnEvent>,
+        cancel: CancellationToken,
+        permit: Box<dyn Send + Sync>,
+    ) -> Result<(), EngineError> {
+        job.hold.log.record(HoldEvent::Replayed);
+        let failed = events.clone();
+        let replay = Box::pin(self.turn(profile, job, events, cancel, permit));
+        if let Err(error) = replay.await {
+            fail(&failed, error).await;
+        }
+        Ok(())
+    }
+
+    /// Waits while a turn is held: for the request that continues it, the hold's timeout, the end of
+    /// the worker, or the end of the turn. Returns the continuation, or `None` when the turn is over
+    /// (it was interrupted and its calls answered when it expired).
+    async fn wait_held(
+        &self,
+        connection: &Connection,
+        held: HeldTurn<'_>,
+        mut resumed: oneshot::Receiver<Resume>,
+        calls: &mut HeldCalls,
+        core: &mut AppServerTurn,
+        messages: &mut ThreadEvents,
+    ) -> Option<Resume> {
+        let expiry = tokio::time::sleep(held.timeout);
+        tokio::pin!(expiry);
+        let mut expiry_seen = false;
+        loop {
+            tokio::select! {
+                resume = &mut resumed => return match resume {
+                    Ok(resume) => Some(resume),
+                    Err(_) => {
+                        calls.interrupt(connection, held.thread_id).await;
+                        None
+                    }
+                },
+                _ = &mut expiry, if !expiry_seen => {
+                    expiry_seen = true;
+                    // Not released: a continuation took the turn just now and its request is on the way.
+                    if self.held.release(held.key) {
+                        held.hold_log.record(HoldEvent::Expired);
+                        calls.interrupt(connection, held.thread_id).await;
+                        return None;
+                    }
+                }
+                _ = connection.closed().cancelled() => {
+                    // The worker died: the next request replays the conversation.
+                    self.held.release(held.key);
+                    return None;
+                }
+                message = messages.receiver.recv() => {
+                    let Some(message) = message else {
+                        self.held.release(held.key);
+                        return None;
+                    };
+                    match core.on_message(message) {
+                        Some(Step::Answer { id, reply }) => connection.respond(&id, &reply),
+                        Some(Step::ToolCall { call, id, reply, .. }) => {
+                            // A call the client never saw: the turn can no longer go on as returned.
+                            calls.hold(None, call.call_id, id, reply);
+                            if self.held.release(held.key) {
+                                calls.interrupt(connection, held.thread_id).await;
+                                return None;
+                            }
+                        }
+                        Some(Step::Done(_) | Step::Fail(_)) => {
+                            self.held.release(held.key);
+                            calls.answer(connection);
+                            return None;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
     }
 }
 
-/// Where one turn runs and when it must end.
+/// What became of a request offered to the held turns.
+enum HandOver {
+    /// A held turn took it over.
+    Taken,
+    /// No held turn continues it: the job and permit come back.
+    Back(Box<Job>, Box<dyn Send + Sync>),
+}
+
+/// One request served by a turn: its job, where its events go, and its admission permit.
+struct Part {
+    job: Job,
+    events: mpsc::Sender<TurnEvent>,
+    _permit: Box<dyn Send + Sync>,
+    /// A continuation of a held turn (not the request that started it).
+    resumed: bool,
+    /// Whether any event went to this request's client.
+    sent: std::sync::atomic::AtomicBool,
+}
+
+/// A held turn's facts for [`AppServerPool::wait_held`].
+struct HeldTurn<'a> {
+    key: &'a str,
+    thread_id: &'a str,
+    timeout: Duration,
+    hold_log: &'a crate::turn::HoldLog,
+}
+
+/// How one part of a turn ended.
+enum Outcome {
+    /// The turn completed: this is the answer.
+    Done(crate::turn::Completion),
+    /// The model called client tools and every call is known; the turn is still open.
+    Calls(HeldCalls),
+    /// The client went away; the turn was interrupted.
+    Stopped,
+    /// The thread's messages ended (the worker died): the turn is lost.
+    Lost(EngineError),
+}
+
+/// What one part of a turn streams until.
+enum Segment {
+    Done(crate::turn::Completion),
+    /// The calls of the response are all known (only when asked to stop there).
+    Settled,
+    Stopped,
+    Lost(EngineError),
+}
+
+/// Where one turn runs and when the current request must end.
 struct TurnContext<'a> {
     worker: &'a Worker,
     connection: &'a Connection,
     profile: &'a Profile,
+    /// The deadline and cancellation of the request the turn serves now (a continuation brings its own).
     deadline: tokio::time::Instant,
-    cancel: &'a CancellationToken,
+    cancel: CancellationToken,
 }
 
 impl TurnContext<'_> {
@@ -357,33 +666,112 @@ impl TurnContext<'_> {
         .and_then(|next| next)
     }
 
+    /// Streams one part of the turn and enforces `tool_choice` `required` or a named function: the
+    /// answer must call a tool. The requirement is in the thread's developer instructions; an answer
+    /// without a call gets one more turn on the thread with a firmer request, and a second answer
+    /// without a call fails the request (its text is never passed off as a compliant answer). While a
+    /// call is required, text is not streamed as it comes: it is part of the answer only with a call.
+    async fn answer(
+        &self,
+        thread_id: &str,
+        core: &mut AppServerTurn,
+        messages: &mut ThreadEvents,
+        part: &Part,
+        may_hold: bool,
+    ) -> Result<Outcome, EngineError> {
+        let request = &part.job.request;
+        let enforced = !request.tools.is_empty()
+            && matches!(
+                request.tool_choice,
+                ToolChoice::Required | ToolChoice::Named(_)
+            );
+        let mut reminded = false;
+        loop {
+            let mut calls = HeldCalls::default();
+            let segment = self
+                .stream(
+                    thread_id,
+                    core,
+                    messages,
+                    (&part.events, &part.sent),
+                    &mut calls,
+                    may_hold,
+                    enforced,
+                )
+                .await?;
+            match segment {
+                Segment::Settled => return Ok(Outcome::Calls(calls)),
+                Segment::Stopped => return Ok(Outcome::Stopped),
+                Segment::Lost(error) => return Ok(Outcome::Lost(error)),
+                Segment::Done(completion) if !enforced || !completion.tool_calls.is_empty() => {
+                    return Ok(Outcome::Done(completion))
+                }
+                Segment::Done(_) if reminded => {
+                    return Err(EngineError::new(
+                        FailureKind::CodexFailed,
+                        format!(
+                            "The model answered without calling {}, which 'tool_choice' requires, even when asked a second time; retry the request or send tool_choice \"auto\".",
+                            match &request.tool_choice {
+                                ToolChoice::Named(name) => format!("the function `{name}`"),
+                                _ => "a function".to_string(),
+                            }
+                        ),
+                    ))
+                }
+                Segment::Done(_) => {
+                    reminded = true;
+                    let reminder = protocol::tool_choice_reminder(&request.tool_choice);
+                    let input = json!([{"type": "text", "text": reminder, "text_elements": []}]);
+                    let started = self
+                        .call("turn/start", json!({"threadId": thread_id, "input": input}))
+                        .await?;
+                    core.restart(
+                        started
+                            .pointer("/turn/id")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                    );
+                }
+            }
+        }
+    }
+
     /// Feeds the thread's messages to the turn core and carries out its steps until the turn is done,
-    /// the deadline passes, the run is cancelled, or the client stops reading. Every wait, including
-    /// handing a delta to the client, races the deadline.
+    /// the response's calls are all known (`stop_at_calls`), the deadline passes, the run is
+    /// cancelled, or the client stops reading. Every wait, including handing a delta to the client,
+    /// races the deadline. `quiet` keeps text deltas back (they reach the client with the answer).
+    #[allow(clippy::too_many_arguments)]
     async fn stream(
         &self,
         thread_id: &str,
-        mut core: AppServerTurn,
-        mut messages: ThreadEvents,
-        events: &mpsc::Sender<TurnEvent>,
-    ) -> Result<(), EngineError> {
-        let mut held = HeldCalls::default();
+        core: &mut AppServerTurn,
+        messages: &mut ThreadEvents,
+        (events, sent): (&mpsc::Sender<TurnEvent>, &std::sync::atomic::AtomicBool),
+        held: &mut HeldCalls,
+        stop_at_calls: bool,
+        quiet: bool,
+    ) -> Result<Segment, EngineError> {
         let stop = loop {
             let next = tokio::select! {
-                next = self.next_message(&mut messages) => next,
+                next = self.next_message(messages) => next,
                 _ = held.settled() => {
+                    if stop_at_calls {
+                        return Ok(Segment::Settled);
+                    }
                     held.interrupt(self.connection, thread_id).await;
                     continue;
                 }
             };
             let message = match next {
                 Ok(Some(message)) => message,
-                Ok(None) => return Err(core.on_closed(self.connection.failure())),
+                Ok(None) => return Ok(Segment::Lost(core.on_closed(self.connection.failure()))),
                 Err(stop) => break stop,
             };
             match core.on_message(message) {
                 None | Some(Step::Interrupt { .. }) => {}
-                Some(Step::Emit(event)) => match self.race(events.send(event)).await {
+                Some(Step::CallsComplete) => held.settle_now(),
+                Some(Step::Emit(TurnEvent::TextDelta(_))) if quiet => {}
+                Some(Step::Emit(event)) => match self.race(send(events, sent, event)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break Stop::Cancelled,
                     Err(stop) => break stop,
@@ -395,16 +783,19 @@ impl TurnContext<'_> {
                     id,
                     reply,
                 }) => {
-                    held.hold(first, id, reply);
-                    if let Err(stop) = self.race(events.send(TurnEvent::ToolCall(call))).await {
+                    held.hold(first, call.call_id.clone(), id, reply);
+                    if core.calls_complete() {
+                        held.settle_now();
+                    }
+                    let event = TurnEvent::ToolCall(call);
+                    if let Err(stop) = self.race(send(events, sent, event)).await {
                         break stop;
                     }
                 }
                 Some(Step::Done(completion)) => {
                     held.answer(self.connection);
                     self.worker.served.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.race(events.send(TurnEvent::Done(completion))).await;
-                    return Ok(());
+                    return Ok(Segment::Done(completion));
                 }
                 Some(Step::Fail(error)) => return Err(error),
             }
@@ -422,7 +813,7 @@ impl TurnContext<'_> {
             }
         }
         held.answer(self.connection);
-        Ok(())
+        Ok(Segment::Stopped)
     }
 }
 
@@ -432,32 +823,49 @@ impl Drop for AppServerPool {
     }
 }
 
-/// How long the thread must stay quiet after a client tool call before the turn is interrupted: the
-/// rest of the model's response (more parallel calls, then its completion and usage) is still
-/// arriving, and an interrupt cuts it off.
-const TOOL_CALL_SETTLE: Duration = Duration::from_millis(100);
+/// A safety net: how long the thread must stay quiet after a client tool call before the calls count
+/// as all known even though Codex said nothing of the response's end. Threads with client tools ask for
+/// raw events, and the calls are normally complete at [`Step::CallsComplete`], long before this (a
+/// shorter quiet period was seen to miss a parallel call whose `item/tool/call` came after the
+/// response's end under load).
+const TOOL_CALL_SETTLE: Duration = Duration::from_secs(1);
 
-/// The client tool calls of a turn waiting for the interrupt, after which their server requests are
-/// answered (so Codex never passes the answers to the model).
+/// The client tool calls of a turn's current response and their unanswered server requests. They are
+/// answered with the client's outputs when the turn is continued, or with [`turn::RETURNED_TO_CLIENT`]
+/// after the turn was interrupted (so Codex never passes that answer to the model).
 #[derive(Default)]
 struct HeldCalls {
     /// The turn to interrupt, once the thread is quiet until `at`.
     interrupt: Option<(String, tokio::time::Instant)>,
-    replies: Vec<(Box<serde_json::value::RawValue>, Value)>,
+    /// Call id, server request id, and the answer to send if the turn is interrupted.
+    replies: Vec<(String, Box<serde_json::value::RawValue>, Value)>,
 }
 
 impl HeldCalls {
-    fn hold(&mut self, first: Option<String>, id: Box<serde_json::value::RawValue>, reply: Value) {
+    fn hold(
+        &mut self,
+        first: Option<String>,
+        call_id: String,
+        id: Box<serde_json::value::RawValue>,
+        reply: Value,
+    ) {
         let at = tokio::time::Instant::now() + TOOL_CALL_SETTLE;
         match (&mut self.interrupt, first) {
             (_, Some(turn_id)) => self.interrupt = Some((turn_id, at)),
             (Some((_, quiet_until)), None) => *quiet_until = at,
             (None, None) => {}
         }
-        self.replies.push((id, reply));
+        self.replies.push((call_id, id, reply));
     }
 
-    /// Ready when an interrupt is due; never otherwise.
+    /// The model's response has ended: every call is known now.
+    fn settle_now(&mut self) {
+        if let Some((_, at)) = &mut self.interrupt {
+            *at = tokio::time::Instant::now();
+        }
+    }
+
+    /// Ready when the calls are all known; never before the first.
     async fn settled(&self) {
         match &self.interrupt {
             Some((_, at)) => tokio::time::sleep_until(*at).await,
@@ -473,8 +881,24 @@ impl HeldCalls {
         self.answer(connection);
     }
 
+    /// Answers the held calls with the client's outputs (in the calls' order) and lets the turn go on.
+    fn resume(&mut self, connection: &Connection, outputs: &[String]) {
+        self.interrupt = None;
+        let mut outputs = outputs.iter();
+        for (_, id, refusal) in self.replies.drain(..) {
+            let reply = match outputs.next() {
+                Some(text) => json!({
+                    "contentItems": [{"type": "inputText", "text": text}],
+                    "success": true,
+                }),
+                None => refusal,
+            };
+            connection.respond(&id, &Ok(reply));
+        }
+    }
+
     fn answer(&mut self, connection: &Connection) {
-        for (id, reply) in self.replies.drain(..) {
+        for (_, id, reply) in self.replies.drain(..) {
             connection.respond(&id, &Ok(reply));
         }
     }
@@ -579,6 +1003,22 @@ async fn call(
         FailureKind::Overloaded,
         "the app-server is overloaded",
     ))
+}
+
+/// Hands a request's failure to its client. Not raced against the request's deadline (a timeout is
+/// such a failure), only bounded: a client that reads nothing loses it.
+async fn fail(events: &mpsc::Sender<TurnEvent>, error: EngineError) {
+    let _ = tokio::time::timeout(RPC_TIMEOUT, events.send(TurnEvent::Failed(error))).await;
+}
+
+/// Hands an event to the client, noting that the client has seen something of this request.
+async fn send(
+    events: &mpsc::Sender<TurnEvent>,
+    sent: &std::sync::atomic::AtomicBool,
+    event: TurnEvent,
+) -> Result<(), mpsc::error::SendError<TurnEvent>> {
+    sent.store(true, Ordering::Relaxed);
+    events.send(event).await
 }
 
 /// Interrupts a running turn (best effort, bounded).

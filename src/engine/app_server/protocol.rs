@@ -28,7 +28,7 @@ pub fn initialize_params() -> Value {
         "clientInfo": {"name": "codex-api-proxy", "title": null, "version": env!("CARGO_PKG_VERSION")},
         "capabilities": {
             "experimentalApi": true,
-            "optOutNotificationMethods": ["account/rateLimits/updated", "thread/started"],
+            "optOutNotificationMethods": ["thread/started"],
         },
     })
 }
@@ -67,7 +67,8 @@ pub fn thread_start_params(
 }
 
 /// The `dynamicTools` of `thread/start`: the client's functions when the model may call them
-/// (`tool_choice` is not `none`), else none. Codex requires a description; an absent one is empty.
+/// (`tool_choice` is not `none`), else none; only the named one when `tool_choice` names a function.
+/// Codex requires a description; an absent one is empty.
 pub fn dynamic_tools(request: &TurnRequest) -> Value {
     if request.tool_choice == ToolChoice::None {
         return json!([]);
@@ -76,6 +77,10 @@ pub fn dynamic_tools(request: &TurnRequest) -> Value {
         request
             .tools
             .iter()
+            .filter(|tool| match &request.tool_choice {
+                ToolChoice::Named(name) => &tool.name == name,
+                _ => true,
+            })
             .map(|tool| {
                 json!({
                     "type": "function",
@@ -88,6 +93,48 @@ pub fn dynamic_tools(request: &TurnRequest) -> Value {
     )
 }
 
+/// What the model is told when `tool_choice` requires a call: Codex always offers dynamic tools
+/// with `tool_choice: "auto"`, so the requirement goes into the developer instructions (and the
+/// engine checks the answer, see `app_server::enforce`).
+pub fn tool_choice_instruction(choice: &ToolChoice) -> Option<String> {
+    match choice {
+        ToolChoice::Required => Some(
+            "In this response you must call at least one of the provided functions; do not answer with text alone."
+                .to_string(),
+        ),
+        ToolChoice::Named(name) => Some(format!(
+            "In this response you must call the function `{name}`; do not answer with text alone."
+        )),
+        ToolChoice::Auto | ToolChoice::None => None,
+    }
+}
+
+/// The firmer request sent as a new turn when the model answered without the required call.
+pub fn tool_choice_reminder(choice: &ToolChoice) -> String {
+    match choice {
+        ToolChoice::Named(name) => format!(
+            "You did not call `{name}`. Call the function `{name}` now; reply with the function call only."
+        ),
+        _ => "You did not call a function. Call one of the provided functions now; reply with the function call only.".to_string(),
+    }
+}
+
+/// The developer instructions of a thread: the client's system text, then the `tool_choice`
+/// requirement when there is one.
+pub fn developer_instructions(request: &TurnRequest) -> Option<String> {
+    let requirement = if request.tools.is_empty() {
+        None
+    } else {
+        tool_choice_instruction(&request.tool_choice)
+    };
+    match (request.instructions.as_deref(), requirement) {
+        (None, None) => None,
+        (Some(text), None) => Some(text.to_string()),
+        (None, Some(requirement)) => Some(requirement),
+        (Some(text), Some(requirement)) => Some(format!("{text}\n\n{requirement}")),
+    }
+}
+
 /// Adds the client's tools to `thread/start` params. On a profile with `agent = false` they are then
 /// the only tools the model is offered (Codex's own tools and environment are off, as for `tools =
 /// false`); on an `agent = true` profile they are offered beside Codex's.
@@ -97,6 +144,9 @@ pub fn add_client_tools(params: &mut Value, profile: &Profile, request: &TurnReq
         return;
     }
     params["dynamicTools"] = tools;
+    // `rawResponse/completed` says when the model's response ended (so every parallel call is
+    // known) and what it cost, while the calls are still unanswered.
+    params["experimentalRawEvents"] = json!(true);
     if !profile.runtime.agent {
         params["config"] = no_tools_config();
         params["environments"] = json!([]);
@@ -166,7 +216,14 @@ pub fn split_conversation(request: &TurnRequest) -> (Vec<Value>, Option<String>)
 
 /// `thread/tokenUsage/updated` → usage (`total` is per thread; one thread per request).
 pub fn token_usage(params: &Value) -> Option<Usage> {
-    let total = params.pointer("/tokenUsage/total")?;
+    usage_breakdown(params.pointer("/tokenUsage/total")?)
+}
+
+/// A `TokenUsageBreakdown` (`thread/tokenUsage/updated`, `rawResponse/completed`) → usage.
+pub fn usage_breakdown(total: &Value) -> Option<Usage> {
+    if !total.is_object() {
+        return None;
+    }
     let number = |key: &str| total.get(key).and_then(Value::as_u64).unwrap_or(0);
     let prompt_tokens = number("inputTokens");
     let completion_tokens = number("outputTokens");

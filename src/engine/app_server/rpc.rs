@@ -214,7 +214,12 @@ pub struct Connection {
     health: Arc<Health>,
     /// Cancelled to make the writer close stdin.
     stop_writing: CancellationToken,
+    /// Sees notifications about no thread (set once by the worker: quota reports).
+    on_unrouted_notification: std::sync::OnceLock<UnroutedHook>,
 }
+
+/// The hook of [`Connection::on_unrouted_notification`].
+type UnroutedHook = Box<dyn Fn(&str, &RawValue) + Send + Sync>;
 
 /// Removes a request's pending entry when the request ends, however it ends (answer, timeout, error, or
 /// the caller dropping the future).
@@ -249,6 +254,7 @@ impl Connection {
             closed: CancellationToken::new(),
             health: health.clone(),
             stop_writing: stop_writing.clone(),
+            on_unrouted_notification: std::sync::OnceLock::new(),
         });
         tokio::spawn(write_loop(
             stdin,
@@ -361,11 +367,25 @@ impl Connection {
         self.unrouted(unsent);
     }
 
-    /// A message no turn will read: a server request is refused, a notification dropped.
+    /// A message no turn will read: a server request is refused, a notification handed to the
+    /// [`Connection::on_unrouted_notification`] hook (if any) and dropped.
     fn unrouted(&self, message: ThreadMessage) {
-        if let ThreadMessage::Request { id, method, .. } = message {
-            let _ = self.answers.send(refusal_line(&id, &method));
+        match message {
+            ThreadMessage::Request { id, method, .. } => {
+                let _ = self.answers.send(refusal_line(&id, &method));
+            }
+            ThreadMessage::Notification { method, params } => {
+                if let Some(hook) = self.on_unrouted_notification.get() {
+                    hook(&method, &params);
+                }
+            }
         }
+    }
+
+    /// Sets the hook that sees notifications about no thread (`account/rateLimits/updated`). It runs
+    /// on the reader task, so it must not wait.
+    pub fn on_unrouted_notification(&self, hook: impl Fn(&str, &RawValue) + Send + Sync + 'static) {
+        let _ = self.on_unrouted_notification.set(Box::new(hook));
     }
 
     fn answer(&self, id: &RawValue, result: Option<&RawValue>, error: Option<RemoteError>) {

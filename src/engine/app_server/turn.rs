@@ -1,8 +1,8 @@
 //! The app-server turn core: one request's turn as a state machine without I/O. The shell in `mod.rs`
 //! feeds it the thread's messages (notifications and server-initiated requests, as the connection routes
 //! them by `threadId`) and the reasons it stopped waiting; the core answers with [`Step`]s: emit a
-//! delta, answer a server request, return a client tool call (and interrupt the turn), interrupt the
-//! turn, the turn is done, or it failed.
+//! delta, answer a server request, return a client tool call (the shell then holds the turn or
+//! interrupts it), the model's response ended, interrupt the turn, the turn is done, or it failed.
 //!
 //! Method names and fields are those of the schema `codex app-server generate-json-schema --out DIR`
 //! prints for Codex 0.169.0 (`ServerNotification.json`, `ServerRequest.json`). The unit tests replay
@@ -24,8 +24,9 @@ use crate::turn::{
     ms, Completion, EngineError, FailureKind, FinishReason, Phases, ToolCall, TurnEvent, Usage,
 };
 
-/// What the proxy answers an `item/tool/call` it returned to the client. The turn is interrupted
-/// before this answer is sent, so Codex does not show it to the model.
+/// What the proxy answers an `item/tool/call` it returned to the client when the turn is not continued
+/// (holding off, or the hold expired). The turn is interrupted before this answer is sent, so Codex
+/// does not show it to the model.
 pub const RETURNED_TO_CLIENT: &str = "The call was returned to the client; the turn ended here.";
 
 /// What the shell must do next.
@@ -40,14 +41,20 @@ pub enum Step {
     },
     /// Send `turn/interrupt` for this turn.
     Interrupt { turn_id: String },
-    /// The model called a client tool: hand `call` to the client, then send `turn/interrupt` for
-    /// `interrupt` (the first call of the turn), then answer the server request `id` with `reply`.
+    /// The model called a client tool: hand `call` to the client and keep the server request `id`
+    /// unanswered. `interrupt` (set on the first call of the response) is the turn to interrupt if it is
+    /// not held; `reply` is the answer to send after such an interrupt.
     ToolCall {
         call: ToolCall,
         interrupt: Option<String>,
         id: Box<RawValue>,
         reply: Value,
     },
+    /// Every client tool call of the model's response has arrived: the response ended
+    /// (`rawResponse/completed`) and each of its client `function_call` items
+    /// (`rawResponseItem/completed`) has its `item/tool/call`. The shell need not wait for the thread
+    /// to go quiet.
+    CallsComplete,
     /// The turn is over: this is the answer.
     Done(Completion),
     /// The turn is over: it failed.
@@ -142,6 +149,32 @@ pub struct AppServerTurn {
     client_tools: HashSet<String>,
     /// The client tool calls of this turn, in arrival order.
     tool_calls: Vec<ToolCall>,
+    /// The usage of the model responses since the turn started or was resumed, summed from
+    /// `rawResponse/completed` (threads with client tools ask for those events); `None` without them,
+    /// and the thread's total from `thread/tokenUsage/updated` is used.
+    response_usage: Option<Usage>,
+    /// The call ids of the client `function_call` items of the current response (raw events).
+    raw_calls: HashSet<String>,
+    /// Whether the current response has ended (`rawResponse/completed`).
+    response_ended: bool,
+}
+
+/// `rawResponseItem/completed`: `{item}`, of which only client `function_call` items matter.
+#[derive(Deserialize)]
+struct RawItem {
+    item: RawFunctionCall,
+}
+
+#[derive(Deserialize)]
+struct RawFunctionCall {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    call_id: String,
+    #[serde(default)]
+    namespace: Option<String>,
 }
 
 /// `item/tool/call`: `{callId, tool, arguments, namespace}`.
@@ -171,7 +204,78 @@ impl AppServerTurn {
             first_delta: true,
             client_tools: HashSet::new(),
             tool_calls: Vec::new(),
+            response_usage: None,
+            raw_calls: HashSet::new(),
+            response_ended: false,
         }
+    }
+
+    /// Whether every client call of the current response is known (see [`Step::CallsComplete`]).
+    pub fn calls_complete(&self) -> bool {
+        self.response_ended
+            && !self.tool_calls.is_empty()
+            && self
+                .raw_calls
+                .iter()
+                .all(|id| self.tool_calls.iter().any(|call| &call.call_id == id))
+    }
+
+    /// Forgets the current response's raw items (a new response follows).
+    fn new_response(&mut self) {
+        self.raw_calls.clear();
+        self.response_ended = false;
+    }
+
+    /// The client tool calls of the current response, in the model's order.
+    pub fn tool_calls(&self) -> &[ToolCall] {
+        &self.tool_calls
+    }
+
+    /// The text written before the calls of the current response.
+    pub fn text_so_far(&self) -> &str {
+        self.last_message.as_deref().unwrap_or(&self.streamed)
+    }
+
+    /// The answer of a response that called client tools, returned while the turn stays open (held):
+    /// the calls, the text before them and the usage of the responses so far. The core is then ready
+    /// for [`AppServerTurn::resume`].
+    pub fn returned_calls(&mut self) -> Completion {
+        self.phases.insert("app_server_turn", ms(self.started));
+        let text = self
+            .last_message
+            .take()
+            .unwrap_or_else(|| std::mem::take(&mut self.streamed));
+        Completion {
+            text,
+            tool_calls: std::mem::take(&mut self.tool_calls),
+            usage: self.response_usage.take().unwrap_or(self.usage),
+            finish: FinishReason::ToolCalls,
+            phases: std::mem::take(&mut self.phases),
+        }
+    }
+
+    /// The held turn goes on for a new request (its calls were answered): text, calls, usage and
+    /// phases start again, so the next answer holds only what comes from now on.
+    pub fn resume(&mut self, phases: Phases) {
+        self.phases = phases;
+        self.started = Instant::now();
+        self.streamed.clear();
+        self.last_message = None;
+        self.tool_calls.clear();
+        self.response_usage = Some(Usage::default());
+        self.first_delta = true;
+        self.new_response();
+    }
+
+    /// A new turn on the same thread (`turn/start` answered `turn_id`): the earlier turn's answer is
+    /// dropped, its usage kept.
+    pub fn restart(&mut self, turn_id: Option<String>) {
+        self.turn_id = turn_id;
+        self.streamed.clear();
+        self.last_message = None;
+        self.tool_calls.clear();
+        self.first_delta = true;
+        self.new_response();
     }
 
     /// The client's tools offered to the model as dynamic tools: calls of them are returned to the
@@ -274,6 +378,35 @@ impl AppServerTurn {
                 let params = serde_json::from_str(params).unwrap_or(Value::Null);
                 if let Some(update) = protocol::token_usage(&params) {
                     self.usage = update;
+                }
+            }
+            "rawResponse/completed" => {
+                let params = serde_json::from_str(params).unwrap_or(Value::Null);
+                if let Some(usage) = params.get("usage").and_then(protocol::usage_breakdown) {
+                    let sum = self.response_usage.get_or_insert_with(Usage::default);
+                    sum.prompt_tokens += usage.prompt_tokens;
+                    sum.completion_tokens += usage.completion_tokens;
+                    sum.total_tokens += usage.total_tokens;
+                    sum.cached_tokens += usage.cached_tokens;
+                    sum.reasoning_tokens += usage.reasoning_tokens;
+                }
+                self.response_ended = true;
+                if self.calls_complete() {
+                    return Some(Step::CallsComplete);
+                }
+            }
+            "rawResponseItem/completed" => {
+                if let Ok(RawItem { item }) = serde_json::from_str::<RawItem>(params) {
+                    if item.kind == "function_call"
+                        && item.namespace.is_none()
+                        && self.client_tools.contains(&item.name)
+                    {
+                        if self.response_ended {
+                            // The first item of a new response of the same turn.
+                            self.new_response();
+                        }
+                        self.raw_calls.insert(item.call_id);
+                    }
                 }
             }
             "turn/completed" => {
@@ -383,7 +516,7 @@ impl AppServerTurn {
         Ok(Completion {
             text: final_text,
             tool_calls: std::mem::take(&mut self.tool_calls),
-            usage: self.usage,
+            usage: self.response_usage.unwrap_or(self.usage),
             finish: if called {
                 FinishReason::ToolCalls
             } else {

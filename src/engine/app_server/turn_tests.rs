@@ -389,3 +389,54 @@ fn a_call_of_an_undeclared_tool_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A notification or server request, as the connection hands it to a turn.
+fn raw(method: &str, params: Value, id: Option<u64>) -> ThreadMessage {
+    let params = RawValue::from_string(params.to_string()).unwrap();
+    match id {
+        Some(id) => ThreadMessage::Request {
+            id: RawValue::from_string(id.to_string()).unwrap(),
+            method: method.to_string(),
+            params,
+        },
+        None => ThreadMessage::Notification {
+            method: method.to_string(),
+            params,
+        },
+    }
+}
+
+#[test]
+fn parallel_calls_are_complete_when_every_raw_call_has_its_request() {
+    let mut turn = AppServerTurn::new(Some("t".into()), Phases::new(), Duration::from_secs(7))
+        .with_client_tools(["lookup".to_string(), "weather".to_string()]);
+    let item = |call_id: &str, name: &str| json!({"item": {"type": "function_call", "call_id": call_id, "name": name, "arguments": "{}"}});
+    let request = |call_id: &str, name: &str| json!({"threadId": "th", "turnId": "t", "callId": call_id, "tool": name, "arguments": {}});
+    turn.on_message(raw("rawResponseItem/completed", item("c1", "lookup"), None));
+    assert!(turn
+        .on_message(raw("item/tool/call", request("c1", "lookup"), Some(1)))
+        .is_some());
+    turn.on_message(raw(
+        "rawResponseItem/completed",
+        item("c2", "weather"),
+        None,
+    ));
+    let usage = json!({"usage": {"inputTokens": 120, "cachedInputTokens": 20, "outputTokens": 30,
+                                 "reasoningOutputTokens": 10, "totalTokens": 150}});
+    // The response ended, but the second call's request has not arrived yet.
+    assert!(turn
+        .on_message(raw("rawResponse/completed", usage, None))
+        .is_none());
+    assert!(!turn.calls_complete());
+    turn.on_message(raw("item/tool/call", request("c2", "weather"), Some(2)));
+    assert!(turn.calls_complete());
+    let returned = turn.returned_calls();
+    assert_eq!(returned.tool_calls.len(), 2);
+    assert_eq!(returned.finish, FinishReason::ToolCalls);
+    assert_eq!(returned.usage.prompt_tokens, 120);
+    assert_eq!(returned.usage.total_tokens, 150);
+    // Resumed: a new response, counted from zero.
+    turn.resume(Phases::new());
+    assert!(!turn.calls_complete());
+    assert!(turn.tool_calls().is_empty());
+}

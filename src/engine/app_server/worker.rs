@@ -245,6 +245,12 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
         return Err("the app-server's stdio was not captured".to_string());
     };
     let connection = Connection::start(stdin, stdout);
+    let codex_home = spec.codex_home.clone();
+    connection.on_unrouted_notification(move |method, params| {
+        if method == crate::account::quota::RATE_LIMITS_UPDATED {
+            crate::account::quota::record_rate_limits(&codex_home, params.get());
+        }
+    });
     let handshake = connection
         .request("initialize", initialize_params(), HANDSHAKE_TIMEOUT)
         .await;

@@ -322,6 +322,7 @@ mod tests {
             cwd: "/work/dir".into(),
             model: Some("gpt-x".into()),
             received_at: Instant::now(),
+            hold: Default::default(),
         };
         let args: Vec<String> = exec_args(&config.profiles[0], &job)
             .into_iter()
