@@ -5,8 +5,8 @@
 //! [`Item::ToolCall`] (its `input` as JSON text), `tool_result` a [`Item::ToolResult`] (with
 //! `is_error`). Earlier `thinking` blocks of assistant turns are dropped (Codex keeps its own reasoning).
 //! `thinking.budget_tokens` picks a reasoning effort ([`effort_of_budget`]). Every refusal is a 400
-//! naming the parameter; what the proxy cannot honour yet (`stop_sequences`, `tool_choice` `any` or
-//! `tool`) is refused rather than silently dropped.
+//! naming the parameter; what the proxy cannot honour yet (`stop_sequences`) is refused rather than
+//! silently dropped.
 
 use std::collections::HashSet;
 
@@ -140,6 +140,8 @@ struct WireTool {
 struct WireToolChoice {
     #[serde(rename = "type")]
     kind: String,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,22 +254,7 @@ impl MessagesRequest {
         }
         let items = parse_messages(messages)?;
         let tools = parse_tools(wire.tools.unwrap_or_default())?;
-        let tool_choice = match wire.tool_choice.as_ref().map(|c| c.kind.as_str()) {
-            None | Some("auto") => ToolChoice::Auto,
-            Some("none") => ToolChoice::None,
-            Some(kind @ ("any" | "tool")) => {
-                return Err(invalid(
-                    format!("tool_choice.type '{kind}' is not supported by this proxy yet; send 'auto' (the model may call the tools) or 'none'."),
-                    "tool_choice",
-                ))
-            }
-            Some(other) => {
-                return Err(invalid(
-                    format!("tool_choice.type: expected 'auto', 'any', 'tool' or 'none', not '{other}'."),
-                    "tool_choice",
-                ))
-            }
-        };
+        let tool_choice = tool_choice_of(wire.tool_choice, &tools)?;
         let reasoning_effort = match wire.thinking {
             None => None,
             Some(thinking) => match (thinking.kind.as_str(), thinking.budget_tokens) {
@@ -305,6 +292,7 @@ impl MessagesRequest {
                 tool_choice,
                 output: None,
                 reasoning_effort,
+                ..TurnRequest::default()
             },
         })
     }
@@ -440,17 +428,64 @@ fn tool_result_text(content: Option<ToolResultContent>, param: &str) -> Result<S
             for block in blocks {
                 match block {
                     Block::Text { text } => texts.push(text),
-                    _ => return Err(invalid(
-                        format!(
+                    _ => {
+                        return Err(invalid(
+                            format!(
                             "{param}.content: only text blocks are supported inside a tool_result."
                         ),
-                        &format!("{param}.content"),
-                    )),
+                            &format!("{param}.content"),
+                        ))
+                    }
                 }
             }
             Ok(texts.join("\n"))
         }
     }
+}
+
+/// `tool_choice`: `auto`, `none`, `any` (a call is required) or `tool` (that tool must be called).
+fn tool_choice_of(choice: Option<WireToolChoice>, tools: &[Tool]) -> Result<ToolChoice, ApiError> {
+    let choice = match choice {
+        None => return Ok(ToolChoice::Auto),
+        Some(choice) => choice,
+    };
+    let choice =
+        match (choice.kind.as_str(), choice.name) {
+            ("auto", _) => return Ok(ToolChoice::Auto),
+            ("none", _) => return Ok(ToolChoice::None),
+            ("any", _) => ToolChoice::Required,
+            ("tool", Some(name)) => ToolChoice::Named(name),
+            ("tool", None) => {
+                return Err(invalid(
+                    "tool_choice.name: Field required",
+                    "tool_choice.name",
+                ))
+            }
+            (other, _) => return Err(invalid(
+                format!(
+                    "tool_choice.type: expected 'auto', 'any', 'tool' or 'none', not '{other}'."
+                ),
+                "tool_choice.type",
+            )),
+        };
+    if tools.is_empty() {
+        return Err(invalid(
+            "tool_choice requires a tool call, but the request has no tools.",
+            "tool_choice",
+        ));
+    }
+    if let ToolChoice::Named(name) = &choice {
+        if !tools.iter().any(|tool| &tool.name == name) {
+            return Err(invalid(
+                format!(
+                    "tool_choice.name: '{}' is not one of the request's tools.",
+                    name.chars().take(80).collect::<String>()
+                ),
+                "tool_choice.name",
+            ));
+        }
+    }
+    Ok(choice)
 }
 
 /// Client tools: custom tools with a valid, unique name; Anthropic's server tools are refused by type.

@@ -8,7 +8,7 @@
 //! format (refused by the pipeline while no engine carries it); `reasoning.effort` the reasoning effort.
 //! `max_output_tokens`, `temperature`, `top_p`, `store`, `metadata` and `parallel_tool_calls` are accepted
 //! and type-checked; the engines do not take them yet. What the proxy cannot honour (built-in tools,
-//! `tool_choice` `required` or a named function, `previous_response_id`) is a 400 naming it.
+//! `previous_response_id`) is a 400 naming it.
 
 use std::collections::HashSet;
 
@@ -190,23 +190,7 @@ impl ResponsesRequest {
         }
         let raw_tools = wire.tools.unwrap_or_default();
         let tools = parse_tools(&raw_tools)?;
-        let tool_choice = match wire.tool_choice.as_ref() {
-            None => ToolChoice::Auto,
-            Some(Value::String(choice)) if choice == "auto" => ToolChoice::Auto,
-            Some(Value::String(choice)) if choice == "none" => ToolChoice::None,
-            Some(Value::String(choice)) if choice == "required" => {
-                return Err(invalid("'tool_choice' \"required\" is not supported by this proxy yet; send \"auto\" or \"none\".", "tool_choice"))
-            }
-            Some(Value::Object(_)) => {
-                return Err(invalid("'tool_choice' naming a tool is not supported by this proxy yet; send \"auto\" or \"none\".", "tool_choice"))
-            }
-            Some(_) => {
-                return Err(invalid(
-                    "Invalid value for 'tool_choice': expected \"none\", \"auto\", \"required\" or a tool.",
-                    "tool_choice",
-                ))
-            }
-        };
+        let tool_choice = tool_choice_of(wire.tool_choice.as_ref(), &tools)?;
         let format = wire.text.and_then(|text| text.format);
         let (output, text_echo) = match format {
             None => (None, serde_json::json!({"format": {"type": "text"}})),
@@ -274,6 +258,7 @@ impl ResponsesRequest {
                 tool_choice,
                 output,
                 reasoning_effort,
+                ..TurnRequest::default()
             },
             echo: Echo {
                 instructions: wire.instructions,
@@ -415,6 +400,57 @@ fn parts(content: Option<MessageContent>, param: &str) -> Result<Vec<Content>, A
             })
             .collect(),
     }
+}
+
+/// `tool_choice`: `auto`, `none`, `required`, or `{"type":"function","name":…}`.
+fn tool_choice_of(value: Option<&Value>, tools: &[Tool]) -> Result<ToolChoice, ApiError> {
+    let invalid_choice = || {
+        invalid(
+            "Invalid value for 'tool_choice': expected \"none\", \"auto\", \"required\" or {\"type\":\"function\",\"name\":…}.",
+            "tool_choice",
+        )
+    };
+    let choice = match value {
+        None => return Ok(ToolChoice::Auto),
+        Some(Value::String(choice)) => match choice.as_str() {
+            "auto" => return Ok(ToolChoice::Auto),
+            "none" => return Ok(ToolChoice::None),
+            "required" => ToolChoice::Required,
+            _ => return Err(invalid_choice()),
+        },
+        Some(Value::Object(object))
+            if object.get("type").and_then(Value::as_str) == Some("function") =>
+        {
+            match object.get("name") {
+                Some(Value::String(name)) => ToolChoice::Named(name.clone()),
+                _ => {
+                    return Err(invalid(
+                        "Missing required parameter: 'tool_choice.name'.",
+                        "tool_choice.name",
+                    ))
+                }
+            }
+        }
+        Some(_) => return Err(invalid_choice()),
+    };
+    if tools.is_empty() {
+        return Err(invalid(
+            "'tool_choice' requires a tool call, but the request has no 'tools'.",
+            "tool_choice",
+        ));
+    }
+    if let ToolChoice::Named(name) = &choice {
+        if !tools.iter().any(|tool| &tool.name == name) {
+            return Err(invalid(
+                format!(
+                    "Invalid 'tool_choice.name': '{}' is not one of the request's tools.",
+                    name.chars().take(80).collect::<String>()
+                ),
+                "tool_choice.name",
+            ));
+        }
+    }
+    Ok(choice)
 }
 
 /// Function tools; built-in tool types are refused by name.
