@@ -207,7 +207,13 @@ async fn the_openai_python_sdk_is_served() {
         Duration::from_secs(240),
     )
     .await;
-    for case in ["plain", "streaming", "tool_round_trip", "refusals"] {
+    for case in [
+        "plain",
+        "streaming",
+        "tool_round_trip",
+        "refusals",
+        "continuation",
+    ] {
         assert!(output.contains(&format!("ok {case}\n")), "{output}");
     }
 }
@@ -227,4 +233,155 @@ async fn the_openai_agents_sdk_runs_a_tool_using_agent() {
     )
     .await;
     assert!(output.contains("ok agent\n"), "{output}");
+}
+
+#[tokio::test]
+async fn previous_response_id_continues_the_kept_thread() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let (status, first) = post_json(
+        &app,
+        &json!({"model": "fast", "instructions": "Be brief.", "input": "mock:reply=First"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let id = first["id"].as_str().unwrap().to_string();
+
+    // Kept: GET answers with the same response.
+    let got = App::client()
+        .get(app.url(&format!("/v1/responses/{id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    let got: Value = got.json().await.unwrap();
+    assert_eq!(got["id"], id.as_str());
+    assert_eq!(got["output"], first["output"]);
+
+    let (status, second) = post_json(
+        &app,
+        &json!({"model": "fast", "previous_response_id": id, "input": "mock:reply=Second"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["output"][0]["content"][0]["text"], "Second");
+    assert_eq!(second["previous_response_id"], id.as_str());
+    // The continuation's own usage, not the thread's running total.
+    assert_eq!(second["usage"]["input_tokens"], USAGE_INPUT_TOKENS);
+
+    // The same thread went on: the model saw the first exchange, under the same prompt cache key,
+    // and the developer instructions were not sent again by the client.
+    let requests = env.mock.requests();
+    assert_eq!(requests.len(), 2);
+    let texts = requests[1].input_texts();
+    assert!(
+        texts
+            .iter()
+            .any(|(role, text)| role == "assistant" && text == "First"),
+        "{texts:?}"
+    );
+    assert!(requests[1].text().contains("Be brief."));
+    let cache_key = |index: usize| requests[index].body["prompt_cache_key"].clone();
+    assert!(!cache_key(0).is_null());
+    assert_eq!(cache_key(0), cache_key(1));
+
+    // The continuation was kept in turn; the first was taken by it.
+    let second_id = second["id"].as_str().unwrap().to_string();
+    let (status, error) = post_json(
+        &app,
+        &json!({"model": "fast", "previous_response_id": id, "input": "again"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{error}");
+    assert_eq!(error["error"]["code"], "previous_response_not_found");
+    assert_eq!(error["error"]["param"], "previous_response_id");
+
+    // DELETE ends the kept thread: then it is not found.
+    let deleted = App::client()
+        .delete(app.url(&format!("/v1/responses/{second_id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let deleted: Value = deleted.json().await.unwrap();
+    assert_eq!(
+        deleted,
+        json!({"id": second_id, "object": "response", "deleted": true})
+    );
+    let (status, _) = post_json(
+        &app,
+        &json!({"model": "fast", "previous_response_id": second_id, "input": "again"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let got = App::client()
+        .get(app.url(&format!("/v1/responses/{second_id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 404);
+}
+
+#[tokio::test]
+async fn an_exec_profile_refuses_previous_response_id_and_names_app_server_profiles() {
+    let env = TestEnv::new().await;
+    let app = proxy(&env).await;
+    let (status, response) = post_json(
+        &app,
+        &json!({"model": "slow", "input": "mock:reply=Hi", "store": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    let (status, error) = post_json(
+        &app,
+        &json!({"model": "slow", "previous_response_id": response["id"], "input": "more"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["param"], "previous_response_id");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("fast"), "{message}");
+}
+
+#[tokio::test]
+async fn a_kept_response_expires_after_its_ttl() {
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}",
+        env.server(""),
+        env.profile(
+            "fast",
+            "engine = \"app-server\"\nworkers = 1\nresponse_ttl_seconds = 1\n"
+        ),
+    );
+    let app = App::start(&env, &config).await;
+    let (status, first) =
+        post_json(&app, &json!({"model": "fast", "input": "mock:reply=First"})).await;
+    assert_eq!(status, 200, "{first}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, error) = post_json(
+        &app,
+        &json!({"model": "fast", "previous_response_id": first["id"], "input": "more"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{error}");
+    assert_eq!(error["error"]["code"], "previous_response_not_found");
+    // store: false keeps nothing.
+    let (_, unstored) = post_json(
+        &app,
+        &json!({"model": "fast", "input": "mock:reply=Once", "store": false}),
+    )
+    .await;
+    let got = App::client()
+        .get(app.url(&format!(
+            "/v1/responses/{}",
+            unstored["id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 404);
 }

@@ -83,12 +83,6 @@ def tool_round_trip():
 
 def refusals():
     try:
-        client.responses.create(model=MODEL, input="hi", previous_response_id="resp_unknown")
-    except openai.BadRequestError as error:
-        assert error.body["param"] == "previous_response_id", error.body
-    else:
-        raise AssertionError("previous_response_id was accepted")
-    try:
         client.responses.create(model=MODEL, input="hi", tools=[{"type": "file_search", "vector_store_ids": ["v"]}])
     except openai.BadRequestError as error:
         assert "file_search" in error.message, error
@@ -113,6 +107,26 @@ def refusals():
         raise AssertionError("an unknown response was found")
 
 
-for case in [plain, streaming, tool_round_trip, refusals]:
+def continuation():
+    first = client.responses.create(model=MODEL, instructions="Be brief.", input="mock:reply=First")
+    kept = client.responses.retrieve(first.id)
+    assert kept.output_text == "First", kept
+    second = client.responses.create(model=MODEL, previous_response_id=first.id, input="mock:reply=Second")
+    assert second.output_text == "Second", second
+    assert second.previous_response_id == first.id, second
+    with client.responses.stream(model=MODEL, previous_response_id=second.id, input="mock:reply=Third") as stream:
+        third = stream.get_final_response()
+    assert third.output_text == "Third", third
+    client.responses.delete(third.id)
+    try:
+        client.responses.create(model=MODEL, previous_response_id=third.id, input="more")
+    except openai.NotFoundError as error:
+        assert error.code == "previous_response_not_found", error.body
+        assert error.param == "previous_response_id", error.body
+    else:
+        raise AssertionError("a deleted response was continued")
+
+
+for case in [plain, streaming, tool_round_trip, refusals, continuation]:
     case()
     print(f"ok {case.__name__}", flush=True)

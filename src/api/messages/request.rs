@@ -449,25 +449,26 @@ fn tool_choice_of(choice: Option<WireToolChoice>, tools: &[Tool]) -> Result<Tool
         None => return Ok(ToolChoice::Auto),
         Some(choice) => choice,
     };
-    let choice =
-        match (choice.kind.as_str(), choice.name) {
-            ("auto", _) => return Ok(ToolChoice::Auto),
-            ("none", _) => return Ok(ToolChoice::None),
-            ("any", _) => ToolChoice::Required,
-            ("tool", Some(name)) => ToolChoice::Named(name),
-            ("tool", None) => {
-                return Err(invalid(
-                    "tool_choice.name: Field required",
-                    "tool_choice.name",
-                ))
-            }
-            (other, _) => return Err(invalid(
+    let choice = match (choice.kind.as_str(), choice.name) {
+        ("auto", _) => return Ok(ToolChoice::Auto),
+        ("none", _) => return Ok(ToolChoice::None),
+        ("any", _) => ToolChoice::Required,
+        ("tool", Some(name)) => ToolChoice::Named(name),
+        ("tool", None) => {
+            return Err(invalid(
+                "tool_choice.name: Field required",
+                "tool_choice.name",
+            ))
+        }
+        (other, _) => {
+            return Err(invalid(
                 format!(
                     "tool_choice.type: expected 'auto', 'any', 'tool' or 'none', not '{other}'."
                 ),
                 "tool_choice.type",
-            )),
-        };
+            ))
+        }
+    };
     if tools.is_empty() {
         return Err(invalid(
             "tool_choice requires a tool call, but the request has no tools.",

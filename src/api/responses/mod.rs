@@ -6,11 +6,14 @@
 //! engine run; [`render::ResponsesRenderer`] maps the run's events to the `response` object or to the
 //! documented stream of `response.*` events ([`stream`]). Errors use OpenAI's shape (`ApiError`'s own).
 //!
-//! Responses are not kept yet: `previous_response_id` is refused with a 400, and `GET`/`DELETE` of an id
-//! answer 404.
+//! `previous_response_id` continues a kept thread of the app-server engine
+//! ([`crate::engine::app_server::kept`]); an id that is not kept (unknown, expired, deleted, or made on
+//! another instance) is OpenAI's 404 `previous_response_not_found`, answered before admission. `GET` and
+//! `DELETE /v1/responses/{id}` work while the response is kept ([`store`]).
 
 pub mod render;
 pub mod request;
+pub mod store;
 pub mod stream;
 
 use std::time::Instant;
@@ -26,6 +29,8 @@ use crate::api::error::ApiError;
 use crate::api::guard::Loaded;
 use crate::api::pipeline::{self, Incoming, Parsed};
 use crate::api::{authenticate, RequestId};
+use crate::engine::app_server::kept;
+use crate::live::snapshot::Snapshot;
 use crate::live::state::AppState;
 use crate::turn::TurnRequest;
 use render::ResponsesRenderer;
@@ -48,6 +53,33 @@ fn parse(body: &[u8]) -> Result<(Parsed<TurnRequest>, (bool, Echo)), ApiError> {
     Ok((parsed, (stream, echo)))
 }
 
+/// Whether `parsed` continues a response this instance does not keep, on a profile whose engine keeps
+/// threads (an exec profile gets the pipeline's 400 naming the profiles that can).
+fn continues_unknown(snapshot: &Snapshot, parsed: &Parsed<TurnRequest>) -> bool {
+    let Some(id) = &parsed.request.thread.continues else {
+        return false;
+    };
+    let keeps_threads = snapshot.route(&parsed.model).is_some_and(|route| {
+        crate::engine::capabilities(route.profile.runtime.engine).continuation
+    });
+    keeps_threads && !kept::contains(id)
+}
+
+/// OpenAI's 404 for a `previous_response_id` that is not kept.
+fn previous_not_found(id: &str) -> Response {
+    let id: String = id.chars().take(80).collect();
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": {
+            "message": format!("Previous response with id '{id}' not found. Responses are kept by the instance that made them for the profile's response_ttl_seconds."),
+            "type": "invalid_request_error",
+            "param": "previous_response_id",
+            "code": "previous_response_not_found",
+        }})),
+    )
+        .into_response()
+}
+
 /// `POST /v1/responses`.
 pub async fn create(
     State(state): State<AppState>,
@@ -56,6 +88,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let snapshot_for_check = snapshot.clone();
     let incoming = Incoming {
         state: &state,
         snapshot,
@@ -64,9 +97,29 @@ pub async fn create(
         headers: &headers,
         body,
     };
-    let (started, (streaming, echo)) = match pipeline::start(incoming, "responses", parse).await {
+    // Set by the parser when `previous_response_id` names a response that is not kept.
+    let not_kept: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let parse_and_check = |body: &[u8]| {
+        let (parsed, kept) = parse(body)?;
+        if continues_unknown(&snapshot_for_check, &parsed) {
+            *not_kept.lock().unwrap_or_else(|p| p.into_inner()) =
+                kept.1.previous_response_id.clone();
+            return Err(ApiError::RouteNotFound(
+                "previous_response_not_found".to_string(),
+            ));
+        }
+        Ok((parsed, kept))
+    };
+    let started = pipeline::start(incoming, "responses", parse_and_check).await;
+    let (started, (streaming, echo)) = match started {
         Ok(started) => started,
-        Err(error) => return error.into_response(),
+        Err(error) => {
+            let id = not_kept.lock().unwrap_or_else(|p| p.into_inner()).take();
+            return match id {
+                Some(id) => previous_not_found(&id),
+                None => error.into_response(),
+            };
+        }
     };
     let (mut renderer, mut run) = ResponsesRenderer::new(&state, started, streaming, echo);
     if streaming {
@@ -86,16 +139,13 @@ pub async fn create(
     }
 }
 
-/// The 404 of a response id this proxy does not keep.
-fn not_kept(snapshot: &crate::live::snapshot::Snapshot, headers: &HeaderMap, id: &str) -> Response {
-    if let Err(error) = authenticate(snapshot, headers) {
-        return error.into_response();
-    }
+/// The 404 of a response id this instance does not keep.
+fn not_kept(id: &str) -> Response {
     let id: String = id.chars().take(80).collect();
     (
         StatusCode::NOT_FOUND,
         Json(json!({"error": {
-            "message": format!("Response with id '{id}' not found: this proxy does not keep responses yet."),
+            "message": format!("Response with id '{id}' not found."),
             "type": "invalid_request_error",
             "param": null,
             "code": "response_not_found",
@@ -104,20 +154,32 @@ fn not_kept(snapshot: &crate::live::snapshot::Snapshot, headers: &HeaderMap, id:
         .into_response()
 }
 
-/// `GET /v1/responses/{id}`.
+/// `GET /v1/responses/{id}`: the `response` object while it is kept.
 pub async fn get(
     Extension(Loaded(snapshot)): Extension<Loaded>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    not_kept(&snapshot, &headers, &id)
+    if let Err(error) = authenticate(&snapshot, &headers) {
+        return error.into_response();
+    }
+    match id.strip_prefix("resp_").and_then(store::get) {
+        Some(response) => Json(response).into_response(),
+        None => not_kept(&id),
+    }
 }
 
-/// `DELETE /v1/responses/{id}`.
+/// `DELETE /v1/responses/{id}`: ends the kept thread; the deletion object, or 404.
 pub async fn delete(
     Extension(Loaded(snapshot)): Extension<Loaded>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    not_kept(&snapshot, &headers, &id)
+    if let Err(error) = authenticate(&snapshot, &headers) {
+        return error.into_response();
+    }
+    match id.strip_prefix("resp_").is_some_and(store::delete) {
+        true => Json(json!({"id": id, "object": "response", "deleted": true})).into_response(),
+        false => not_kept(&id),
+    }
 }

@@ -20,6 +20,7 @@ use crate::api::error::ApiError;
 use crate::api::pipeline::{engine_phase_name, record_error, LatencyLog, Started};
 use crate::api::request_log::Outcome;
 use crate::api::responses::request::Echo;
+use crate::api::responses::store;
 use crate::config::EngineKind;
 use crate::engine::{ms, Completion, TurnEvent};
 use crate::live::snapshot::Snapshot;
@@ -144,7 +145,7 @@ impl ResponsesRenderer {
             "model": self.model,
             "output": self.output,
             "parallel_tool_calls": echo.parallel_tool_calls,
-            "previous_response_id": null,
+            "previous_response_id": echo.previous_response_id,
             "reasoning": echo.reasoning,
             "store": echo.store,
             "temperature": echo.temperature,
@@ -416,6 +417,9 @@ impl ResponsesRenderer {
             }
             self.close_item();
             let response = self.response("completed", Some(&usage), None);
+            if self.echo.store {
+                store::remember(&self.log.request_id, response.clone());
+            }
             self.push("response.completed", json!({"response": response}));
             self.log.phases.extend(phases);
         } else {
@@ -433,6 +437,9 @@ impl ResponsesRenderer {
                 self.output.push(item);
             }
             let body = self.response("completed", Some(&usage), None);
+            if self.echo.store {
+                store::remember(&self.log.request_id, body.clone());
+            }
             self.log.phases.extend(phases);
             self.log.phases.insert("response_build", ms(started));
             self.outcome = Some(Ok(body));

@@ -6,9 +6,10 @@
 //! [`Item::ToolResult`]; `reasoning` items the client sends back are dropped (Codex keeps its own).
 //! Function `tools` become the neutral tools; `text.format` json_schema/json_object the neutral output
 //! format (refused by the pipeline while no engine carries it); `reasoning.effort` the reasoning effort.
-//! `max_output_tokens`, `temperature`, `top_p`, `store`, `metadata` and `parallel_tool_calls` are accepted
-//! and type-checked; the engines do not take them yet. What the proxy cannot honour (built-in tools,
-//! `previous_response_id`) is a 400 naming it.
+//! `store` (default true) asks to keep the thread and `previous_response_id` (`resp_<request id>`) to
+//! continue a kept one ([`ThreadKeeping`]). `max_output_tokens`, `temperature`, `top_p`, `metadata` and
+//! `parallel_tool_calls` are accepted and type-checked; the engines do not take them yet. Built-in tool
+//! types are a 400 naming them.
 
 use std::collections::HashSet;
 
@@ -17,7 +18,9 @@ use serde_json::Value;
 
 use crate::api::chat::tools::valid_name;
 use crate::api::error::ApiError;
-use crate::turn::{Content, Item, OutputFormat, Role, Tool, ToolChoice, TurnRequest};
+use crate::turn::{
+    Content, Item, OutputFormat, Role, ThreadKeeping, Tool, ToolChoice, TurnRequest,
+};
 
 #[derive(Debug, Deserialize)]
 struct Wire {
@@ -144,6 +147,7 @@ pub struct Echo {
     pub max_output_tokens: Option<u64>,
     pub reasoning: Value,
     pub store: bool,
+    pub previous_response_id: Option<String>,
     pub text: Value,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
@@ -173,12 +177,19 @@ impl ResponsesRequest {
                 ))
             }
         };
-        if wire.previous_response_id.is_some() {
-            return Err(invalid(
-                "'previous_response_id' is not supported by this proxy yet: responses are not kept. Send the whole conversation in 'input'.",
-                "previous_response_id",
-            ));
-        }
+        let continues = match wire.previous_response_id.as_deref() {
+            None => None,
+            Some(id) => match id.strip_prefix("resp_") {
+                Some(request_id) if !request_id.is_empty() => Some(request_id.to_string()),
+                _ => {
+                    return Err(invalid(
+                        format!("Invalid 'previous_response_id': '{}'. Expected an id that begins with 'resp_'.", id.chars().take(80).collect::<String>()),
+                        "previous_response_id",
+                    ))
+                }
+            },
+        };
+        let store = wire.store.unwrap_or(true);
         let mut instructions: Vec<String> = wire.instructions.clone().into_iter().collect();
         let items = match wire.input {
             None => return Err(invalid("Missing required parameter: 'input'.", "input")),
@@ -258,6 +269,10 @@ impl ResponsesRequest {
                 tool_choice,
                 output,
                 reasoning_effort,
+                thread: ThreadKeeping {
+                    keep: store,
+                    continues,
+                },
                 ..TurnRequest::default()
             },
             echo: Echo {
@@ -272,7 +287,8 @@ impl ResponsesRequest {
                 tools: raw_tools,
                 max_output_tokens: wire.max_output_tokens,
                 reasoning: reasoning_echo,
-                store: wire.store.unwrap_or(true),
+                store,
+                previous_response_id: wire.previous_response_id,
                 text: text_echo,
                 temperature: wire.temperature,
                 top_p: wire.top_p,
@@ -574,7 +590,7 @@ mod tests {
                 "tools[0].type",
             ),
             (
-                json!({"model": "m", "input": "x", "previous_response_id": "resp_1"}),
+                json!({"model": "m", "input": "x", "previous_response_id": "msg_1"}),
                 "previous_response_id",
             ),
             (
