@@ -442,6 +442,7 @@ impl AppServerPool {
                         _ = tokio::time::sleep(ttl) => None,
                         _ = kept.ended.cancelled() => None,
                         _ = connection.closed().cancelled() => None,
+                        _ = self.stop.cancelled() => None,
                     };
                     let Some(continuation) = continuation else {
                         kept::forget(&id, kept.generation);
