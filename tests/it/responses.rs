@@ -180,14 +180,23 @@ async fn refusals_name_what_cannot_be_served() {
     assert!(error["error"]["message"].as_str().unwrap().contains("fast"));
     let (status, error) = post_json(
         &app,
-        &json!({"model": "fast", "input": "hi", "tools": [{"type": "web_search_preview"}]}),
+        &json!({"model": "fast", "input": "hi", "tools": [{"type": "code_interpreter"}]}),
     )
     .await;
     assert_eq!(status, 400, "{error}");
-    assert!(error["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("web_search_preview"));
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("code_interpreter"), "{message}");
+    assert_eq!(error["error"]["param"], "tools[0].type");
+    // Codex's own web_search needs a profile that lets Codex use its tools.
+    let (status, error) = post_json(
+        &app,
+        &json!({"model": "fast", "input": "hi", "tools": [{"type": "web_search"}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["param"], "tools");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("tools = true"), "{message}");
     let (status, error) = post_json(&app, &json!({"model": "fast"})).await;
     assert_eq!(status, 400, "{error}");
     assert_eq!(error["error"]["param"], "input");
@@ -384,4 +393,25 @@ async fn a_kept_response_expires_after_its_ttl() {
         .await
         .unwrap();
     assert_eq!(got.status(), 404);
+}
+
+#[tokio::test]
+async fn web_search_is_served_by_a_profile_with_codexs_tools() {
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}",
+        env.server(""),
+        env.profile(
+            "agent",
+            "engine = \"app-server\"\nworkers = 1\ntools = true\n"
+        ),
+    );
+    let app = App::start(&env, &config).await;
+    let (status, response) = post_json(
+        &app,
+        &json!({"model": "agent", "input": "mock:reply=Searched", "tools": [{"type": "web_search"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["output"][0]["content"][0]["text"], "Searched");
 }

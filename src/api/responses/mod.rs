@@ -36,13 +36,14 @@ use crate::turn::TurnRequest;
 use render::ResponsesRenderer;
 use request::{Echo, ResponsesRequest};
 
-fn parse(body: &[u8]) -> Result<(Parsed<TurnRequest>, (bool, Echo)), ApiError> {
+fn parse(body: &[u8]) -> Result<(Parsed<TurnRequest>, (bool, Echo, bool)), ApiError> {
     let ResponsesRequest {
         model,
         stream,
         cwd,
         turn,
         echo,
+        web_search,
     } = ResponsesRequest::parse(body)?;
     let parsed = Parsed {
         model,
@@ -50,7 +51,7 @@ fn parse(body: &[u8]) -> Result<(Parsed<TurnRequest>, (bool, Echo)), ApiError> {
         cwd,
         stream,
     };
-    Ok((parsed, (stream, echo)))
+    Ok((parsed, (stream, echo, web_search)))
 }
 
 /// Whether `parsed` continues a response this instance does not keep, on a profile whose engine keeps
@@ -63,6 +64,21 @@ fn continues_unknown(snapshot: &Snapshot, parsed: &Parsed<TurnRequest>) -> bool 
         crate::engine::capabilities(route.profile.runtime.engine).continuation
     });
     keeps_threads && !kept::contains(id)
+}
+
+/// Codex's own `web_search` is served only by a profile that lets Codex use its tools.
+fn check_web_search(snapshot: &Snapshot, model: &str) -> Result<(), ApiError> {
+    match snapshot.route(model) {
+        Some(route) if !route.profile.runtime.tools => Err(ApiError::invalid(
+            format!(
+                "The 'web_search' tool is Codex's own, and model `{}` does not let Codex use its tools (its profile has tools = false). Use a profile with tools = true, or send the request without it.",
+                route.profile.name
+            ),
+            Some("tools"),
+        )),
+        // An unknown model gets the pipeline's 404.
+        _ => Ok(()),
+    }
 }
 
 /// OpenAI's 404 for a `previous_response_id` that is not kept.
@@ -101,6 +117,9 @@ pub async fn create(
     let not_kept: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     let parse_and_check = |body: &[u8]| {
         let (parsed, kept) = parse(body)?;
+        if kept.2 {
+            check_web_search(&snapshot_for_check, &parsed.model)?;
+        }
         if continues_unknown(&snapshot_for_check, &parsed) {
             *not_kept.lock().unwrap_or_else(|p| p.into_inner()) =
                 kept.1.previous_response_id.clone();
@@ -111,7 +130,7 @@ pub async fn create(
         Ok((parsed, kept))
     };
     let started = pipeline::start(incoming, "responses", parse_and_check).await;
-    let (started, (streaming, echo)) = match started {
+    let (started, (streaming, echo, _)) = match started {
         Ok(started) => started,
         Err(error) => {
             let id = not_kept.lock().unwrap_or_else(|p| p.into_inner()).take();

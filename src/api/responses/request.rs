@@ -7,7 +7,8 @@
 //! Function `tools` become the neutral tools; `text.format` json_schema/json_object the neutral output
 //! format (refused by the pipeline while no engine carries it); `reasoning.effort` the reasoning effort.
 //! `store` (default true) asks to keep the thread and `previous_response_id` (`resp_<request id>`) to
-//! continue a kept one ([`ThreadKeeping`]). `max_output_tokens`, `temperature`, `top_p`, `metadata` and
+//! continue a kept one ([`ThreadKeeping`]). `web_search` is Codex's own tool, served by profiles that
+//! let Codex use its tools (`tools = true`; checked once the request has a profile). `max_output_tokens`, `temperature`, `top_p`, `metadata` and
 //! `parallel_tool_calls` are accepted and type-checked; the engines do not take them yet. Built-in tool
 //! types are a 400 naming them.
 
@@ -134,6 +135,8 @@ pub struct ResponsesRequest {
     pub cwd: Option<String>,
     pub turn: TurnRequest,
     pub echo: Echo,
+    /// The request lists Codex's own `web_search` tool (served only by profiles with Codex's tools).
+    pub web_search: bool,
 }
 
 /// Request fields the `response` object repeats.
@@ -200,7 +203,7 @@ impl ResponsesRequest {
             return Err(invalid("'input' must contain at least one item.", "input"));
         }
         let raw_tools = wire.tools.unwrap_or_default();
-        let tools = parse_tools(&raw_tools)?;
+        let (tools, web_search) = parse_tools(&raw_tools)?;
         let tool_choice = tool_choice_of(wire.tool_choice.as_ref(), &tools)?;
         let format = wire.text.and_then(|text| text.format);
         let (output, text_echo) = match format {
@@ -293,6 +296,7 @@ impl ResponsesRequest {
                 temperature: wire.temperature,
                 top_p: wire.top_p,
             },
+            web_search,
         })
     }
 }
@@ -469,14 +473,20 @@ fn tool_choice_of(value: Option<&Value>, tools: &[Tool]) -> Result<ToolChoice, A
     Ok(choice)
 }
 
-/// Function tools; built-in tool types are refused by name.
-fn parse_tools(raw: &[Value]) -> Result<Vec<Tool>, ApiError> {
+/// Function tools, and whether Codex's own `web_search` is asked for; other built-in tool types are
+/// refused by name.
+fn parse_tools(raw: &[Value]) -> Result<(Vec<Tool>, bool), ApiError> {
     let mut tools = Vec::with_capacity(raw.len());
     let mut names = HashSet::new();
+    let mut web_search = false;
     for (index, entry) in raw.iter().enumerate() {
         let param = format!("tools[{index}]");
         match entry.get("type").and_then(Value::as_str) {
             Some("function") => {}
+            Some("web_search" | "web_search_preview") => {
+                web_search = true;
+                continue;
+            }
             Some(kind) => {
                 return Err(invalid(
                     format!("The tool type '{kind}' is not supported by this proxy; only 'function' tools are."),
@@ -528,7 +538,7 @@ fn parse_tools(raw: &[Value]) -> Result<Vec<Tool>, ApiError> {
                 .unwrap_or(false),
         });
     }
-    Ok(tools)
+    Ok((tools, web_search))
 }
 
 #[cfg(test)]
