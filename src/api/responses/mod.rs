@@ -36,7 +36,15 @@ use crate::turn::TurnRequest;
 use render::ResponsesRenderer;
 use request::{Echo, ResponsesRequest};
 
-fn parse(body: &[u8]) -> Result<(Parsed<TurnRequest>, (bool, Echo, bool)), ApiError> {
+/// What the adapter keeps from the body besides the neutral request.
+struct Kept {
+    stream: bool,
+    echo: Echo,
+    /// Codex's own `web_search` was asked for (checked against the profile).
+    web_search: bool,
+}
+
+fn parse(body: &[u8]) -> Result<(Parsed<TurnRequest>, Kept), ApiError> {
     let ResponsesRequest {
         model,
         stream,
@@ -51,7 +59,14 @@ fn parse(body: &[u8]) -> Result<(Parsed<TurnRequest>, (bool, Echo, bool)), ApiEr
         cwd,
         stream,
     };
-    Ok((parsed, (stream, echo, web_search)))
+    Ok((
+        parsed,
+        Kept {
+            stream,
+            echo,
+            web_search,
+        },
+    ))
 }
 
 /// Whether `parsed` continues a response this instance does not keep, on a profile whose engine keeps
@@ -117,12 +132,12 @@ pub async fn create(
     let not_kept: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     let parse_and_check = |body: &[u8]| {
         let (parsed, kept) = parse(body)?;
-        if kept.2 {
+        if kept.web_search {
             check_web_search(&snapshot_for_check, &parsed.model)?;
         }
         if continues_unknown(&snapshot_for_check, &parsed) {
             *not_kept.lock().unwrap_or_else(|p| p.into_inner()) =
-                kept.1.previous_response_id.clone();
+                kept.echo.previous_response_id.clone();
             return Err(ApiError::RouteNotFound(
                 "previous_response_not_found".to_string(),
             ));
@@ -130,7 +145,14 @@ pub async fn create(
         Ok((parsed, kept))
     };
     let started = pipeline::start(incoming, "responses", parse_and_check).await;
-    let (started, (streaming, echo, _)) = match started {
+    let (
+        started,
+        Kept {
+            stream: streaming,
+            echo,
+            ..
+        },
+    ) = match started {
         Ok(started) => started,
         Err(error) => {
             let id = not_kept.lock().unwrap_or_else(|p| p.into_inner()).take();
