@@ -97,6 +97,7 @@ def refusals():
         )
     except openai.BadRequestError as error:
         assert "structured output" in error.message, error
+        assert error.param == "text.format", error.body
     else:
         raise AssertionError("structured output was accepted")
     try:

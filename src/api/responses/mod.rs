@@ -81,6 +81,29 @@ fn continues_unknown(snapshot: &Snapshot, parsed: &Parsed<TurnRequest>) -> bool 
     keeps_threads && !kept::contains(id)
 }
 
+/// A pipeline refusal names chat's parameters; a Responses client sent `input` and `text.format`.
+fn in_responses_terms(error: ApiError) -> ApiError {
+    match error {
+        ApiError::InvalidRequest {
+            message,
+            param: Some(param),
+            code,
+        } => {
+            let param = match param.as_str() {
+                "messages" => "input".to_string(),
+                "response_format" => "text.format".to_string(),
+                _ => param,
+            };
+            ApiError::InvalidRequest {
+                message,
+                param: Some(param),
+                code,
+            }
+        }
+        other => other,
+    }
+}
+
 /// Codex's own `web_search` is served only by a profile that lets Codex use its tools.
 fn check_web_search(snapshot: &Snapshot, model: &str) -> Result<(), ApiError> {
     match snapshot.route(model) {
@@ -158,7 +181,7 @@ pub async fn create(
             let id = not_kept.lock().unwrap_or_else(|p| p.into_inner()).take();
             return match id {
                 Some(id) => previous_not_found(&id),
-                None => error.into_response(),
+                None => in_responses_terms(error).into_response(),
             };
         }
     };
