@@ -28,7 +28,7 @@ use serde_json::json;
 use crate::api::error::ApiError;
 use crate::api::guard::Loaded;
 use crate::api::pipeline::{self, Incoming, Parsed};
-use crate::api::{authenticate, RequestId};
+use crate::api::{authenticate, may_use, RequestId};
 use crate::engine::app_server::kept;
 use crate::live::snapshot::Snapshot;
 use crate::live::state::AppState;
@@ -218,18 +218,41 @@ fn not_kept(id: &str) -> Response {
         .into_response()
 }
 
+/// The kept response `id` (`resp_<request id>`) if the caller may use the profile that made it.
+fn readable(
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Option<String>, ApiError> {
+    let caller = authenticate(snapshot, headers)?;
+    let Some(request_id) = id.strip_prefix("resp_") else {
+        return Ok(None);
+    };
+    let Some(stored) = store::get(request_id) else {
+        return Ok(None);
+    };
+    let allowed = snapshot
+        .config
+        .profiles
+        .iter()
+        .find(|profile| profile.name == stored.profile)
+        .is_some_and(|profile| may_use(snapshot, profile, &caller));
+    Ok(allowed.then(|| request_id.to_string()))
+}
+
 /// `GET /v1/responses/{id}`: the `response` object while it is kept.
 pub async fn get(
     Extension(Loaded(snapshot)): Extension<Loaded>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(error) = authenticate(&snapshot, &headers) {
-        return error.into_response();
-    }
-    match id.strip_prefix("resp_").and_then(store::get) {
-        Some(response) => Json(response).into_response(),
-        None => not_kept(&id),
+    match readable(&snapshot, &headers, &id) {
+        Err(error) => error.into_response(),
+        Ok(None) => not_kept(&id),
+        Ok(Some(request_id)) => match store::get(&request_id) {
+            Some(stored) => Json(stored.response).into_response(),
+            None => not_kept(&id),
+        },
     }
 }
 
@@ -239,11 +262,12 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(error) = authenticate(&snapshot, &headers) {
-        return error.into_response();
-    }
-    match id.strip_prefix("resp_").is_some_and(store::delete) {
-        true => Json(json!({"id": id, "object": "response", "deleted": true})).into_response(),
-        false => not_kept(&id),
+    match readable(&snapshot, &headers, &id) {
+        Err(error) => error.into_response(),
+        Ok(None) => not_kept(&id),
+        Ok(Some(request_id)) => {
+            store::delete(&request_id);
+            Json(json!({"id": id, "object": "response", "deleted": true})).into_response()
+        }
     }
 }

@@ -418,7 +418,7 @@ impl ResponsesRenderer {
             self.close_item();
             let response = self.response("completed", Some(&usage), None);
             if self.echo.store {
-                store::remember(&self.log.request_id, response.clone());
+                store::remember(&self.log.request_id, &self.log.profile, response.clone());
             }
             self.push("response.completed", json!({"response": response}));
             self.log.phases.extend(phases);
@@ -438,7 +438,7 @@ impl ResponsesRenderer {
             }
             let body = self.response("completed", Some(&usage), None);
             if self.echo.store {
-                store::remember(&self.log.request_id, body.clone());
+                store::remember(&self.log.request_id, &self.log.profile, body.clone());
             }
             self.log.phases.extend(phases);
             self.log.phases.insert("response_build", ms(started));
