@@ -214,6 +214,7 @@ async fn launch<R: Into<TurnRequest>>(
             timeout: profile.hold.timeout,
             max_held: profile.hold.max_held,
             log: hold_log(&stats),
+            response_ttl: profile.hold.response_ttl,
         },
     };
     let engine_started = Instant::now();
@@ -368,6 +369,7 @@ fn refused_param(profile: &Profile, request: &TurnRequest) -> &'static str {
     match crate::engine::capabilities(profile.runtime.engine).missing(request.needs()) {
         Some("client tools") if !request.tools.is_empty() => "tools",
         Some("structured output") => "response_format",
+        Some(_) if request.thread.continues.is_some() => "previous_response_id",
         _ => "messages",
     }
 }

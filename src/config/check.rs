@@ -116,6 +116,7 @@ pub const PROFILE_KEYS: &[&str] = &[
     "codex_home",
     "tool_call_timeout_seconds",
     "max_held_turns",
+    "response_ttl_seconds",
     "fallbacks",
     "list_models",
 ];
@@ -740,9 +741,11 @@ impl<'a> Checker<'a> {
             runtime.max_concurrency as u64,
             limits::MAX_CONCURRENCY,
         ) as usize;
+        let response_ttl = self.positive(entries, "response_ttl_seconds", 600, limits::MAX_SECONDS);
         HoldSettings {
             timeout: Duration::from_secs(timeout),
             max_held,
+            response_ttl: Duration::from_secs(response_ttl),
         }
     }
 

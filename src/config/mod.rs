@@ -153,6 +153,9 @@ pub struct HoldSettings {
     pub timeout: Duration,
     /// `max_held_turns`: held turns of the profile at once (default `max_concurrency`).
     pub max_held: usize,
+    /// `response_ttl_seconds` (default 600): how long an app-server profile keeps a stored response's
+    /// thread for `previous_response_id`.
+    pub response_ttl: Duration,
 }
 
 /// The model names a profile answers to (besides its own name).
@@ -491,6 +494,7 @@ impl Config {
             hold: HoldSettings {
                 timeout: Duration::from_secs(300),
                 max_held: runtime.max_concurrency,
+                response_ttl: Duration::from_secs(600),
             },
             runtime,
             fallbacks: Vec::new(),

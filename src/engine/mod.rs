@@ -45,12 +45,14 @@ pub fn capabilities(engine: EngineKind) -> Capabilities {
             images: false,
             output_schema: false,
             streams_deltas: false,
+            continuation: false,
         },
         EngineKind::AppServer => Capabilities {
             client_tools: true,
             images: false,
             output_schema: false,
             streams_deltas: true,
+            continuation: true,
         },
     }
 }
@@ -243,6 +245,8 @@ pub struct HoldPolicy {
     /// `max_held_turns`.
     pub max_held: usize,
     pub log: HoldLog,
+    /// `response_ttl_seconds`: how long a kept thread waits for its continuation (app-server).
+    pub response_ttl: std::time::Duration,
 }
 
 /// A started run. Dropping it cancels the run.

@@ -142,6 +142,19 @@ pub struct TurnRequest {
     /// The client names no calls by id and takes one call per answer (OpenAI's legacy `functions`):
     /// its next request cannot be matched to a held turn, so the turn is not held.
     pub legacy_calls: bool,
+    /// Keeping this turn's thread for a later request, or continuing a kept one (`previous_response_id`).
+    pub thread: ThreadKeeping,
+}
+
+/// How a request's thread outlives it (the Responses API's `store` and `previous_response_id`). The
+/// default keeps nothing and continues nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ThreadKeeping {
+    /// Keep the thread loaded after the answer, under the request's id, for the profile's
+    /// `response_ttl_seconds` (engines that cannot keep threads ignore it).
+    pub keep: bool,
+    /// Continue the kept thread of this earlier request id with a new turn, instead of starting one.
+    pub continues: Option<String>,
 }
 
 impl TurnRequest {
@@ -186,6 +199,7 @@ impl TurnRequest {
                 _ => false,
             }),
             output_schema: self.output.is_some(),
+            continuation: self.thread.continues.is_some(),
         }
     }
 }
@@ -236,6 +250,8 @@ pub struct Needs {
     pub client_tools: bool,
     pub images: bool,
     pub output_schema: bool,
+    /// It continues a kept thread (`previous_response_id`).
+    pub continuation: bool,
 }
 
 /// What an engine can carry. An adapter compares it with [`TurnRequest::needs`] before admission.
@@ -247,6 +263,8 @@ pub struct Capabilities {
     pub output_schema: bool,
     /// Text arrives in deltas while the model writes (exec delivers the answer at the end).
     pub streams_deltas: bool,
+    /// Threads can be kept after a request and continued by a later one.
+    pub continuation: bool,
 }
 
 impl Capabilities {
@@ -258,6 +276,8 @@ impl Capabilities {
             Some("images")
         } else if needs.output_schema && !self.output_schema {
             Some("structured output")
+        } else if needs.continuation && !self.continuation {
+            Some("the continuation of a kept response (previous_response_id)")
         } else {
             None
         }
@@ -395,6 +415,7 @@ mod tests {
             images: true,
             output_schema: true,
             streams_deltas: false,
+            continuation: false,
         };
         assert_eq!(exec.missing(tools.needs()), None);
         tools.tool_choice = ToolChoice::Auto;

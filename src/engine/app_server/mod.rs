@@ -25,6 +25,7 @@
 //! matching rule), `worker` (process supervision), `rpc` (JSON-RPC), `protocol` (messages).
 
 pub mod hold;
+pub mod kept;
 pub mod protocol;
 pub mod rpc;
 pub mod turn;
@@ -176,6 +177,28 @@ impl AppServerPool {
         // The permit travels with the work (a held turn gives it back early), so the run's own guard
         // is empty.
         spawn_run((), 64, |events, cancel| async move {
+            if let Some(id) = job.request.thread.continues.clone() {
+                // A `previous_response_id`: hand the request to the turn that keeps that thread.
+                let sender = kept::take(&id, &profile.name)
+                    .map_err(|reason| EngineError::new(FailureKind::CodexFailed, reason))?;
+                let continuation = kept::Continuation {
+                    job,
+                    events,
+                    cancel,
+                    permit,
+                };
+                return match sender.send(continuation) {
+                    Ok(()) => Ok(()),
+                    Err(continuation) => {
+                        let error = EngineError::new(
+                            FailureKind::CodexFailed,
+                            format!("the response '{id}' is no longer kept (its thread ended)"),
+                        );
+                        fail(&continuation.events, error).await;
+                        Ok(())
+                    }
+                };
+            }
             let (job, permit) = match pool.hand_over(job, events.clone(), cancel.clone(), permit) {
                 HandOver::Taken => return Ok(()),
                 HandOver::Back(job, permit) => (*job, permit),
@@ -376,6 +399,17 @@ impl AppServerPool {
         let may_hold_part =
             |part: &Part| !part.job.hold.timeout.is_zero() && !part.job.request.legacy_calls;
         let mut may_hold = may_hold_part(&part);
+        // The thread's client tools (fixed at thread/start) for the cores of later turns on it.
+        let client_tools: Vec<String> = part
+            .job
+            .request
+            .tools
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        // Without client tools a turn's usage is the thread's running total: a later turn on a kept
+        // thread reports what it added to the total before it.
+        let mut usage_before: Option<crate::turn::Usage> = None;
         loop {
             let outcome = turn
                 .answer(&thread_id, &mut core, &mut notifications, &part, may_hold)
@@ -386,11 +420,58 @@ impl AppServerPool {
                 part.job.hold.log.record(HoldEvent::Continued);
             }
             let mut calls = match outcome {
-                Ok(Outcome::Done(completion)) => {
+                Ok(Outcome::Done(mut completion)) => {
+                    let thread_total = completion.usage;
+                    if let Some(before) = usage_before {
+                        completion.usage = usage_since(thread_total, before);
+                    }
+                    let keep =
+                        part.job.request.thread.keep && !part.job.hold.response_ttl.is_zero();
+                    let kept = keep.then(|| kept::keep(&part.job.request_id, &profile.name));
                     let _ = turn
                         .race(part.events.send(TurnEvent::Done(completion)))
                         .await;
-                    return Ok(());
+                    let Some(kept) = kept else {
+                        return Ok(());
+                    };
+                    let (id, ttl) = (part.job.request_id.clone(), part.job.hold.response_ttl);
+                    // The answer is complete: the slot is free while the thread is kept.
+                    drop(part);
+                    let continuation = tokio::select! {
+                        continuation = kept.continuation => continuation.ok(),
+                        _ = tokio::time::sleep(ttl) => None,
+                        _ = kept.ended.cancelled() => None,
+                        _ = connection.closed().cancelled() => None,
+                        _ = self.stop.cancelled() => None,
+                    };
+                    let Some(continuation) = continuation else {
+                        kept::forget(&id, kept.generation);
+                        return Ok(());
+                    };
+                    part = Part {
+                        job: continuation.job,
+                        events: continuation.events,
+                        _permit: continuation.permit,
+                        resumed: false,
+                        sent: Default::default(),
+                    };
+                    turn.deadline = tokio::time::Instant::from_std(part.job.received_at)
+                        + profile.runtime.timeout;
+                    turn.cancel = continuation.cancel;
+                    match self.next_turn(&turn, &thread_id, &part.job).await {
+                        Ok(turn_id) => {
+                            core =
+                                AppServerTurn::new(turn_id, Phases::new(), profile.runtime.timeout)
+                                    .with_client_tools(client_tools.iter().cloned());
+                        }
+                        Err(error) => {
+                            fail(&part.events, error).await;
+                            return Ok(());
+                        }
+                    }
+                    usage_before = client_tools.is_empty().then_some(thread_total);
+                    may_hold = may_hold_part(&part);
+                    continue;
                 }
                 Ok(Outcome::Stopped) => return Ok(()),
                 Ok(Outcome::Lost(error)) if !part.resumed || !lost_unseen => {
@@ -483,6 +564,32 @@ impl AppServerPool {
         }
     }
 
+    /// Starts a new turn on a kept thread for the request that continues it: any items before its last
+    /// user message are injected, and that message is the turn's input. Returns the turn's id.
+    async fn next_turn(
+        &self,
+        turn: &TurnContext<'_>,
+        thread_id: &str,
+        job: &Job,
+    ) -> Result<Option<String>, EngineError> {
+        let (history, input) = protocol::split_conversation(&job.request);
+        if !history.is_empty() {
+            let items = json!({"threadId": thread_id, "items": history});
+            turn.call("thread/inject_items", items).await?;
+        }
+        let input = match input {
+            Some(text) => json!([{"type": "text", "text": text, "text_elements": []}]),
+            None => json!([]),
+        };
+        let started = turn
+            .call("turn/start", json!({"threadId": thread_id, "input": input}))
+            .await?;
+        Ok(started
+            .pointer("/turn/id")
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+
     /// Replays a continuation whose held turn was lost with its worker, on a new thread (of a worker
     /// that is up). Its errors go to its own client.
     async fn replay_continuation(
@@ -565,6 +672,21 @@ impl AppServerPool {
                 }
             }
         }
+    }
+}
+
+/// What a turn added to a thread's running token total: `total` minus the `before` of earlier turns.
+fn usage_since(total: crate::turn::Usage, before: crate::turn::Usage) -> crate::turn::Usage {
+    crate::turn::Usage {
+        prompt_tokens: total.prompt_tokens.saturating_sub(before.prompt_tokens),
+        completion_tokens: total
+            .completion_tokens
+            .saturating_sub(before.completion_tokens),
+        total_tokens: total.total_tokens.saturating_sub(before.total_tokens),
+        cached_tokens: total.cached_tokens.saturating_sub(before.cached_tokens),
+        reasoning_tokens: total
+            .reasoning_tokens
+            .saturating_sub(before.reasoning_tokens),
     }
 }
 
