@@ -12,7 +12,7 @@ use crate::api::chat::wire::{
     chunk_body, completion_body, to_legacy_function_call, tool_call_json, usage_chunk_body,
 };
 use crate::api::error::ApiError;
-use crate::api::pipeline::{engine_phase_name, record_error, LatencyLog, Started};
+use crate::api::pipeline::{engine_phase_name, record_error, run_error, LatencyLog, Started};
 use crate::api::request_log::Outcome;
 use crate::config::EngineKind;
 use crate::engine::{ms, Completion, TurnEvent};
@@ -122,7 +122,9 @@ impl ChatRenderer {
             Some(TurnEvent::TextDelta(text)) => self.text(text),
             Some(TurnEvent::ToolCall(call)) => self.tool_call(&call),
             Some(TurnEvent::Done(completion)) => self.done(completion),
-            Some(TurnEvent::Failed(error)) => self.fail(ApiError::from(error)),
+            Some(TurnEvent::Failed(error)) => {
+                self.fail(run_error(&self._snapshot, &self.log.profile, error))
+            }
             Some(_) => {}
             None => self.fail(stopped_without_result()),
         }
