@@ -8,8 +8,18 @@
 //! renders in its own wire format, or an [`ApiError`] that the adapter renders in its own error shape.
 //!
 //! Everything fallible here happens before a response starts, so these failures get real HTTP statuses.
-//! The pipeline counts them in the metrics; failures of the run itself are counted by the adapter's
-//! renderer ([`record_error`]).
+//! The pipeline counts them in the metrics and, once routed, finishes their latency log (and so their
+//! usage-ledger row); failures of the run itself are counted by the adapter's renderer
+//! ([`record_error`]), which maps a run's failure with [`run_error`].
+//!
+//! **Fallbacks.** A routed request is tried on the profiles of its chain
+//! ([`crate::account::fallback`]): the routed profile, or the first one the key may use whose account
+//! is not out of quota. A failure before anything was sent to the client (the account checks, a full
+//! queue, or the run's first event, e.g. an upstream 429) moves it on to the next. While a next
+//! profile exists, [`start`] waits for the run's first event before returning, and puts that event
+//! back in front of the run's events, so adapters read the run as without fallbacks; a profile with
+//! nothing left to fall back to returns at once, as before. The profile that served is noted for
+//! the `X-Codex-Proxy-Profile` header ([`with_served_by`]).
 
 use std::sync::Arc;
 use std::time::Instant;
