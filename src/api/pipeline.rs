@@ -488,14 +488,24 @@ async fn first_event(state: &AppState, snapshot: &Snapshot, mut started: Started
 /// How many events the channel that replays a run's first event holds ahead of the adapter.
 const REPLAY_BUFFER: usize = 64;
 
-/// `started` with `first` put back in front of its run's events: a forwarding task moves the rest
-/// of the run's events behind it. It ends when the run's events end or the adapter drops the run
-/// (which cancels the run, as before).
+/// `started` with `first` put back in front of its run's events ([`replay`]).
 fn replay_first(mut started: Started, first: TurnEvent) -> Started {
+    let (_, closed) = tokio::sync::mpsc::channel(1);
+    let upstream = std::mem::replace(&mut started.run.events, closed);
+    started.run.events = replay(first, upstream);
+    started
+}
+
+/// The events `first`, then those of `upstream`: a forwarding task moves `upstream`'s events behind
+/// `first`. It ends when `upstream` ends or the returned receiver is dropped (the adapter dropping
+/// the run, which also cancels it, as before).
+fn replay(
+    first: TurnEvent,
+    mut upstream: tokio::sync::mpsc::Receiver<TurnEvent>,
+) -> tokio::sync::mpsc::Receiver<TurnEvent> {
     let (sender, events) = tokio::sync::mpsc::channel(REPLAY_BUFFER);
     // The channel is new and has room: this cannot fail.
     let _ = sender.try_send(first);
-    let mut upstream = std::mem::replace(&mut started.run.events, events);
     tokio::spawn(async move {
         while let Some(event) = upstream.recv().await {
             if sender.send(event).await.is_err() {
@@ -503,7 +513,7 @@ fn replay_first(mut started: Started, first: TurnEvent) -> Started {
             }
         }
     });
-    started
+    events
 }
 
 /// The API error of a failed run of `profile`. An upstream quota refusal (`insufficient_quota`)
@@ -756,6 +766,42 @@ mod tests {
         )
         .unwrap()
         .profiles
+    }
+
+    #[tokio::test]
+    async fn a_replayed_first_event_comes_before_the_rest_of_the_run() {
+        let (sender, upstream) = tokio::sync::mpsc::channel(4);
+        sender
+            .send(TurnEvent::TextDelta("second".into()))
+            .await
+            .unwrap();
+        let mut events = replay(TurnEvent::TextDelta("first".into()), upstream);
+        sender
+            .send(TurnEvent::TextDelta("third".into()))
+            .await
+            .unwrap();
+        drop(sender);
+        for expected in ["first", "second", "third"] {
+            match events.recv().await {
+                Some(TurnEvent::TextDelta(text)) => assert_eq!(text, expected),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(events.recv().await.is_none(), "the run's end is passed on");
+
+        // The adapter dropping the run ends the forwarding: the run's sender sees it closed.
+        let (sender, upstream) = tokio::sync::mpsc::channel(1);
+        let events = replay(TurnEvent::TextDelta("first".into()), upstream);
+        drop(events);
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while sender
+                .send(TurnEvent::TextDelta("more".into()))
+                .await
+                .is_ok()
+            {}
+        })
+        .await
+        .expect("the forwarder let go of the run's events");
     }
 
     #[test]
