@@ -77,6 +77,36 @@ pub async fn post(client: &reqwest::Client, url: &str, model: &str, text: &str) 
 }
 
 /// One turn driven directly over JSON-RPC, as a minimal client would.
+/// A streamed request's time to its response headers (the first byte), to its first content
+/// chunk, and to its end, in ms.
+async fn stream_timings(
+    client: &reqwest::Client,
+    url: &str,
+    model: &str,
+    text: &str,
+) -> (f64, f64, f64) {
+    use futures_util::StreamExt;
+    let ms = |started: Instant| started.elapsed().as_secs_f64() * 1000.0;
+    let started = Instant::now();
+    let response = client
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({"model": model, "stream": true, "messages": [{"role": "user", "content": text}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let headers = ms(started);
+    let mut first_content = None;
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.unwrap();
+        if first_content.is_none() && String::from_utf8_lossy(&chunk).contains("\"content\":\"H") {
+            first_content = Some(ms(started));
+        }
+    }
+    (headers, first_content.unwrap_or(f64::NAN), ms(started))
+}
+
 async fn direct_turn(connection: &Connection, cwd: &str, text: &str) -> f64 {
     let started = Instant::now();
     let timeout = Duration::from_secs(30);
@@ -158,9 +188,14 @@ async fn main() {
         )
     };
     let config = format!(
-        "{}{}",
+        "{}{}{}",
         server_toml(&launcher),
         profile("as1", "engine = \"app-server\"\nworkers = 1"),
+        // The same set-up with a fallback chain: the pipeline waits for the run's first event.
+        profile(
+            "as1f",
+            "engine = \"app-server\"\nworkers = 1\nfallbacks = [\"as1\"]"
+        ),
     );
     let proxy = start_proxy(&client, dir.path(), &config).await;
 
@@ -225,6 +260,46 @@ async fn main() {
     );
     drop(connection);
     let _ = child.kill().await;
+
+    // Streamed, with and without a fallback chain (interleaved): headers, first content, end.
+    for _ in 0..3 {
+        stream_timings(&client, &proxy.base_url, "as1", "warm").await;
+        stream_timings(&client, &proxy.base_url, "as1f", "warm").await;
+    }
+    for (label, text) in [("instant mock", "hello"), ("4 deltas 250 ms apart", SLOW)] {
+        let mut plain: [Vec<f64>; 3] = Default::default();
+        let mut chained: [Vec<f64>; 3] = Default::default();
+        for _ in 0..requests {
+            for (model, into) in [("as1", &mut plain), ("as1f", &mut chained)] {
+                let (headers, first, total) =
+                    stream_timings(&client, &proxy.base_url, model, text).await;
+                into[0].push(headers);
+                into[1].push(first);
+                into[2].push(total);
+            }
+        }
+        println!();
+        println!("== streamed, {requests} requests each, {label}: p50 (p90) ms ==");
+        println!(
+            "{:<22} {:>17} {:>17} {:>17}",
+            "profile", "first byte", "first content", "end"
+        );
+        for (name, figures) in [("no fallbacks", &plain), ("fallbacks = [...]", &chained)] {
+            let cell = |values: &Vec<f64>| {
+                format!(
+                    "{:7.1} ({:7.1})",
+                    percentile(values, 0.5),
+                    percentile(values, 0.9)
+                )
+            };
+            println!(
+                "{name:<22} {:>17} {:>17} {:>17}",
+                cell(&figures[0]),
+                cell(&figures[1]),
+                cell(&figures[2])
+            );
+        }
+    }
 
     // --- 2. Throughput: one proxy per engine set-up, so the memory column is that set-up's alone.
     drop(proxy);

@@ -135,6 +135,21 @@ impl Metrics {
         }
     }
 
+    /// Counts a fallback hop's attempt on `profile`: the profile's requests only (the request is
+    /// counted once server-wide, by [`Metrics::request_started`]).
+    pub fn hop_started(&self, profile: &ProfileStats) {
+        profile.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an attempt on `profile` that failed with `status` and moved on to the next profile of
+    /// its fallback chain: the profile's errors (JSON and `codex_proxy_errors_total`), not the
+    /// server-wide ones, since the request itself goes on.
+    pub fn hop_failed(&self, profile: &ProfileStats, status: u16) {
+        let profile_name = profile.name.lock().clone();
+        self.series.error(&profile_name, status);
+        *profile.errors_by_status.lock().entry(status).or_default() += 1;
+    }
+
     pub fn request_ok(&self, profile: &ProfileStats, usage: &Usage) {
         self.requests_ok.fetch_add(1, Ordering::Relaxed);
         profile.ok.fetch_add(1, Ordering::Relaxed);

@@ -84,6 +84,9 @@ pub struct Metrics {
     pub counters: GlobalCounters,
     pub profiles: BTreeMap<String, ProfileMetrics>,
     pub config: ConfigReport,
+    /// Usage-ledger rows lost because the ledger's writer could not keep up (or its file failed).
+    #[serde(default)]
+    pub usage_dropped: u64,
 }
 
 /// The server-wide counters of `/metrics`.

@@ -97,18 +97,38 @@ pub fn new_id() -> String {
     format!("{high:016x}{:08x}", hasher.finish() as u32)
 }
 
+/// Gives each request its id (`X-Request-Id`) and names the profile that served it
+/// (`X-Codex-Proxy-Profile`, noted by the pipeline: after fallbacks, the last profile tried).
 async fn request_id_layer(mut request: Request, next: Next) -> Response {
     let id = new_id();
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
+    let (mut response, profile) = pipeline::with_served_by(next.run(request)).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
+    }
+    if let Some(value) = profile.and_then(|name| HeaderValue::from_str(&name).ok()) {
+        response
+            .headers_mut()
+            .insert("x-codex-proxy-profile", value);
     }
     response
 }
 
+/// The API key a request carries: the `Authorization: Bearer` token, else the `x-api-key` header
+/// (Anthropic's clients send their key there). Every key check goes through this one function.
+pub fn request_key(headers: &HeaderMap) -> Option<&str> {
+    bearer(headers).or_else(|| {
+        headers
+            .get("x-api-key")?
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+    })
+}
+
 /// The bearer token of a request, if any.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
@@ -209,7 +229,7 @@ pub fn keys_configured(snapshot: &Snapshot) -> bool {
 /// Server-level authentication. With no server keys configured, anyone passes (the bearer, if any, is
 /// kept for per-profile checks); otherwise the bearer must be a server key or a profile key.
 pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let token = bearer(headers).map(str::to_string);
+    let token = request_key(headers).map(str::to_string);
     let server_keys = &snapshot.config.server.api_keys;
     let server_key = token
         .as_deref()
@@ -227,7 +247,8 @@ pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Caller, 
     }
     let Some(token) = token else {
         return Err(ApiError::Unauthorized(
-            "Missing API key: send it as 'Authorization: Bearer <key>'.".to_string(),
+            "Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
+                .to_string(),
         ));
     };
     let profile_key = snapshot
@@ -257,7 +278,7 @@ pub fn authenticate_admin(snapshot: &Snapshot, headers: &HeaderMap) -> Result<()
     if server_keys.is_empty() {
         return Ok(());
     }
-    match bearer(headers) {
+    match request_key(headers) {
         Some(token) if key_in(server_keys, token) => Ok(()),
         Some(_) => Err(ApiError::Unauthorized(
             "Incorrect API key provided: admin endpoints need a server-level key.".to_string(),
@@ -276,7 +297,7 @@ pub fn authorize_ops(snapshot: &Snapshot, headers: &HeaderMap) -> Result<(), Api
         return Ok(());
     }
     let server_keys = &snapshot.config.server.api_keys;
-    match bearer(headers) {
+    match request_key(headers) {
         Some(token) if key_in(server_keys, token) => Ok(()),
         _ => Err(ApiError::Unauthorized(
             "This endpoint needs a server-level key (one of [server] api_keys) as 'Authorization: Bearer <key>'. To open it to scrapers on a trusted network, set [server] public_metrics = true."
@@ -317,13 +338,19 @@ pub fn authorize_profile(
         check_account(snapshot, profile)?;
         return admit_key(snapshot, caller);
     }
+    Err(refusal(model, caller))
+}
+
+/// The refusal of a caller that may not use the profile `model` routed to: 401 without a key, 403
+/// with a key that does not open it.
+pub fn refusal(model: &str, caller: &Caller) -> ApiError {
     match caller.token {
-        None => Err(ApiError::Unauthorized(format!(
+        None => ApiError::Unauthorized(format!(
             "The model `{model}` requires an API key: send it as 'Authorization: Bearer <key>'."
-        ))),
-        Some(_) => Err(ApiError::Forbidden(format!(
+        )),
+        Some(_) => ApiError::Forbidden(format!(
             "This API key is not allowed to use the model `{model}`: a profile's own key opens only that profile; use a server key or the key listed in its api_keys."
-        ))),
+        )),
     }
 }
 
@@ -360,8 +387,9 @@ pub fn check_account(snapshot: &Snapshot, profile: &Profile) -> Result<(), ApiEr
 }
 
 /// Applies the caller's per-key limits (429 `rate_limit_exceeded` with `Retry-After`), keeping the
-/// concurrency slot in the caller for the pipeline to hold.
-fn admit_key(snapshot: &Snapshot, caller: &Caller) -> Result<(), ApiError> {
+/// concurrency slot in the caller for the pipeline to hold. Part of [`authorize_profile`]; the
+/// pipeline's fallback loop calls it once per request, whichever profile serves.
+pub fn admit_key(snapshot: &Snapshot, caller: &Caller) -> Result<(), ApiError> {
     let Some(named) = &caller.named else {
         return Ok(());
     };
@@ -420,6 +448,48 @@ mod tests {
         assert_eq!(bearer(&headers), Some("abc"));
         headers.insert("authorization", HeaderValue::from_static("Basic abc"));
         assert_eq!(bearer(&headers), None);
+    }
+
+    #[test]
+    fn the_key_comes_from_the_bearer_else_from_x_api_key() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(request_key(&headers), None);
+        headers.insert("x-api-key", HeaderValue::from_static(" sk-ant "));
+        assert_eq!(request_key(&headers), Some("sk-ant"));
+        // A bearer token wins over x-api-key.
+        headers.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer sk-openai"),
+        );
+        assert_eq!(request_key(&headers), Some("sk-openai"));
+        // Another scheme is no key: x-api-key is used.
+        headers.insert("authorization", HeaderValue::from_static("Basic abc"));
+        assert_eq!(request_key(&headers), Some("sk-ant"));
+        headers.insert("x-api-key", HeaderValue::from_static(""));
+        assert_eq!(request_key(&headers), None);
+    }
+
+    #[test]
+    fn x_api_key_authenticates_every_check() {
+        let config = crate::config::parse(
+            "[server]\napi_keys = [\"sk-server\"]\n[profiles.p]\n",
+            std::path::Path::new("c.toml"),
+            &crate::config::ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap();
+        let snapshot = Snapshot::for_tests(config);
+        let mut headers = HeaderMap::new();
+        assert!(authenticate(&snapshot, &headers).is_err());
+        assert!(authenticate_admin(&snapshot, &headers).is_err());
+        assert!(authorize_ops(&snapshot, &headers).is_err());
+        headers.insert("x-api-key", HeaderValue::from_static("sk-server"));
+        let caller = authenticate(&snapshot, &headers).expect("x-api-key accepted");
+        assert!(caller.server_key);
+        assert!(authenticate_admin(&snapshot, &headers).is_ok());
+        assert!(authorize_ops(&snapshot, &headers).is_ok());
+        headers.insert("x-api-key", HeaderValue::from_static("sk-wrong"));
+        assert!(authenticate(&snapshot, &headers).is_err());
     }
 
     #[test]

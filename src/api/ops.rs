@@ -182,6 +182,7 @@ pub async fn metrics(
         counters: global_counters(metrics.global_figures()),
         profiles,
         config: config_report(&state, &snapshot),
+        usage_dropped: state.usage().dropped(),
     };
     Json(body).into_response()
 }
@@ -203,6 +204,7 @@ fn scrape(state: &AppState, snapshot: &Snapshot) -> Scrape {
         .map(|(profile, pool)| ProfileScrape {
             name: profile.name.clone(),
             in_flight: metrics.profile_figures(&profile.name).in_flight,
+            tool_turns: tool_turns(&metrics.profile_figures(&profile.name)),
             queued: pool.queued() as u64,
             workers: pool
                 .engine()
@@ -229,6 +231,7 @@ fn scrape(state: &AppState, snapshot: &Snapshot) -> Scrape {
         reloads_failed: status.reloads_failed,
         generation: snapshot.generation,
         uptime_seconds: metrics.started_at.elapsed().as_secs_f64(),
+        usage_dropped: state.usage().dropped(),
         key_refusals: snapshot
             .key_limits
             .refusals()
@@ -249,6 +252,16 @@ fn scrape(state: &AppState, snapshot: &Snapshot) -> Scrape {
             })
             .collect(),
     }
+}
+
+/// A profile's tool-turn counters by outcome, for `codex_proxy_tool_turns_total`.
+fn tool_turns(figures: &crate::metrics::ProfileFigures) -> [(&'static str, u64); 4] {
+    [
+        ("held", figures.tool_turns_held),
+        ("continued", figures.tool_turns_continued),
+        ("expired", figures.tool_turns_expired),
+        ("replayed", figures.tool_turns_replayed),
+    ]
 }
 
 /// Each distinct Codex home of the snapshot's profiles (in profile order), the profiles that run

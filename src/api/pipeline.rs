@@ -8,8 +8,18 @@
 //! renders in its own wire format, or an [`ApiError`] that the adapter renders in its own error shape.
 //!
 //! Everything fallible here happens before a response starts, so these failures get real HTTP statuses.
-//! The pipeline counts them in the metrics; failures of the run itself are counted by the adapter's
-//! renderer ([`record_error`]).
+//! The pipeline counts them in the metrics and, once routed, finishes their latency log (and so their
+//! usage-ledger row); failures of the run itself are counted by the adapter's renderer
+//! ([`record_error`]), which maps a run's failure with [`run_error`].
+//!
+//! **Fallbacks.** A routed request is tried on the profiles of its chain
+//! ([`crate::account::fallback`]): the routed profile, or the first one the key may use whose account
+//! is not out of quota. A failure before anything was sent to the client (the account checks, a full
+//! queue, or the run's first event, e.g. an upstream 429) moves it on to the next. While a next
+//! profile exists, [`start`] waits for the run's first event before returning, and puts that event
+//! back in front of the run's events, so adapters read the run as without fallbacks; a profile with
+//! nothing left to fall back to returns at once, as before. The profile that served is noted for
+//! the `X-Codex-Proxy-Profile` header ([`with_served_by`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,17 +27,19 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::http::HeaderMap;
 
+use crate::account::fallback;
+use crate::account::keys::KeyGuard;
 use crate::api::body::read_body;
 use crate::api::error::ApiError;
+use crate::api::request_log::Outcome;
 pub use crate::api::request_log::{LatencyLog, RequestFacts};
-use crate::api::{authenticate, authorize_profile, may_use, Caller};
+use crate::api::{admit_key, authenticate, check_account, may_use, refusal, Caller};
 use crate::config::{EngineKind, Profile};
 use crate::engine::exec::{developer_instructions_arg, MAX_ARG_BYTES};
-use crate::engine::{ms, HoldPolicy, Job, RunHandle, TurnRequest};
+use crate::engine::{ms, EngineError, HoldPolicy, Job, RunHandle, TurnEvent, TurnRequest};
 use crate::live::snapshot::{Route, Snapshot};
 use crate::live::state::AppState;
 use crate::metrics::{InFlight, ProfileStats};
-use crate::pool::Pool;
 use crate::turn::{HoldEvent, HoldLog, Needs};
 
 /// What the handler received, before anything is checked.
@@ -126,109 +138,427 @@ async fn admit_and_start<R: Into<TurnRequest>, T>(
     let caller = authenticate(&snapshot, headers)?;
     let (parsed, kept) = receive(state, &snapshot, headers, body, parse).await?;
     let route = route(&snapshot, &parsed.model, &caller)?;
-    let (profile, pool) = (route.profile.clone(), route.pool.clone());
-    authorize_profile(&snapshot, &profile, &parsed.model, &caller)?;
-    if profile.runtime.pass_model {
-        check_passed_model(&parsed.model)?;
+    let routed = route.profile.clone();
+    if !may_use(&snapshot, &routed, &caller) {
+        return Err(refusal(&parsed.model, &caller));
     }
-
-    let stats = state.metrics().profile(&profile.name);
-    state.metrics().request_started(Some(&stats));
-    *stats_slot = Some(stats.clone());
-    let log = LatencyLog::new(
-        state,
-        surface,
-        &profile,
-        RequestFacts {
-            request_id,
-            model: parsed.model.clone(),
-            stream: parsed.stream,
-            key_name: caller.key_name(),
-            received_at,
-        },
-    );
-    let routed = Routed {
-        snapshot,
-        caller,
-        profile,
-        pool,
-        stats,
-        log,
+    let Parsed {
+        model,
+        request,
+        cwd,
+        stream,
+    } = parsed;
+    let prompt_started = Instant::now();
+    let request: TurnRequest = request.into();
+    let prompt_build = ms(prompt_started);
+    let facts = RequestFacts {
+        request_id,
+        model,
+        stream,
+        key_name: caller.key_name(),
+        received_at,
     };
-    Ok((launch(routed, parsed).await?, kept))
+    let request = Request {
+        facts,
+        request,
+        cwd,
+        prompt_build,
+    };
+    let started = serve(
+        state, snapshot, caller, &routed, request, surface, stats_slot,
+    )
+    .await?;
+    Ok((started, kept))
 }
 
-/// A request that passed authentication, routing and authorization, counted for its profile.
-struct Routed {
+/// What a routed request carries from one profile of its fallback chain to the next.
+struct Request {
+    facts: RequestFacts,
+    request: TurnRequest,
+    /// The client's working directory, not yet checked against the allowed roots.
+    cwd: Option<String>,
+    /// How long building the neutral request took (the `prompt_build` phase).
+    prompt_build: f64,
+}
+
+/// The fallback loop: tries the routed profile, or the first profile of its chain the caller may use
+/// whose account is not out of quota, and moves on along the chain while a failure happens before
+/// anything was sent ([`fallback::falls_back`]): the account checks, admission, and the run's first
+/// event ([`first_event`]). The per-key limits are applied once, whichever profile serves. The last
+/// failure is the answer when the chain ends; it is written to the latency log and the usage ledger
+/// here (a started run's outcome is written by the adapter's renderer).
+async fn serve(
+    state: &AppState,
     snapshot: Arc<Snapshot>,
     caller: Caller,
-    profile: Arc<Profile>,
-    pool: Arc<Pool>,
+    routed: &Arc<Profile>,
+    mut request: Request,
+    surface: &'static str,
+    stats_slot: &mut Option<Arc<ProfileStats>>,
+) -> Result<Started, ApiError> {
+    let chain = fallback::chain(&snapshot.config, &routed.name);
+    let needs = request.request.needs();
+    // A profile the request may move to: one the key may use whose engine can carry the request
+    // (the routed profile answers a request its engine cannot carry with its own 400).
+    let usable = |name: &str| {
+        snapshot.config.profile(name).is_some_and(|profile| {
+            may_use(&snapshot, profile, &caller)
+                && (profile.name == routed.name
+                    || crate::engine::capabilities(profile.runtime.engine)
+                        .missing(needs)
+                        .is_none())
+        })
+    };
+    let next = |tried: &[String]| {
+        let now = crate::account::unix_now();
+        fallback::next_profile(
+            &chain,
+            tried,
+            usable,
+            |name| snapshot.exhausted_until(name, now),
+            now,
+        )
+        .map(str::to_string)
+    };
+    let recorder = state.metrics().recorder();
+    // Profiles tried (or skipped for quota) before the current one, in order.
+    let mut hops: Vec<String> = Vec::new();
+    // The routed profile answers itself (a 429 `insufficient_quota` with its reset) when no profile
+    // of its chain can serve.
+    let mut current = next(&[]).unwrap_or_else(|| routed.name.clone());
+    if current != routed.name {
+        hops.push(routed.name.clone());
+        note_hop(&recorder, &routed.name, &current, None);
+    }
+    // The caller's per-key concurrency slot, taken once and shared by each attempt's in-flight count.
+    let mut key_slot: Option<Arc<Option<KeyGuard>>> = None;
+    loop {
+        let profile = snapshot
+            .config
+            .profile(&current)
+            .cloned()
+            .expect("the chain holds profiles of this snapshot");
+        set_served_by(&profile.name);
+        let stats = state.metrics().profile(&profile.name);
+        if stats_slot.is_none() {
+            state.metrics().request_started(Some(&stats));
+        } else {
+            state.metrics().hop_started(&stats);
+        }
+        *stats_slot = Some(stats.clone());
+        let mut log = LatencyLog::new(state, surface, &profile, request.facts.clone());
+        log.fallback_from = hops.clone();
+        log.phases.insert("prompt_build", request.prompt_build);
+        let mut tried = hops.clone();
+        tried.push(profile.name.clone());
+        let moves_on = next(&tried).is_some();
+        let attempt = Attempt {
+            snapshot: &snapshot,
+            caller: &caller,
+            profile: &profile,
+            stats,
+            log,
+        };
+        let launched = attempt.launch(&mut key_slot, &mut request, moves_on).await;
+        let (error, log, stats) = match launched {
+            Ok(started) if !moves_on => return Ok(started),
+            Ok(started) => match first_event(state, &snapshot, started).await {
+                FirstEvent::Ready(started) => return Ok(started),
+                FirstEvent::Failed {
+                    error,
+                    event,
+                    started,
+                } => {
+                    let status = error.status().as_u16();
+                    let code = error.body()["error"]["code"].as_str().map(str::to_string);
+                    let follow = next(&tried)
+                        .filter(|_| fallback::falls_back(status, code.as_deref(), false));
+                    let Some(next_profile) = follow else {
+                        // The adapter renders the failure from the event, as without fallbacks.
+                        return Ok(replay_first(started, TurnEvent::Failed(event)));
+                    };
+                    state.metrics().hop_failed(&started.stats, status);
+                    note_hop(&recorder, &profile.name, &next_profile, Some(&error));
+                    // Dropping the run cancels it; the admission permit goes with its task.
+                    drop(started);
+                    hops = tried;
+                    current = next_profile;
+                    continue;
+                }
+            },
+            Err(failure) => failure,
+        };
+        let status = error.status().as_u16();
+        let code = error.body()["error"]["code"].as_str().map(str::to_string);
+        // The key's own limits hold on every profile.
+        let key_refusal = key_slot.is_none() && is_key_refusal(&error);
+        let follow = next(&tried)
+            .filter(|_| !key_refusal && fallback::falls_back(status, code.as_deref(), false));
+        let Some(next_profile) = follow else {
+            log.finish(Outcome::failed(&error, false));
+            return Err(error);
+        };
+        state.metrics().hop_failed(&stats, status);
+        note_hop(&recorder, &profile.name, &next_profile, Some(&error));
+        hops = tried;
+        current = next_profile;
+    }
+}
+
+/// Whether `error` is the refusal of the caller's own key limits (which no other profile lifts).
+fn is_key_refusal(error: &ApiError) -> bool {
+    matches!(
+        error,
+        ApiError::RateLimited {
+            code: "rate_limit_exceeded",
+            ..
+        }
+    )
+}
+
+/// Writes one fallback hop: the `codex_proxy_fallbacks_total{from,to}` series and a log line with
+/// the failure that caused it (`None`: `from` was skipped, its account being out of quota).
+fn note_hop(recorder: &crate::metrics::Recorder, from: &str, to: &str, error: Option<&ApiError>) {
+    recorder.fallback(from, to);
+    let reason = match error {
+        Some(error) => format!("{} {}", error.status().as_u16(), error),
+        None => "out of quota until its reset".to_string(),
+    };
+    tracing::info!(
+        target: "codex_api_proxy.fallback",
+        from,
+        to,
+        reason = %reason,
+        "profile fallback"
+    );
+}
+
+/// One try of one profile of the chain.
+struct Attempt<'a> {
+    snapshot: &'a Arc<Snapshot>,
+    caller: &'a Caller,
+    profile: &'a Arc<Profile>,
     stats: Arc<ProfileStats>,
     log: LatencyLog,
 }
 
-/// Checks the directory and the engine, waits for admission, checks the directory again, starts the run.
-async fn launch<R: Into<TurnRequest>>(
-    routed: Routed,
-    parsed: Parsed<R>,
-) -> Result<Started, ApiError> {
-    let Routed {
-        snapshot,
-        caller,
-        profile,
-        pool,
-        stats,
-        mut log,
-    } = routed;
+/// A failed attempt: its error, with the attempt's log and stats for the caller to finish or move on.
+type AttemptFailure = (ApiError, LatencyLog, Arc<ProfileStats>);
+
+impl Attempt<'_> {
+    /// Checks the account and the key (the key once per request: `key_slot`), the directory and the
+    /// engine, waits for admission, checks the directory again and starts the run. `keep_request`:
+    /// another profile may follow, so the request is cloned rather than moved into the job.
+    async fn launch(
+        self,
+        key_slot: &mut Option<Arc<Option<KeyGuard>>>,
+        request: &mut Request,
+        keep_request: bool,
+    ) -> Result<Started, AttemptFailure> {
+        let Attempt {
+            snapshot,
+            caller,
+            profile,
+            stats,
+            mut log,
+        } = self;
+        let key_guard = match checks(snapshot, caller, profile, key_slot, request, &mut log) {
+            Ok(key_guard) => key_guard,
+            Err(error) => return Err((error, log, stats)),
+        };
+        let in_flight = InFlight::new(stats.clone()).holding(key_guard);
+        let pool = snapshot
+            .pool_of(&profile.name)
+            .expect("every profile has a pool")
+            .clone();
+        let started = Instant::now();
+        let permit = match pool.admit().await {
+            Ok(permit) => permit,
+            Err(error) => return Err((error.into(), log, stats)),
+        };
+        log.phases.insert("queue_wait", ms(started));
+        // The directory may have been replaced (by a symlink out of the roots, say) while the request
+        // waited: check it again now and give the engine this canonical path, just before the spawn.
+        let cwd = match resolve_cwd(profile, request.cwd.as_deref()) {
+            Ok(cwd) => cwd,
+            Err(error) => return Err((error, log, stats)),
+        };
+        let turn = if keep_request {
+            request.request.clone()
+        } else {
+            std::mem::take(&mut request.request)
+        };
+        let job = Job {
+            request_id: log.request_id.clone(),
+            request: turn,
+            cwd,
+            model: if profile.runtime.pass_model {
+                Some(request.facts.model.clone())
+            } else {
+                profile.runtime.model.clone()
+            },
+            received_at: log.received_at,
+            hold: HoldPolicy {
+                timeout: profile.hold.timeout,
+                max_held: profile.hold.max_held,
+                log: hold_log(&stats),
+                response_ttl: profile.hold.response_ttl,
+            },
+        };
+        let engine_started = Instant::now();
+        let run = pool.start(job, permit);
+        Ok(Started {
+            run,
+            model: request.facts.model.clone(),
+            engine: profile.runtime.engine,
+            stats,
+            in_flight,
+            log,
+            engine_started,
+            snapshot: snapshot.clone(),
+        })
+    }
+}
+
+/// The checks of one attempt before its queue: the account (logged in, not out of quota), the
+/// caller's key limits (once per request), a passed model name, the directory and the engine.
+/// Returns the key's concurrency slot for the attempt's in-flight count to hold.
+fn checks(
+    snapshot: &Snapshot,
+    caller: &Caller,
+    profile: &Profile,
+    key_slot: &mut Option<Arc<Option<KeyGuard>>>,
+    request: &Request,
+    log: &mut LatencyLog,
+) -> Result<Arc<Option<KeyGuard>>, ApiError> {
+    check_account(snapshot, profile)?;
+    let key_guard = match key_slot {
+        Some(slot) => slot.clone(),
+        None => {
+            admit_key(snapshot, caller)?;
+            key_slot.insert(Arc::new(caller.take_key_guard())).clone()
+        }
+    };
+    if profile.runtime.pass_model {
+        check_passed_model(&request.facts.model)?;
+    }
     let started = Instant::now();
     // An early answer for a directory that is already wrong; the path used is the one checked again
-    // after the queue wait, below.
-    resolve_cwd(&profile, parsed.cwd.as_deref())?;
+    // after the queue wait.
+    resolve_cwd(profile, request.cwd.as_deref())?;
     log.phases.insert("cwd_resolve", ms(started));
+    check_engine(snapshot, profile, caller, &request.request)?;
+    Ok(key_guard)
+}
 
-    let started = Instant::now();
-    let request: TurnRequest = parsed.request.into();
-    check_engine(&snapshot, &profile, &caller, &request)?;
-    log.phases.insert("prompt_build", ms(started));
+/// How a run's first event turned out.
+enum FirstEvent {
+    /// Anything but a failure: the run, with that event put back first.
+    Ready(Started),
+    /// The run failed before producing anything: its error as the API error (`event` as the
+    /// engine reported it, to replay when the request does not move on).
+    Failed {
+        error: ApiError,
+        event: EngineError,
+        started: Started,
+    },
+}
 
-    let in_flight = InFlight::new(stats.clone()).holding(caller.take_key_guard());
-    let started = Instant::now();
-    let permit = pool.admit().await?;
-    log.phases.insert("queue_wait", ms(started));
-    // The directory may have been replaced (by a symlink out of the roots, say) while the request
-    // waited: check it again now and give the engine this canonical path, just before the spawn.
-    let cwd = resolve_cwd(&profile, parsed.cwd.as_deref())?;
-
-    let job = Job {
-        request_id: log.request_id.clone(),
-        request,
-        cwd,
-        model: if profile.runtime.pass_model {
-            Some(parsed.model.clone())
-        } else {
-            profile.runtime.model.clone()
-        },
-        received_at: log.received_at,
-        hold: HoldPolicy {
-            timeout: profile.hold.timeout,
-            max_held: profile.hold.max_held,
-            log: hold_log(&stats),
-            response_ttl: profile.hold.response_ttl,
-        },
+/// Waits for the first event of a run that could still move to another profile, before the
+/// response starts (no byte has been sent). A failure there is a failure before anything was sent;
+/// anything else is put back in front of the run's events ([`replay_first`]), so the adapter reads
+/// the run as if nothing had been taken. The server's grace period ending stops the wait.
+async fn first_event(state: &AppState, snapshot: &Snapshot, mut started: Started) -> FirstEvent {
+    let abort = state.abort().clone();
+    let event = tokio::select! {
+        event = started.run.events.recv() => event,
+        _ = abort.cancelled() => return FirstEvent::Ready(started),
     };
-    let engine_started = Instant::now();
-    let run = pool.start(job, permit);
-    Ok(Started {
-        run,
-        model: parsed.model,
-        engine: profile.runtime.engine,
-        stats,
-        in_flight,
-        log,
-        engine_started,
-        snapshot,
-    })
+    match event {
+        Some(TurnEvent::Failed(failure)) => FirstEvent::Failed {
+            error: run_error(snapshot, &started.log.profile, failure.clone()),
+            event: failure,
+            started,
+        },
+        Some(event) => FirstEvent::Ready(replay_first(started, event)),
+        // The run ended without an event: the adapter reads the same end.
+        None => FirstEvent::Ready(started),
+    }
+}
+
+/// How many events the channel that replays a run's first event holds ahead of the adapter.
+const REPLAY_BUFFER: usize = 64;
+
+/// `started` with `first` put back in front of its run's events ([`replay`]).
+fn replay_first(mut started: Started, first: TurnEvent) -> Started {
+    let (_, closed) = tokio::sync::mpsc::channel(1);
+    let upstream = std::mem::replace(&mut started.run.events, closed);
+    started.run.events = replay(first, upstream);
+    started
+}
+
+/// The events `first`, then those of `upstream`: a forwarding task moves `upstream`'s events behind
+/// `first`. It ends when `upstream` ends or the returned receiver is dropped (the adapter dropping
+/// the run, which also cancels it, as before).
+fn replay(
+    first: TurnEvent,
+    mut upstream: tokio::sync::mpsc::Receiver<TurnEvent>,
+) -> tokio::sync::mpsc::Receiver<TurnEvent> {
+    let (sender, events) = tokio::sync::mpsc::channel(REPLAY_BUFFER);
+    // The channel is new and has room: this cannot fail.
+    let _ = sender.try_send(first);
+    tokio::spawn(async move {
+        while let Some(event) = upstream.recv().await {
+            if sender.send(event).await.is_err() {
+                break;
+            }
+        }
+    });
+    events
+}
+
+/// The API error of a failed run of `profile`. An upstream quota refusal (`insufficient_quota`)
+/// marks the profile's account used up until its window's reset, so later requests skip it
+/// ([`Snapshot::exhausted_until`]), and carries that reset as `Retry-After`. Adapters map a run's
+/// `TurnEvent::Failed` through this.
+pub fn run_error(snapshot: &Snapshot, profile: &str, error: EngineError) -> ApiError {
+    let mut error = ApiError::from(error);
+    if let ApiError::RateLimited {
+        code: "insufficient_quota",
+        retry_after_seconds,
+        ..
+    } = &mut error
+    {
+        if let Some(account) = snapshot.account_of(profile) {
+            *retry_after_seconds = crate::account::quota::record_quota_refusal(
+                &account.codex_home,
+                crate::account::unix_now(),
+            );
+        }
+    }
+    error
+}
+
+tokio::task_local! {
+    /// The profile that serves the request being handled (the last one tried), for the
+    /// `X-Codex-Proxy-Profile` response header ([`with_served_by`]).
+    static SERVED_BY: std::cell::RefCell<Option<String>>;
+}
+
+/// Runs a request's handler and returns, with its response, the profile that served it: the
+/// pipeline notes it in a task-local slot, so every API surface gets the header without passing it.
+pub async fn with_served_by<F: std::future::Future>(handler: F) -> (F::Output, Option<String>) {
+    SERVED_BY
+        .scope(std::cell::RefCell::new(None), async move {
+            let output = handler.await;
+            let profile = SERVED_BY.with(|slot| slot.borrow_mut().take());
+            (output, profile)
+        })
+        .await
+}
+
+fn set_served_by(profile: &str) {
+    let _ = SERVED_BY.try_with(|slot| *slot.borrow_mut() = Some(profile.to_string()));
 }
 
 /// The profile's tool-turn counters, as the engine reports to them.
@@ -438,6 +768,42 @@ mod tests {
         )
         .unwrap()
         .profiles
+    }
+
+    #[tokio::test]
+    async fn a_replayed_first_event_comes_before_the_rest_of_the_run() {
+        let (sender, upstream) = tokio::sync::mpsc::channel(4);
+        sender
+            .send(TurnEvent::TextDelta("second".into()))
+            .await
+            .unwrap();
+        let mut events = replay(TurnEvent::TextDelta("first".into()), upstream);
+        sender
+            .send(TurnEvent::TextDelta("third".into()))
+            .await
+            .unwrap();
+        drop(sender);
+        for expected in ["first", "second", "third"] {
+            match events.recv().await {
+                Some(TurnEvent::TextDelta(text)) => assert_eq!(text, expected),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(events.recv().await.is_none(), "the run's end is passed on");
+
+        // The adapter dropping the run ends the forwarding: the run's sender sees it closed.
+        let (sender, upstream) = tokio::sync::mpsc::channel(1);
+        let events = replay(TurnEvent::TextDelta("first".into()), upstream);
+        drop(events);
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while sender
+                .send(TurnEvent::TextDelta("more".into()))
+                .await
+                .is_ok()
+            {}
+        })
+        .await
+        .expect("the forwarder let go of the run's events");
     }
 
     #[test]

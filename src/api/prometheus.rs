@@ -74,6 +74,8 @@ pub struct ProfileScrape {
     pub name: String,
     pub in_flight: u64,
     pub queued: u64,
+    /// Tool turns by outcome (`held`, `continued`, `expired`, `replayed`).
+    pub tool_turns: [(&'static str, u64); 4],
     /// App-server workers: `(state, restarts)` each.
     pub workers: Vec<(&'static str, u64)>,
 }
@@ -92,6 +94,8 @@ pub struct Scrape {
     pub reloads_failed: u64,
     pub generation: u64,
     pub uptime_seconds: f64,
+    /// Usage-ledger rows lost (the writer's queue was full or its file failed).
+    pub usage_dropped: u64,
     pub accounts: Vec<AccountScrape>,
     /// Per-key limit refusals: `(key name, limit, count)`, limit `max_concurrency` or
     /// `requests_per_minute`.
@@ -107,6 +111,12 @@ struct ProfileLabel {
 struct WorkerLabels {
     profile: String,
     state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolTurnLabels {
+    profile: String,
+    outcome: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -191,10 +201,19 @@ fn registry(recorder: &Recorder, scrape: &Scrape) -> Registry {
     let queued = Family::<ProfileLabel, Gauge>::default();
     let workers = Family::<WorkerLabels, Gauge>::default();
     let restarts = Family::<ProfileLabel, Counter>::default();
+    let tool_turns = Family::<ToolTurnLabels, Counter>::default();
     for profile in &scrape.profiles {
         let label = ProfileLabel {
             profile: profile.name.clone(),
         };
+        for (outcome, count) in profile.tool_turns {
+            tool_turns
+                .get_or_create(&ToolTurnLabels {
+                    profile: profile.name.clone(),
+                    outcome: outcome.to_string(),
+                })
+                .inc_by(count);
+        }
         in_flight
             .get_or_create(&label)
             .set(clamp(profile.in_flight));
@@ -214,6 +233,11 @@ fn registry(recorder: &Recorder, scrape: &Scrape) -> Registry {
         }
     }
     registry.register("in_flight", "Requests in flight per profile", in_flight);
+    registry.register(
+        "tool_turns",
+        "Turns that returned client tool calls, per profile and outcome (held, continued, expired, replayed)",
+        tool_turns,
+    );
     registry.register(
         "queued",
         "Requests waiting for admission per profile",
@@ -252,6 +276,13 @@ fn registry(recorder: &Recorder, scrape: &Scrape) -> Registry {
     let uptime = FloatGauge::default();
     uptime.set(scrape.uptime_seconds);
     registry.register("uptime_seconds", "Seconds since the server started", uptime);
+    let usage_dropped = Counter::<u64>::default();
+    usage_dropped.inc_by(scrape.usage_dropped);
+    registry.register(
+        "usage_dropped",
+        "Usage-ledger rows lost because the ledger's writer could not keep up or its file failed",
+        usage_dropped,
+    );
 
     let refusals = Family::<KeyLimitLabels, Counter>::default();
     for (key, limit, count) in &scrape.key_refusals {
@@ -354,12 +385,19 @@ mod tests {
                 name: "p".into(),
                 in_flight: 1,
                 queued: 0,
+                tool_turns: [
+                    ("held", 5),
+                    ("continued", 4),
+                    ("expired", 1),
+                    ("replayed", 0),
+                ],
                 workers: vec![("ready", 2)],
             }],
             reloads_ok: 3,
             reloads_failed: 1,
             generation: 4,
             uptime_seconds: 1.5,
+            usage_dropped: 7,
             accounts: vec![AccountScrape {
                 codex_home: "/h".into(),
                 login: Login::NotLoggedIn,
@@ -384,6 +422,11 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("# EOF"));
+        assert!(
+            text.contains("codex_proxy_tool_turns_total{profile=\"p\",outcome=\"held\"} 5"),
+            "{text}"
+        );
+        assert!(text.contains("codex_proxy_usage_dropped_total 7"), "{text}");
         assert!(
             text.contains(
                 "codex_proxy_key_limit_refusals_total{key=\"ci\",limit=\"requests_per_minute\"} 2"

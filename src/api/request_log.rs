@@ -55,6 +55,7 @@ impl<'a> Outcome<'a> {
 }
 
 /// What is known of a request once it is routed.
+#[derive(Debug, Clone)]
 pub struct RequestFacts {
     pub request_id: String,
     /// The model name as the client sent it.
@@ -201,6 +202,9 @@ impl LatencyLog {
             "status": status,
             "phases_ms": phases,
         });
+        if !self.fallback_from.is_empty() {
+            line["fallback_from"] = json!(self.fallback_from);
+        }
         if let (Value::Object(line), Value::Object(extra)) = (&mut line, extra) {
             line.extend(extra);
         }

@@ -287,6 +287,17 @@ pub struct Route<'a> {
 }
 
 impl Snapshot {
+    /// A first snapshot of `config` without a Codex binary, for unit tests of code that reads one.
+    #[cfg(test)]
+    pub fn for_tests(config: Config) -> Snapshot {
+        let codex = CodexStatus {
+            resolved: Err(CodexUnavailable("not used in unit tests".into())),
+            version: Err(CodexUnavailable("not used in unit tests".into())),
+            program_identity: None,
+        };
+        Snapshot::build(config, 1, codex, None).0
+    }
+
     /// Builds a snapshot, reusing `previous`'s pools where the runtime settings are unchanged.
     pub fn build(
         config: Config,

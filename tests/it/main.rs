@@ -14,6 +14,7 @@ mod daemon;
 mod dashboard;
 mod deploy;
 mod errors;
+mod fallback;
 mod faults;
 mod hostile;
 mod keys;

@@ -30,6 +30,8 @@ const SERIES: &[&str] = &[
     "codex_proxy_quota_resets_at_seconds",
     "codex_proxy_logged_in",
     "codex_proxy_key_limit_refusals",
+    "codex_proxy_tool_turns",
+    "codex_proxy_usage_dropped",
 ];
 
 #[tokio::test]
@@ -139,6 +141,11 @@ async fn prometheus_and_openmetrics_carry_every_documented_series() {
             "{format}: {samples}"
         );
         assert_eq!(samples["codex_proxy_config_generation{}"], 1.0);
+        assert_eq!(samples["codex_proxy_usage_dropped_total{}"], 0.0);
+        for outcome in ["held", "continued", "expired", "replayed"] {
+            let name = format!("codex_proxy_tool_turns_total{{outcome={outcome},profile=stream}}");
+            assert_eq!(samples[&name], 0.0, "{format}: {samples}");
+        }
         assert_eq!(
             samples["codex_proxy_fallbacks_total{from=stream,to=fast}"], 0.0,
             "{format}: {samples}"
@@ -179,6 +186,7 @@ async fn prometheus_and_openmetrics_carry_every_documented_series() {
         .starts_with("application/json"));
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["profiles"]["fast"]["ok"], 1);
+    assert_eq!(body["usage_dropped"], 0);
 
     // The exposition needs the same key as the JSON.
     let response = App::client()

@@ -255,3 +255,40 @@ async fn a_ledger_that_is_off_or_cannot_open_leaves_the_proxy_serving() {
     assert!(data["ledger"]["error"].is_string(), "{data}");
     assert_eq!(data["activity"]["recorded"], 1, "{data}");
 }
+
+#[tokio::test]
+async fn a_request_refused_after_routing_before_the_engine_is_one_row() {
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}",
+        env.server(&format!("api_keys = [\"{SERVER_KEY}\"]")),
+        env.profile("solo", "max_concurrency = 1\nmax_queue_size = 0"),
+    );
+    let app = App::start(&env, &config).await;
+    // One request holds the only slot; the next finds no room in the queue: 429 queue_full.
+    let slow = {
+        let app_url = app.url("/v1/chat/completions");
+        tokio::spawn(async move {
+            App::client()
+                .post(app_url)
+                .bearer_auth(SERVER_KEY)
+                .json(&chat_body("solo", "slow mock:first_delay_ms=1500"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    assert!(env.mock.wait_for_requests(1, Duration::from_secs(30)).await);
+    let (status, body) = chat(&app, &chat_body("solo", "refused")).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("queue_full"), "{body}");
+    assert_eq!(slow.await.unwrap(), 200);
+
+    let by_profile = wait_for_rows(&app, 2).await;
+    let row = &by_profile["rows"][0];
+    assert_eq!(row["group"], "solo", "{by_profile}");
+    assert_eq!(row["requests"], 2, "{by_profile}");
+    assert_eq!(row["errors"], 1, "{by_profile}");
+}

@@ -34,6 +34,9 @@
 //! | `mock:steps=N` | with `mock:call`: keep answering tool output with the calls until the input holds N `function_call_output` items (an agent loop of N rounds), then quote the output as below |
 //! | (input ends with `function_call_output`) | reply [`TOOL_REPLY_PREFIX`] + the outputs of the trailing `function_call_output` items joined with ` \| `; wins over every directive but `status`, so a conversation that asked for a call ends after the tool answered |
 //!
+//! [`MockModel::set_directives`] applies directives to every request a mock receives, before the
+//! request's own: two mocks then answer the same body differently (one 429, one working).
+//!
 //! # What codex 0.169.0 makes of it (measured)
 //!
 //! `codex exec --json --skip-git-repo-check --ignore-user-config --ignore-rules
@@ -309,6 +312,8 @@ struct Shared {
     streams_cancelled: AtomicUsize,
     response_seq: AtomicUsize,
     shutdown: CancellationToken,
+    /// Directives applied to every request before its own ([`MockModel::set_directives`]).
+    directives: Mutex<String>,
 }
 
 /// The mock server. It listens on `127.0.0.1:<random port>` until dropped;
@@ -328,6 +333,7 @@ impl MockModel {
             streams_cancelled: AtomicUsize::new(0),
             response_seq: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
+            directives: Mutex::new(String::new()),
         });
         let app = Router::new()
             .route("/v1/responses", post(handle_responses))
@@ -360,6 +366,13 @@ impl MockModel {
                 self.base_url()
             ),
         ]
+    }
+
+    /// Makes this mock behave as if every request carried `directives` (e.g. `mock:status=429`)
+    /// before its own, until set again (`""`: none). Lets two mocks answer the same request body
+    /// differently, as two model services would.
+    pub fn set_directives(&self, directives: &str) {
+        *self.shared.directives.lock().unwrap() = directives.to_owned();
     }
 
     /// Every `POST /v1/responses` received so far, in arrival order.
@@ -443,7 +456,9 @@ impl Directives {
     /// Scans every string in the body. Top-level `instructions` are scanned
     /// before `input`, so for a repeated directive the last occurrence in the
     /// conversation (normally the newest user message) wins.
-    fn parse(body: &Value) -> Directives {
+    /// The mock-wide `defaults` ([`MockModel::set_directives`]) come first, so the body's own
+    /// directives override them.
+    fn parse_after(defaults: &str, body: &Value) -> Directives {
         let mut texts = Vec::new();
         match body {
             Value::Object(map) => {
@@ -461,6 +476,7 @@ impl Directives {
             other => collect_strings(other, &mut texts),
         }
         let mut d = Directives::default();
+        d.scan(defaults);
         for text in texts {
             d.scan(text);
         }
@@ -613,7 +629,8 @@ async fn handle_responses(
 ) -> Response {
     let body: Value = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    let directives = Directives::parse(&body);
+    let defaults = shared.directives.lock().unwrap().clone();
+    let directives = Directives::parse_after(&defaults, &body);
     let request = RecordedRequest {
         headers: headers
             .iter()

@@ -12,7 +12,7 @@ use crate::api::chat::wire::{
     chunk_body, completion_body, to_legacy_function_call, tool_call_json, usage_chunk_body,
 };
 use crate::api::error::ApiError;
-use crate::api::pipeline::{engine_phase_name, record_error, LatencyLog, Started};
+use crate::api::pipeline::{engine_phase_name, record_error, run_error, LatencyLog, Started};
 use crate::api::request_log::Outcome;
 use crate::config::EngineKind;
 use crate::engine::{ms, Completion, TurnEvent};
@@ -70,7 +70,7 @@ pub struct ChatRenderer {
     finished: bool,
     _in_flight: InFlight,
     /// The request's one snapshot, kept until the response ends.
-    _snapshot: Arc<Snapshot>,
+    snapshot: Arc<Snapshot>,
 }
 
 impl ChatRenderer {
@@ -100,7 +100,7 @@ impl ChatRenderer {
             first_content_logged: false,
             finished: false,
             _in_flight: started.in_flight,
-            _snapshot: started.snapshot,
+            snapshot: started.snapshot,
         };
         if streaming {
             renderer.push_chunk(json!({"role": "assistant", "content": ""}), None);
@@ -122,7 +122,9 @@ impl ChatRenderer {
             Some(TurnEvent::TextDelta(text)) => self.text(text),
             Some(TurnEvent::ToolCall(call)) => self.tool_call(&call),
             Some(TurnEvent::Done(completion)) => self.done(completion),
-            Some(TurnEvent::Failed(error)) => self.fail(ApiError::from(error)),
+            Some(TurnEvent::Failed(error)) => {
+                self.fail(run_error(&self.snapshot, &self.log.profile, error))
+            }
             Some(_) => {}
             None => self.fail(stopped_without_result()),
         }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
 use crate::api::messages::error as anthropic;
-use crate::api::pipeline::{engine_phase_name, record_error, LatencyLog, Started};
+use crate::api::pipeline::{engine_phase_name, record_error, run_error, LatencyLog, Started};
 use crate::api::request_log::Outcome;
 use crate::config::EngineKind;
 use crate::engine::{ms, Completion, TurnEvent};
@@ -91,7 +91,7 @@ pub struct MessagesRenderer {
     finished: bool,
     _in_flight: InFlight,
     /// The request's one snapshot, kept until the response ends.
-    _snapshot: Arc<Snapshot>,
+    snapshot: Arc<Snapshot>,
 }
 
 impl MessagesRenderer {
@@ -120,7 +120,7 @@ impl MessagesRenderer {
             first_content_logged: false,
             finished: false,
             _in_flight: started.in_flight,
-            _snapshot: started.snapshot,
+            snapshot: started.snapshot,
         };
         if streaming {
             let message = json!({
@@ -149,7 +149,9 @@ impl MessagesRenderer {
             Some(TurnEvent::ReasoningDelta(text)) => self.reasoning(text),
             Some(TurnEvent::ToolCall(call)) => self.tool_call(&call),
             Some(TurnEvent::Done(completion)) => self.done(completion),
-            Some(TurnEvent::Failed(error)) => self.fail(ApiError::from(error)),
+            Some(TurnEvent::Failed(error)) => {
+                self.fail(run_error(&self.snapshot, &self.log.profile, error))
+            }
             None => self.fail(stopped_without_result()),
         }
     }

@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::api::error::ApiError;
-use crate::api::pipeline::{engine_phase_name, record_error, LatencyLog, Started};
+use crate::api::pipeline::{engine_phase_name, record_error, run_error, LatencyLog, Started};
 use crate::api::request_log::Outcome;
 use crate::api::responses::request::Echo;
 use crate::api::responses::store;
@@ -86,7 +86,7 @@ pub struct ResponsesRenderer {
     first_content_logged: bool,
     finished: bool,
     _in_flight: InFlight,
-    _snapshot: Arc<Snapshot>,
+    snapshot: Arc<Snapshot>,
 }
 
 impl ResponsesRenderer {
@@ -120,7 +120,7 @@ impl ResponsesRenderer {
             first_content_logged: false,
             finished: false,
             _in_flight: started.in_flight,
-            _snapshot: started.snapshot,
+            snapshot: started.snapshot,
         };
         if streaming {
             let response = renderer.response("in_progress", None, None);
@@ -166,7 +166,9 @@ impl ResponsesRenderer {
             Some(TurnEvent::ReasoningDelta(text)) => self.reasoning(text),
             Some(TurnEvent::ToolCall(call)) => self.tool_call(&call),
             Some(TurnEvent::Done(completion)) => self.done(completion),
-            Some(TurnEvent::Failed(error)) => self.fail(ApiError::from(error)),
+            Some(TurnEvent::Failed(error)) => {
+                self.fail(run_error(&self.snapshot, &self.log.profile, error))
+            }
             None => self.fail(stopped_without_result()),
         }
     }
