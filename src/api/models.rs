@@ -3,6 +3,9 @@
 //! A caller only sees the profiles it may use ([`may_use`]). A `pass_model` profile with
 //! `list_models = true` adds the models its account can use (the app-server's `model/list`, cached by
 //! `account::models`) that route to it, each marked with the profile and `"discovered": true`.
+//! A request that carries `anthropic-version` (an Anthropic client) gets Anthropic's shapes:
+//! `{"data":[{"type":"model","id","display_name","created_at"}],"has_more","first_id","last_id"}`, and
+//! its errors in Anthropic's error shape.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
@@ -36,7 +39,7 @@ pub async fn list_models(
 ) -> Response {
     let caller = match authenticate(&snapshot, &headers) {
         Ok(key) => key,
-        Err(error) => return error.into_response(),
+        Err(error) => return refuse(&headers, error),
     };
     let usable: Vec<usize> = (0..snapshot.config.profiles.len())
         .filter(|index| may_use(&snapshot, &snapshot.config.profiles[*index], &caller))
@@ -66,7 +69,72 @@ pub async fn list_models(
             }
         }
     }
+    if anthropic(&headers) {
+        let data: Vec<Value> = data.iter().map(anthropic_entry).collect();
+        let first_id = data.first().map(|entry| entry["id"].clone());
+        let last_id = data.last().map(|entry| entry["id"].clone());
+        return Json(json!({
+            "data": data,
+            "has_more": false,
+            "first_id": first_id,
+            "last_id": last_id,
+        }))
+        .into_response();
+    }
     Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// Whether the request comes from an Anthropic client (it sends `anthropic-version`).
+fn anthropic(headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version")
+}
+
+/// An error in the shape the client speaks.
+fn refuse(headers: &HeaderMap, error: ApiError) -> Response {
+    if anthropic(headers) {
+        crate::api::messages::error::response(error)
+    } else {
+        error.into_response()
+    }
+}
+
+/// One OpenAI-shaped model entry as Anthropic's `/v1/models` lists it.
+fn anthropic_entry(entry: &Value) -> Value {
+    let description = entry["description"].as_str().unwrap_or_default();
+    let id = entry["id"].clone();
+    json!({
+        "type": "model",
+        "display_name": if description.is_empty() { id.clone() } else { json!(description) },
+        "id": id,
+        "created_at": rfc3339(entry["created"].as_u64().unwrap_or(0)),
+    })
+}
+
+/// Unix seconds as an RFC 3339 UTC timestamp (`1970-01-01T00:00:00Z`), from the proleptic Gregorian
+/// calendar's days-to-civil conversion.
+fn rfc3339(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let seconds = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
 }
 
 pub async fn get_model(
@@ -76,24 +144,60 @@ pub async fn get_model(
 ) -> Response {
     let caller = match authenticate(&snapshot, &headers) {
         Ok(key) => key,
-        Err(error) => return error.into_response(),
+        Err(error) => return refuse(&headers, error),
     };
     // A name that does not percent-decode to UTF-8 gets the OpenAI error shape, not axum's plain text.
     let model = match model {
         Ok(Path(model)) => model,
         Err(rejection) => {
-            return ApiError::invalid(
-                format!("Invalid model name in the URL: {}", rejection.body_text()),
-                Some("model"),
+            return refuse(
+                &headers,
+                ApiError::invalid(
+                    format!("Invalid model name in the URL: {}", rejection.body_text()),
+                    Some("model"),
+                ),
             )
-            .into_response()
         }
     };
     match snapshot.route(&model) {
         Some(route) if may_use(&snapshot, route.profile, &caller) => {
-            Json(entry(&snapshot, route.profile, &model)).into_response()
+            let entry = entry(&snapshot, route.profile, &model);
+            if anthropic(&headers) {
+                Json(anthropic_entry(&entry)).into_response()
+            } else {
+                Json(entry).into_response()
+            }
         }
-        _ => ApiError::ModelNotFound(format!("The model `{model}` does not exist on this proxy."))
-            .into_response(),
+        _ => refuse(
+            &headers,
+            ApiError::ModelNotFound(format!("The model `{model}` does not exist on this proxy.")),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_767_225_599), "2025-12-31T23:59:59Z");
+        assert_eq!(rfc3339(1_796_256_000), "2026-12-03T00:00:00Z");
+    }
+
+    #[test]
+    fn anthropic_entries_carry_type_id_display_name_and_created_at() {
+        let entry = json!({"id": "fast", "created": 0, "description": ""});
+        assert_eq!(
+            anthropic_entry(&entry),
+            json!({"type": "model", "id": "fast", "display_name": "fast", "created_at": "1970-01-01T00:00:00Z"})
+        );
+        let entry = json!({"id": "deep", "created": 0, "description": "Thorough answers"});
+        assert_eq!(
+            anthropic_entry(&entry)["display_name"],
+            json!("Thorough answers")
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The Anthropic Messages API (`POST /v1/messages`, `POST /v1/messages/count_tokens`) end to end: the
 //! real proxy, the real Codex CLI and the mock model. The exact streamed event sequence and the error
 //! shape are checked on the raw HTTP; the Anthropic Python SDK (`tests/python/test_messages.py`) checks
-//! plain and streamed answers, a tool round trip, an image block, `count_tokens`, typed errors and a
-//! Claude-Code-style request.
+//! plain and streamed answers, a tool round trip, an image block, `count_tokens`, typed errors, a
+//! Claude-Code-style request and `/v1/models` in Anthropic's shape.
 
 use crate::support;
 
@@ -244,6 +244,7 @@ async fn the_anthropic_python_sdk_is_served() {
         "count_tokens",
         "errors",
         "claude_code_style",
+        "models",
     ] {
         assert!(output.contains(&format!("ok {case}\n")), "{output}");
     }

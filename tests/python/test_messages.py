@@ -233,6 +233,21 @@ def claude_code_style():
     assert final.content[0].text == "Done.", final
 
 
-for case in [plain, streaming, tool_round_trip, image_block, count_tokens, errors, claude_code_style]:
+def models():
+    page = client.models.list()
+    ids = [model.id for model in page.data]
+    assert MODEL in ids, ids
+    one = client.models.retrieve(MODEL)
+    assert one.id == MODEL and one.type == "model", one
+    assert one.created_at.year >= 2024, one
+    try:
+        client.models.retrieve("no-such-model")
+    except anthropic.NotFoundError:
+        pass
+    else:
+        raise AssertionError("an unknown model was found")
+
+
+for case in [plain, streaming, tool_round_trip, image_block, count_tokens, errors, claude_code_style, models]:
     case()
     print(f"ok {case.__name__}", flush=True)
