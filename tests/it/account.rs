@@ -20,30 +20,6 @@ fn default_provider_profile(env: &TestEnv, name: &str) -> String {
     )
 }
 
-/// `codex login --with-api-key` as a user runs it, against the test's CODEX_HOME.
-async fn login_with_api_key(env: &TestEnv) {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(support::codex_bin())
-        .args(["login", "--with-api-key"])
-        .env("HOME", &env.home)
-        .env("CODEX_HOME", &env.codex_home)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"sk-test-login-key\n").await.unwrap();
-    drop(stdin);
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
-    assert!(env.codex_home.join("auth.json").is_file());
-}
-
 #[tokio::test]
 async fn not_logged_in_is_a_fast_503_and_a_login_is_picked_up_without_restart() {
     let env = TestEnv::new().await;
@@ -100,7 +76,7 @@ async fn not_logged_in_is_a_fast_503_and_a_login_is_picked_up_without_restart() 
         json!({"logged_in": false, "method": null})
     );
 
-    login_with_api_key(&env).await;
+    support::app::login_with_api_key(&env).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (status, ready) = app.get_json("/ready").await;
@@ -275,7 +251,7 @@ async fn check_prints_each_accounts_login_and_the_fallback_chains() {
         text.contains("codex-home/mock (mock): no login needed (custom model provider)"),
         "{text}"
     );
-    login_with_api_key(&env).await;
+    support::app::login_with_api_key(&env).await;
     let text = check(&env);
     assert!(
         text.contains(&format!("{home} (plain): logged in (api_key)")),
