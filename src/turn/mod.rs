@@ -13,6 +13,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+pub mod limit;
+
 /// Who wrote a conversation message. System and developer text is not a message: it is
 /// [`TurnRequest::instructions`]. `Tool` and `Function` are tool output sent as plain text messages (a
 /// chat `tool` message that answers a call of the conversation is an [`Item::ToolResult`] instead).
@@ -137,8 +139,15 @@ pub struct TurnRequest {
     pub tools: Vec<Tool>,
     pub tool_choice: ToolChoice,
     pub output: Option<OutputFormat>,
-    /// A per-request reasoning effort (`low`, `high`, …); overrides the profile's.
+    /// A per-request reasoning effort, one of [`REASONING_EFFORTS`] (an adapter validates it); it
+    /// overrides the profile's (`fast`, or `model_reasoning_effort` in `codex_config`).
     pub reasoning_effort: Option<String>,
+    /// Stop sequences: the answer ends before the first occurrence of any of them (none: no cut).
+    /// Applied by the engines through [`limit::AnswerLimit`], which also interrupts the turn.
+    pub stop: Vec<String>,
+    /// The most answer tokens (o200k_base, counted as the text arrives); at the limit the turn is
+    /// interrupted and the answer cut, with [`FinishReason::Length`]. `None`: no limit.
+    pub max_output_tokens: Option<u64>,
     /// The client names no calls by id and takes one call per answer (OpenAI's legacy `functions`):
     /// its next request cannot be matched to a held turn, so the turn is not held.
     pub legacy_calls: bool,
@@ -230,6 +239,10 @@ impl fmt::Debug for HoldLog {
     }
 }
 
+/// The reasoning efforts a request may ask for: the values the model service accepts for
+/// `reasoning.effort` (Codex passes the string on unchecked).
+pub const REASONING_EFFORTS: &[&str] = &["none", "minimal", "low", "medium", "high", "xhigh"];
+
 /// What a request asks for beyond plain text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Needs {
@@ -302,6 +315,9 @@ pub enum FinishReason {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub text: String,
+    /// The reasoning summary of the turn (empty when the profile asks for none, or the model gave
+    /// none); also streamed as [`TurnEvent::ReasoningDelta`]s by engines that stream.
+    pub reasoning: String,
     pub tool_calls: Vec<ToolCall>,
     pub usage: Usage,
     pub finish: FinishReason,

@@ -20,6 +20,7 @@ mod keys;
 mod mock_model;
 mod prometheus;
 mod reload;
+mod rich;
 mod scale_out;
 mod sdk;
 mod security_daemon;

@@ -49,6 +49,7 @@ fn parse(body: &[u8]) -> Result<(Parsed<Conversation>, Rendering), crate::api::e
         tools,
         tool_choice,
         legacy_functions,
+        options,
     } = ChatRequest::parse(body)?;
     let parsed = Parsed {
         model,
@@ -57,6 +58,7 @@ fn parse(body: &[u8]) -> Result<(Parsed<Conversation>, Rendering), crate::api::e
             tools,
             tool_choice,
             legacy_functions,
+            options,
         },
         cwd,
         stream,

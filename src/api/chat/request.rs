@@ -41,7 +41,23 @@ pub struct ChatRequest {
     pub tool_choice: ToolChoice,
     /// The tools came as the legacy `functions`: the answer uses the legacy `function_call` shape.
     pub legacy_functions: bool,
+    /// `reasoning_effort`, `stop`, `max_tokens` / `max_completion_tokens`.
+    pub options: AnswerOptions,
 }
+
+/// What the request asks of the answer beyond its conversation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnswerOptions {
+    /// `reasoning_effort`, one of [`crate::turn::REASONING_EFFORTS`].
+    pub reasoning_effort: Option<String>,
+    /// `stop`: up to [`MAX_STOP_SEQUENCES`] non-empty strings.
+    pub stop: Vec<String>,
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub max_tokens: Option<u64>,
+}
+
+/// The most `stop` sequences a request may send (as OpenAI allows).
+pub const MAX_STOP_SEQUENCES: usize = 4;
 
 /// The message roles a chat request may use.
 pub const ROLES: &[&str] = &[
@@ -359,6 +375,7 @@ impl ChatRequest {
         };
         check_ignored(&members)?;
         check_unsupported(&members)?;
+        let options = parse_options(&members)?;
         let tools = tools::parse_tools(members.raw("tools"))?;
         let functions = tools::parse_functions(members.raw("functions"))?;
         let legacy_functions = !functions.is_empty();
@@ -406,8 +423,85 @@ impl ChatRequest {
             tools,
             tool_choice,
             legacy_functions,
+            options,
         })
     }
+}
+
+/// `reasoning_effort`, `stop` and the token limit.
+fn parse_options(members: &Members) -> Result<AnswerOptions, ApiError> {
+    let reasoning_effort = match members.scalar("reasoning_effort") {
+        None => None,
+        Some(Value::String(effort))
+            if crate::turn::REASONING_EFFORTS.contains(&effort.as_str()) =>
+        {
+            Some(effort)
+        }
+        Some(Value::String(effort)) => {
+            return Err(ApiError::invalid(
+                format!(
+                    "Invalid value for 'reasoning_effort': '{}'. Supported values are: {}.",
+                    effort.chars().take(32).collect::<String>(),
+                    crate::turn::REASONING_EFFORTS
+                        .iter()
+                        .map(|e| format!("'{e}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Some("reasoning_effort"),
+            ))
+        }
+        Some(other) => return Err(wrong_type("reasoning_effort", "a string", &other)),
+    };
+    let stop = match members.scalar_value("stop") {
+        None => Vec::new(),
+        Some(Value::String(stop)) => vec![stop],
+        Some(Value::Array(list)) => {
+            if list.len() > MAX_STOP_SEQUENCES {
+                return Err(ApiError::invalid(
+                    format!(
+                        "'stop' may hold at most {MAX_STOP_SEQUENCES} sequences, but got {}.",
+                        list.len()
+                    ),
+                    Some("stop"),
+                ));
+            }
+            let mut stops = Vec::with_capacity(list.len());
+            for (index, item) in list.into_iter().enumerate() {
+                match item {
+                    Value::String(stop) => stops.push(stop),
+                    other => return Err(wrong_type(&format!("stop[{index}]"), "a string", &other)),
+                }
+            }
+            stops
+        }
+        Some(other) => {
+            return Err(wrong_type(
+                "stop",
+                "a string or an array of strings",
+                &other,
+            ))
+        }
+    };
+    let mut max_tokens = None;
+    for param in ["max_tokens", "max_completion_tokens"] {
+        if let Some(Value::Number(number)) = members.scalar(param) {
+            match number.as_u64() {
+                Some(limit) if limit >= 1 => max_tokens = Some(limit),
+                _ => {
+                    return Err(ApiError::invalid(
+                        format!("Invalid '{param}': {number}; it must be at least 1."),
+                        Some(param),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(AnswerOptions {
+        reasoning_effort,
+        stop: stop.into_iter().filter(|stop| !stop.is_empty()).collect(),
+        max_tokens,
+    })
 }
 
 /// A request's validated messages, kept in this compact form until the request has a profile (a body
@@ -461,6 +555,7 @@ pub struct Conversation {
     pub tool_choice: ToolChoice,
     /// The tools came as the legacy `functions`.
     pub legacy_functions: bool,
+    pub options: AnswerOptions,
 }
 
 impl From<Conversation> for TurnRequest {
@@ -469,6 +564,9 @@ impl From<Conversation> for TurnRequest {
             tools: conversation.tools,
             tool_choice: conversation.tool_choice,
             legacy_calls: conversation.legacy_functions,
+            reasoning_effort: conversation.options.reasoning_effort,
+            stop: conversation.options.stop,
+            max_output_tokens: conversation.options.max_tokens,
             ..TurnRequest::from(conversation.messages)
         }
     }
@@ -725,16 +823,6 @@ fn check_unsupported(members: &Members) -> Result<(), ApiError> {
             ));
         }
     }
-    let stop_is_empty_list = members
-        .raw("stop")
-        .is_some_and(|raw| raw_type(raw) == "an array")
-        && members.array_len("stop")? == Some(0);
-    if members.raw("stop").is_some() && !stop_is_empty_list {
-        return Err(ApiError::invalid(
-            "'stop' sequences are not supported by this proxy; send the request without 'stop'.",
-            Some("stop"),
-        ));
-    }
     if members
         .raw("logprobs")
         .is_some_and(|raw| raw.get().trim() == "true")
@@ -900,6 +988,7 @@ mod tests {
             tools: request.tools,
             tool_choice: request.tool_choice,
             legacy_functions: false,
+            options: AnswerOptions::default(),
         });
         assert_eq!(
             request.items[1..],

@@ -354,16 +354,16 @@ impl AppServerPool {
             None => json!([]),
         };
         let started = Instant::now();
-        let started_turn = turn
-            .call("turn/start", json!({"threadId": thread_id, "input": input}))
-            .await?;
+        let params = protocol::turn_start_params(profile, &job.request, &thread_id, input);
+        let started_turn = turn.call("turn/start", params).await?;
         phases.insert("app_server_turn_start", ms(started));
         let turn_id = started_turn
             .pointer("/turn/id")
             .and_then(Value::as_str)
             .map(str::to_string);
         let mut core = AppServerTurn::new(turn_id, phases, profile.runtime.timeout)
-            .with_client_tools(job.request.tools.iter().map(|tool| tool.name.clone()));
+            .with_client_tools(job.request.tools.iter().map(|tool| tool.name.clone()))
+            .with_limits(&job.request.stop, job.request.max_output_tokens);
 
         // One part per request served by this turn: the first, then one per continuation of a hold.
         let mut part = Part {
@@ -767,7 +767,12 @@ impl TurnContext<'_> {
                 Ok(None) => return Ok(Segment::Lost(core.on_closed(self.connection.failure()))),
                 Err(stop) => break stop,
             };
-            match core.on_message(message) {
+            let step = core.on_message(message);
+            if let Some(turn_id) = core.take_limit_interrupt() {
+                // The answer reached a stop sequence or its token limit: save the rest of the turn.
+                interrupt(self.connection, thread_id, &turn_id).await;
+            }
+            match step {
                 None | Some(Step::Interrupt { .. }) => {}
                 Some(Step::CallsComplete) => held.settle_now(),
                 Some(Step::Emit(TurnEvent::TextDelta(_))) if quiet => {}

@@ -214,6 +214,25 @@ pub fn split_conversation(request: &TurnRequest) -> (Vec<Value>, Option<String>)
     }
 }
 
+/// `turn/start` params: the input, and the request's reasoning effort and the profile's reasoning
+/// summary (both sticky on the thread, which serves this request only).
+pub fn turn_start_params(
+    profile: &Profile,
+    request: &TurnRequest,
+    thread_id: &str,
+    input: Value,
+) -> Value {
+    let mut params = json!({
+        "threadId": thread_id,
+        "input": input,
+        "summary": profile.runtime.reasoning_summary.as_str(),
+    });
+    if let Some(effort) = &request.reasoning_effort {
+        params["effort"] = json!(effort);
+    }
+    params
+}
+
 /// `thread/tokenUsage/updated` → usage (`total` is per thread; one thread per request).
 pub fn token_usage(params: &Value) -> Option<Usage> {
     usage_breakdown(params.pointer("/tokenUsage/total")?)

@@ -76,10 +76,27 @@ pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
                 .map(OsString::from),
         );
     }
+    // A request's reasoning effort replaces the profile's (`fast`, or one set in `codex_config`).
+    let effort = job.request.reasoning_effort.as_deref();
     for item in profile.effective_codex_config() {
+        if effort.is_some() && item.trim_start().starts_with("model_reasoning_effort") {
+            continue;
+        }
         args.push("-c".into());
         args.push(item.into());
     }
+    if let Some(effort) = effort {
+        args.push("-c".into());
+        args.push(format!("model_reasoning_effort={}", toml_string(effort)).into());
+    }
+    args.push("-c".into());
+    args.push(
+        format!(
+            "model_reasoning_summary={}",
+            toml_string(profile.runtime.reasoning_summary.as_str())
+        )
+        .into(),
+    );
     if profile.runtime.ephemeral {
         args.push("--ephemeral".into());
     }
@@ -131,7 +148,8 @@ async fn run(
     let stdout = child.stdout.take().ok_or_else(|| {
         EngineError::new(FailureKind::CodexFailed, "Codex stdout was not captured")
     })?;
-    let mut turn = ExecTurn::new(phases, io_started);
+    let mut turn = ExecTurn::new(phases, io_started)
+        .with_limits(job.request.stop.clone(), job.request.max_output_tokens);
     let reader = Reader {
         deadline: tokio::time::Instant::from_std(job.received_at) + profile.runtime.timeout,
         timeout: profile.runtime.timeout,

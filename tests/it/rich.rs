@@ -1,0 +1,234 @@
+//! End-to-end: the rest of the chat-completions request on both engines, with the real Codex CLI and
+//! the mock model: `reasoning_effort` and reasoning summaries (`reasoning_content`), `stop` and
+//! `max_tokens` / `max_completion_tokens`.
+
+use crate::support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::app::{chat_body, App, TestEnv};
+
+const ENGINES: [&str; 2] = ["exec", "app-server"];
+
+/// A proxy with one profile `p` on `engine`, with `extra` profile lines.
+async fn start(env: &TestEnv, engine: &str, extra: &str) -> App {
+    App::start(
+        env,
+        &format!(
+            "{}{}",
+            env.server(""),
+            env.profile("p", &format!("engine = \"{engine}\"\n{extra}"))
+        ),
+    )
+    .await
+}
+
+fn with(mut body: Value, key: &str, value: Value) -> Value {
+    body[key] = value;
+    body
+}
+
+#[tokio::test]
+async fn reasoning_effort_reaches_the_model_and_overrides_fast() {
+    for engine in ENGINES {
+        let env = TestEnv::new().await;
+        let app = start(&env, engine, "fast = true").await;
+        let body = with(chat_body("p", "hi"), "reasoning_effort", json!("high"));
+        let (status, answer) = app.chat_json(&body).await;
+        assert_eq!(status, 200, "{engine}: {answer}");
+        let request = &env.mock.requests()[0].body;
+        assert_eq!(
+            request.pointer("/reasoning/effort").and_then(Value::as_str),
+            Some("high"),
+            "{engine}: {request}"
+        );
+        // Without it, the profile's `fast` applies.
+        assert_eq!(app.chat_json(&chat_body("p", "hi")).await.0, 200);
+        let request = &env.mock.requests()[1].body;
+        assert_eq!(
+            request.pointer("/reasoning/effort").and_then(Value::as_str),
+            Some("low"),
+            "{engine}: {request}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_reasoning_effort_is_a_400_naming_it() {
+    let env = TestEnv::new().await;
+    let app = start(&env, "exec", "").await;
+    for effort in [json!("extreme\" -c x=1"), json!(3)] {
+        let body = with(chat_body("p", "hi"), "reasoning_effort", effort);
+        let (status, answer) = app.chat_json(&body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["param"], "reasoning_effort", "{answer}");
+    }
+    assert_eq!(env.mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn reasoning_summaries_come_back_as_reasoning_content() {
+    for engine in ENGINES {
+        let env = TestEnv::new().await;
+        let app = start(&env, engine, "reasoning_summary = \"concise\"").await;
+        let prompt = "mock:reasoning=Thinking_it_over mock:reply=Done_thinking";
+        let (status, answer) = app.chat_json(&chat_body("p", prompt)).await;
+        assert_eq!(status, 200, "{engine}: {answer}");
+        let message = &answer["choices"][0]["message"];
+        assert_eq!(message["content"], "Done thinking", "{engine}: {answer}");
+        assert_eq!(message["reasoning_content"], "Thinking it over", "{engine}");
+        assert_eq!(
+            answer["usage"]["completion_tokens_details"]["reasoning_tokens"],
+            support::mock_model::USAGE_REASONING_TOKENS
+        );
+        let request = &env.mock.requests()[0].body;
+        assert_eq!(
+            request
+                .pointer("/reasoning/summary")
+                .and_then(Value::as_str),
+            Some("concise"),
+            "{engine}: {request}"
+        );
+
+        let body = with(chat_body("p", prompt), "stream", json!(true));
+        let transcript = App::sse(app.chat(&body).await).await;
+        let reasoning: Vec<String> = transcript
+            .chunks()
+            .iter()
+            .filter_map(|chunk| {
+                chunk
+                    .pointer("/choices/0/delta/reasoning_content")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .collect();
+        assert_eq!(reasoning.concat(), "Thinking it over", "{engine}");
+        if engine == "app-server" {
+            // The summary streams as the model writes it: in the mock's two deltas.
+            assert_eq!(reasoning.len(), 2, "{reasoning:?}");
+        }
+        assert_eq!(transcript.content(), "Done thinking");
+        assert!(transcript.done());
+    }
+}
+
+#[tokio::test]
+async fn the_default_profile_asks_for_no_summaries() {
+    let env = TestEnv::new().await;
+    let app = start(&env, "app-server", "").await;
+    assert_eq!(app.chat_json(&chat_body("p", "hi")).await.0, 200);
+    let request = &env.mock.requests()[0].body;
+    assert_ne!(
+        request
+            .pointer("/reasoning/summary")
+            .and_then(Value::as_str),
+        Some("auto"),
+        "{request}"
+    );
+}
+
+/// The finish reason of the last choice chunk.
+fn finish_reason(chunks: &[Value]) -> Option<String> {
+    chunks.iter().rev().find_map(|chunk| {
+        chunk
+            .pointer("/choices/0/finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    })
+}
+
+#[tokio::test]
+async fn stop_across_a_delta_boundary_is_never_sent_and_interrupts_the_turn() {
+    let env = TestEnv::new().await;
+    let app = start(&env, "app-server", "").await;
+    // Ten deltas of two characters 150 ms apart: "ab", "cS", "TO", "Pd", …; the stop spans three.
+    let prompt = "mock:reply=abcSTOPdefghijklmn mock:deltas=10 mock:delay_ms=150";
+    let body = with(
+        with(chat_body("p", prompt), "stream", json!(true)),
+        "stop",
+        json!(["STOP", "zz"]),
+    );
+    let transcript = App::sse(app.chat(&body).await).await;
+    let chunks = transcript.chunks();
+    assert_eq!(transcript.content(), "abc", "{:?}", transcript.data);
+    for data in &transcript.data {
+        assert!(!data.contains("\"content\":\"cS"), "{data}");
+    }
+    assert_eq!(finish_reason(&chunks).as_deref(), Some("stop"));
+    assert!(transcript.done());
+    // The turn was interrupted: Codex dropped the model stream before its end.
+    assert!(env.mock.wait_for_idle(Duration::from_secs(10)).await);
+    assert_eq!(env.mock.streams_cancelled(), 1);
+
+    // A plain response, and exec (which cuts the whole answer).
+    for engine in ENGINES {
+        let env = TestEnv::new().await;
+        let app = start(&env, engine, "").await;
+        let body = with(
+            chat_body("p", "mock:reply=one,two,three mock:deltas=3"),
+            "stop",
+            json!(","),
+        );
+        let (status, answer) = app.chat_json(&body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["choices"][0]["message"]["content"], "one");
+        assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    }
+}
+
+#[tokio::test]
+async fn bad_stop_values_are_400s() {
+    let env = TestEnv::new().await;
+    let app = start(&env, "exec", "").await;
+    for (stop, param) in [
+        (json!(["a", "b", "c", "d", "e"]), "stop"),
+        (json!([1]), "stop[0]"),
+        (json!({"s": 1}), "stop"),
+    ] {
+        let body = with(chat_body("p", "hi"), "stop", stop);
+        let (status, answer) = app.chat_json(&body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["param"], param, "{answer}");
+    }
+    // An empty list asks for nothing.
+    let body = with(chat_body("p", "hi"), "stop", json!([]));
+    assert_eq!(app.chat_json(&body).await.0, 200);
+}
+
+#[tokio::test]
+async fn max_tokens_cuts_the_answer_with_finish_reason_length() {
+    let reply = "one_two_three_four_five_six_seven_eight_nine_ten";
+    for engine in ENGINES {
+        let env = TestEnv::new().await;
+        let app = start(&env, engine, "").await;
+        let prompt = format!("mock:reply={reply} mock:deltas=10");
+        for limit in ["max_tokens", "max_completion_tokens"] {
+            let body = with(chat_body("p", &prompt), limit, json!(3));
+            let (status, answer) = app.chat_json(&body).await;
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(
+                answer["choices"][0]["message"]["content"], "one two three",
+                "{engine}"
+            );
+            assert_eq!(answer["choices"][0]["finish_reason"], "length");
+        }
+        let body = with(
+            with(chat_body("p", &prompt), "stream", json!(true)),
+            "max_tokens",
+            json!(4),
+        );
+        let transcript = App::sse(app.chat(&body).await).await;
+        assert_eq!(transcript.content(), "one two three four", "{engine}");
+        assert_eq!(
+            finish_reason(&transcript.chunks()).as_deref(),
+            Some("length")
+        );
+        // A limit the answer stays within changes nothing.
+        let body = with(chat_body("p", &prompt), "max_tokens", json!(100));
+        let (_, answer) = app.chat_json(&body).await;
+        assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+        let body = with(chat_body("p", "hi"), "max_tokens", json!(0));
+        assert_eq!(app.chat_json(&body).await.0, 400);
+    }
+}
