@@ -43,13 +43,13 @@ pub fn capabilities(engine: EngineKind) -> Capabilities {
         EngineKind::Exec => Capabilities {
             client_tools: false,
             images: false,
-            output_schema: false,
+            output_schema: true,
             streams_deltas: false,
         },
         EngineKind::AppServer => Capabilities {
             client_tools: true,
             images: false,
-            output_schema: false,
+            output_schema: true,
             streams_deltas: true,
         },
     }

@@ -14,6 +14,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 pub mod limit;
+pub mod output;
 
 /// Who wrote a conversation message. System and developer text is not a message: it is
 /// [`TurnRequest::instructions`]. `Tool` and `Function` are tool output sent as plain text messages (a
@@ -119,13 +120,19 @@ pub enum ToolChoice {
     Named(String),
 }
 
-/// The shape the answer must have.
+/// The shape the answer must have. Engines give the model the schema (Codex sends it as a strict
+/// `json_schema` text format) or, for `JsonObject`, the instruction [`output::JSON_OBJECT_INSTRUCTION`]
+/// (see [`TurnRequest::developer_text`]); the API adapter checks the answer with
+/// [`output::check_answer`] before it is returned.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutputFormat {
+    /// Any JSON object.
     JsonObject,
     JsonSchema {
         name: String,
+        /// The schema as the model receives it: already in strict form ([`output::strict_schema`]).
         schema: serde_json::Value,
+        /// Validate the answer against `schema` (else it only has to be JSON).
         strict: bool,
     },
 }
@@ -169,6 +176,22 @@ impl TurnRequest {
         }
     }
 
+    /// The developer text an engine gives Codex: the instructions, then what the output format asks
+    /// of the answer when it has no schema to carry it (`JsonObject`).
+    pub fn developer_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        let extra = match self.output {
+            Some(OutputFormat::JsonObject) => Some(output::JSON_OBJECT_INSTRUCTION),
+            _ => None,
+        };
+        match (self.instructions.as_deref(), extra) {
+            (None, None) => None,
+            (Some(text), None) => Some(Cow::Borrowed(text)),
+            (None, Some(extra)) => Some(Cow::Borrowed(extra)),
+            (Some(text), Some(extra)) => Some(Cow::Owned(format!("{text}\n\n{extra}"))),
+        }
+    }
+
     /// The `ToolResult` items that end the conversation (the answers to the last tool calls), in order.
     pub fn trailing_tool_results(&self) -> &[Item] {
         let count = self
@@ -194,7 +217,7 @@ impl TurnRequest {
                     .any(|part| matches!(part, Content::Image { .. })),
                 _ => false,
             }),
-            output_schema: self.output.is_some(),
+            output_schema: matches!(self.output, Some(OutputFormat::JsonSchema { .. })),
         }
     }
 }

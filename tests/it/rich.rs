@@ -232,3 +232,186 @@ async fn max_tokens_cuts_the_answer_with_finish_reason_length() {
         assert_eq!(app.chat_json(&body).await.0, 400);
     }
 }
+
+/// A `response_format` of type `json_schema` for a city and its temperature.
+fn weather_format(strict: bool) -> Value {
+    json!({
+        "type": "json_schema",
+        "json_schema": {
+            "name": "weather",
+            "strict": strict,
+            "schema": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "temp": {"type": "integer"}},
+                "required": ["city", "temp"],
+                "additionalProperties": false,
+            },
+        },
+    })
+}
+
+#[tokio::test]
+async fn a_json_schema_reaches_the_model_and_the_answer_round_trips() {
+    for engine in ENGINES {
+        let env = TestEnv::new().await;
+        let app = start(&env, engine, "").await;
+        let prompt = r#"mock:json={"city":"Paris","temp":21}"#;
+        let body = with(
+            chat_body("p", prompt),
+            "response_format",
+            weather_format(true),
+        );
+        let (status, answer) = app.chat_json(&body).await;
+        assert_eq!(status, 200, "{engine}: {answer}");
+        let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+        let parsed: Value = serde_json::from_str(content).unwrap();
+        assert_eq!(parsed, json!({"city": "Paris", "temp": 21}));
+        let request = &env.mock.requests()[0].body;
+        let format = request.pointer("/text/format").expect("a text format");
+        assert_eq!(format["type"], "json_schema", "{engine}: {request}");
+        assert_eq!(
+            format["schema"],
+            weather_format(true)["json_schema"]["schema"],
+            "{engine}"
+        );
+
+        // Streamed: the checked answer arrives whole.
+        let body = with(body, "stream", json!(true));
+        let transcript = App::sse(app.chat(&body).await).await;
+        assert_eq!(transcript.content(), content, "{engine}");
+        assert!(transcript.done());
+    }
+}
+
+#[tokio::test]
+async fn a_strict_mismatch_is_a_502_quoting_the_validation_error() {
+    for engine in ENGINES {
+        let env = TestEnv::new().await;
+        let app = start(&env, engine, "").await;
+        let prompt = r#"mock:json={"city":"Paris","temp":"warm"}"#;
+        let body = with(
+            chat_body("p", prompt),
+            "response_format",
+            weather_format(true),
+        );
+        let (status, answer) = app.chat_json(&body).await;
+        assert_eq!(status, 502, "{engine}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_model_output");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("/temp"), "{message}");
+        // Not strict: any JSON passes.
+        let body = with(
+            chat_body("p", prompt),
+            "response_format",
+            weather_format(false),
+        );
+        assert_eq!(app.chat_json(&body).await.0, 200, "{engine}");
+        // Streamed: the error goes in-band and no content was sent.
+        let body = with(
+            with(
+                chat_body("p", prompt),
+                "response_format",
+                weather_format(true),
+            ),
+            "stream",
+            json!(true),
+        );
+        let transcript = App::sse(app.chat(&body).await).await;
+        assert_eq!(transcript.content(), "");
+        assert!(transcript
+            .data
+            .iter()
+            .any(|data| data.contains("invalid_model_output")));
+    }
+}
+
+#[tokio::test]
+async fn json_object_asks_for_an_object_and_checks_it() {
+    for engine in ENGINES {
+        let env = TestEnv::new().await;
+        let app = start(&env, engine, "").await;
+        let format = json!({"type": "json_object"});
+        let body = with(
+            chat_body("p", r#"mock:json={"a":1}"#),
+            "response_format",
+            format.clone(),
+        );
+        let (status, answer) = app.chat_json(&body).await;
+        assert_eq!(status, 200, "{engine}: {answer}");
+        assert_eq!(answer["choices"][0]["message"]["content"], r#"{"a":1}"#);
+        let request = env.mock.requests()[0].text();
+        assert!(request.contains("Answer with one JSON object"), "{engine}");
+        for reply in ["mock:reply=plain_words", "mock:json=[1,2]"] {
+            let body = with(chat_body("p", reply), "response_format", format.clone());
+            let (status, answer) = app.chat_json(&body).await;
+            assert_eq!(status, 502, "{engine} {reply}: {answer}");
+            assert_eq!(answer["error"]["code"], "invalid_model_output");
+        }
+    }
+}
+
+#[tokio::test]
+async fn schemas_strict_mode_cannot_carry_are_400s_naming_the_path() {
+    let env = TestEnv::new().await;
+    let app = start(&env, "app-server", "").await;
+    let cases = [
+        (
+            json!({"type": "object", "properties": {"a": {"allOf": [{"type": "string"}]}}}),
+            "response_format.json_schema.schema.properties.a.allOf",
+        ),
+        (
+            json!({"type": "array"}),
+            "response_format.json_schema.schema",
+        ),
+    ];
+    for (schema, param) in cases {
+        let format = json!({"type": "json_schema", "json_schema": {"name": "s", "schema": schema}});
+        let body = with(chat_body("p", "hi"), "response_format", format);
+        let (status, answer) = app.chat_json(&body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["param"], param, "{answer}");
+    }
+    // A schema that is only missing the strict details is adapted: optional becomes nullable.
+    let format = json!({"type": "json_schema", "json_schema": {"name": "s", "schema":
+        {"type": "object", "properties": {"a": {"type": "string"}}}}});
+    let body = with(
+        chat_body("p", r#"mock:json={"a":null}"#),
+        "response_format",
+        format,
+    );
+    let (status, answer) = app.chat_json(&body).await;
+    assert_eq!(status, 200, "{answer}");
+    let schema = &env.mock.requests()[0].body["text"]["format"]["schema"];
+    assert_eq!(schema["additionalProperties"], json!(false), "{schema}");
+    assert_eq!(schema["required"], json!(["a"]), "{schema}");
+    assert_eq!(env.mock.request_count(), 1);
+}
+
+#[tokio::test]
+async fn the_openai_python_sdk_parses_into_a_pydantic_model() {
+    for engine in ENGINES {
+        let env = TestEnv::new().await;
+        let app = start(&env, engine, "").await;
+        let stdout = support::run_python(
+            "test_structured_openai.py",
+            &[("PROXY_URL", app.url("/v1")), ("MODEL", "p".to_string())],
+            Duration::from_secs(120),
+        )
+        .await;
+        let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+        assert_eq!(
+            report["parsed"],
+            json!({"city": "Paris", "temp": 21}),
+            "{engine}"
+        );
+        assert_eq!(report["streamed"], report["parsed"], "{engine}");
+        assert_eq!(report["json_object"], json!({"ok": true}), "{engine}");
+        // The SDK's strict schema of the Pydantic model reached the model as it was sent.
+        let format = &env.mock.requests()[0].body["text"]["format"];
+        assert_eq!(
+            format["schema"]["required"],
+            json!(["city", "temp"]),
+            "{format}"
+        );
+    }
+}

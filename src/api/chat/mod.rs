@@ -37,6 +37,8 @@ struct Rendering {
     include_usage: bool,
     /// The tools came as the legacy `functions`: answer with `function_call`.
     legacy_functions: bool,
+    /// `response_format`: the answer is checked before it is returned.
+    output: Option<crate::turn::OutputFormat>,
 }
 
 fn parse(body: &[u8]) -> Result<(Parsed<Conversation>, Rendering), crate::api::error::ApiError> {
@@ -51,6 +53,7 @@ fn parse(body: &[u8]) -> Result<(Parsed<Conversation>, Rendering), crate::api::e
         legacy_functions,
         options,
     } = ChatRequest::parse(body)?;
+    let output = options.output.clone();
     let parsed = Parsed {
         model,
         request: Conversation {
@@ -69,6 +72,7 @@ fn parse(body: &[u8]) -> Result<(Parsed<Conversation>, Rendering), crate::api::e
             stream,
             include_usage,
             legacy_functions,
+            output,
         },
     ))
 }
@@ -94,7 +98,9 @@ pub async fn chat_completions(
     };
     let (renderer, mut run) =
         ChatRenderer::new(&state, started, rendering.stream, rendering.include_usage);
-    let mut renderer = renderer.with_legacy_functions(rendering.legacy_functions);
+    let mut renderer = renderer
+        .with_legacy_functions(rendering.legacy_functions)
+        .with_output(rendering.output);
     if rendering.stream {
         return stream::response(&state, run, renderer);
     }

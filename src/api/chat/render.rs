@@ -19,7 +19,8 @@ use crate::engine::{ms, Completion, FinishReason, TurnEvent};
 use crate::live::snapshot::Snapshot;
 use crate::live::state::AppState;
 use crate::metrics::{InFlight, ProfileStats};
-use crate::turn::ToolCall;
+use crate::turn::output::check_answer;
+use crate::turn::{OutputFormat, ToolCall};
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -69,6 +70,8 @@ pub struct ChatRenderer {
     sent_tool_calls: usize,
     /// The request sent the legacy `functions`: one call, as `function_call`.
     legacy_functions: bool,
+    /// `response_format`: the answer is checked at `Done`, so a stream sends its text only then.
+    output: Option<OutputFormat>,
     first_content_logged: bool,
     finished: bool,
     _in_flight: InFlight,
@@ -101,6 +104,7 @@ impl ChatRenderer {
             sent_reasoning: false,
             sent_tool_calls: 0,
             legacy_functions: false,
+            output: None,
             first_content_logged: false,
             finished: false,
             _in_flight: started.in_flight,
@@ -120,9 +124,18 @@ impl ChatRenderer {
         self
     }
 
+    /// Checks the answer against the request's `response_format` (see `turn::output::check_answer`):
+    /// a mismatch is a 502 `invalid_model_output` quoting what is wrong, never passed on. A stream
+    /// holds the answer's text back until it has been checked.
+    pub fn with_output(mut self, output: Option<OutputFormat>) -> ChatRenderer {
+        self.output = output;
+        self
+    }
+
     /// Takes in the run's next event (`None`: the run ended without a result).
     pub fn feed(&mut self, event: Option<TurnEvent>) {
         match event {
+            Some(TurnEvent::TextDelta(_)) if self.output.is_some() => {}
             Some(TurnEvent::TextDelta(text)) => self.text(text),
             Some(TurnEvent::ReasoningDelta(text)) => self.reasoning(text),
             Some(TurnEvent::ToolCall(call)) => self.tool_call(&call),
@@ -241,6 +254,19 @@ impl ChatRenderer {
             finish,
             phases,
         } = completion;
+        // An answer cut at `max_tokens` is returned as it is, with finish_reason `length` (as OpenAI).
+        let checked = tool_calls.is_empty() && finish != FinishReason::Length;
+        if let (Some(format), true) = (&self.output, checked) {
+            if let Err(problem) = check_answer(format, &text) {
+                let message = format!(
+                    "The model's answer does not have the shape response_format asks for: {problem}."
+                );
+                return self.fail(ApiError::CodexFailed {
+                    message,
+                    code: "invalid_model_output",
+                });
+            }
+        }
         let finish_reason = match (tool_calls.is_empty(), self.legacy_functions) {
             (true, _) if finish == FinishReason::Length => "length",
             (true, _) => "stop",

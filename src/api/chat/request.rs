@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::api::chat::tools::{self, WireToolCall};
 use crate::api::error::ApiError;
-use crate::turn::{Item, Role, Tool, ToolCall, ToolChoice, TurnRequest};
+use crate::turn::{Item, OutputFormat, Role, Tool, ToolCall, ToolChoice, TurnRequest};
 
 /// A validated chat completion request.
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ pub struct ChatRequest {
 }
 
 /// What the request asks of the answer beyond its conversation.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AnswerOptions {
     /// `reasoning_effort`, one of [`crate::turn::REASONING_EFFORTS`].
     pub reasoning_effort: Option<String>,
@@ -54,6 +54,8 @@ pub struct AnswerOptions {
     pub stop: Vec<String>,
     /// `max_completion_tokens`, else `max_tokens`.
     pub max_tokens: Option<u64>,
+    /// `response_format` other than `text`, its schema in strict form.
+    pub output: Option<OutputFormat>,
 }
 
 /// The most `stop` sequences a request may send (as OpenAI allows).
@@ -501,7 +503,100 @@ fn parse_options(members: &Members) -> Result<AnswerOptions, ApiError> {
         reasoning_effort,
         stop: stop.into_iter().filter(|stop| !stop.is_empty()).collect(),
         max_tokens,
+        output: parse_response_format(members)?,
     })
+}
+
+/// `response_format`: `text` (nothing to do), `json_object`, or `json_schema` with a schema the
+/// model service accepts in strict mode (adapted, or a 400 naming the offending path).
+fn parse_response_format(members: &Members) -> Result<Option<OutputFormat>, ApiError> {
+    let Some(format) = members.object("response_format")? else {
+        return Ok(None);
+    };
+    let kind = match format.scalar("type") {
+        Some(Value::String(kind)) => kind,
+        None => {
+            return Err(ApiError::invalid(
+                "Missing required parameter: 'response_format.type'.",
+                Some("response_format.type"),
+            ))
+        }
+        Some(other) => return Err(wrong_type("response_format.type", "a string", &other)),
+    };
+    match kind.as_str() {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(OutputFormat::JsonObject)),
+        "json_schema" => {
+            let param = "response_format.json_schema";
+            let Some(spec) = format.object("json_schema")? else {
+                return Err(ApiError::invalid(
+                    format!("Missing required parameter: '{param}'."),
+                    Some(param),
+                ));
+            };
+            let name = match spec.scalar("name") {
+                Some(Value::String(name))
+                    if !name.is_empty()
+                        && name.len() <= 64
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+                {
+                    name
+                }
+                Some(Value::String(_)) => {
+                    return Err(ApiError::invalid(
+                        format!("Invalid '{param}.name': use 1 to 64 letters, digits, '_' or '-'."),
+                        Some(&format!("{param}.name")),
+                    ))
+                }
+                None => {
+                    return Err(ApiError::invalid(
+                        format!("Missing required parameter: '{param}.name'."),
+                        Some(&format!("{param}.name")),
+                    ))
+                }
+                Some(other) => {
+                    return Err(wrong_type(&format!("{param}.name"), "a string", &other))
+                }
+            };
+            let strict = optional_bool(spec.scalar("strict").as_ref(), &format!("{param}.strict"))?
+                .unwrap_or(false);
+            let schema_param = format!("{param}.schema");
+            let schema = match spec.scalar_value("schema") {
+                Some(schema @ Value::Object(_)) => schema,
+                None => {
+                    return Err(ApiError::invalid(
+                        format!("Missing required parameter: '{schema_param}'."),
+                        Some(&schema_param),
+                    ))
+                }
+                Some(other) => return Err(wrong_type(&schema_param, "an object", &other)),
+            };
+            let schema = crate::turn::output::strict_schema(&schema).map_err(|problem| {
+                let at = format!("{schema_param}{}", problem.path);
+                ApiError::invalid(
+                    format!(
+                        "Invalid schema for response_format '{name}' at '{at}': {}. Codex sends every output schema to the model in strict mode, which this schema cannot use.",
+                        problem.message
+                    ),
+                    Some(&at),
+                )
+            })?;
+            Ok(Some(OutputFormat::JsonSchema {
+                name,
+                schema,
+                strict,
+            }))
+        }
+        other => Err(ApiError::invalid(
+            format!(
+                "Invalid value for 'response_format.type': '{}'. Supported values are: 'text', 'json_object' and 'json_schema'.",
+                other.chars().take(32).collect::<String>()
+            ),
+            Some("response_format.type"),
+        )),
+    }
 }
 
 /// A request's validated messages, kept in this compact form until the request has a profile (a body
@@ -567,6 +662,7 @@ impl From<Conversation> for TurnRequest {
             reasoning_effort: conversation.options.reasoning_effort,
             stop: conversation.options.stop,
             max_output_tokens: conversation.options.max_tokens,
+            output: conversation.options.output,
             ..TurnRequest::from(conversation.messages)
         }
     }
@@ -810,19 +906,6 @@ fn check_unsupported(members: &Members) -> Result<(), ApiError> {
         members.scalar("parallel_tool_calls").as_ref(),
         "parallel_tool_calls",
     )?;
-    if let Some(format) = members.object("response_format")? {
-        let kind = format.scalar("type");
-        let kind = kind.as_ref().and_then(Value::as_str);
-        if kind != Some("text") {
-            return Err(ApiError::invalid(
-                format!(
-                    "response_format type '{}' is not supported by this proxy yet; only 'text' is.",
-                    kind.unwrap_or("?")
-                ),
-                Some("response_format"),
-            ));
-        }
-    }
     if members
         .raw("logprobs")
         .is_some_and(|raw| raw.get().trim() == "true")
@@ -1123,8 +1206,12 @@ mod tests {
                 Some("messages[1].tool_call_id"),
             ),
             (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#,
-                Some("response_format"),
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}}"#,
+                Some("response_format.type"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object","properties":{"a":{"not":{}}}}}}}"#,
+                Some("response_format.json_schema.schema.properties.a.not"),
             ),
             (
                 r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::codex::events::classify_failure;
 use crate::config::Profile;
-use crate::turn::{FailureKind, Item, Role, ToolChoice, TurnRequest, Usage};
+use crate::turn::{FailureKind, Item, OutputFormat, Role, ToolChoice, TurnRequest, Usage};
 
 /// The `config` of `thread/start` that removes Codex's own tools and its environment, permissions and
 /// skills blocks (the keys are Codex config keys, as `-c` takes them).
@@ -127,7 +127,8 @@ pub fn developer_instructions(request: &TurnRequest) -> Option<String> {
     } else {
         tool_choice_instruction(&request.tool_choice)
     };
-    match (request.instructions.as_deref(), requirement) {
+    let instructions = request.developer_text();
+    match (instructions.as_deref(), requirement) {
         (None, None) => None,
         (Some(text), None) => Some(text.to_string()),
         (None, Some(requirement)) => Some(requirement),
@@ -229,6 +230,9 @@ pub fn turn_start_params(
     });
     if let Some(effort) = &request.reasoning_effort {
         params["effort"] = json!(effort);
+    }
+    if let Some(OutputFormat::JsonSchema { schema, .. }) = &request.output {
+        params["outputSchema"] = schema.clone();
     }
     params
 }

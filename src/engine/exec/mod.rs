@@ -10,6 +10,7 @@
 pub mod core;
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ use crate::codex::lines::{for_each_capped_line, read_line, Line, MAX_STDOUT_LINE
 use crate::codex::prompt::toml_string;
 use crate::config::Profile;
 use crate::engine::{ms, spawn_run, EngineError, FailureKind, Job, Phases, RunHandle, TurnEvent};
+use crate::turn::OutputFormat;
 
 /// The longest single argument Linux passes to a program (`MAX_ARG_STRLEN`, 32 pages, less its NUL);
 /// a longer one fails the spawn with E2BIG.
@@ -38,8 +40,18 @@ pub fn developer_instructions_arg(instructions: &str) -> String {
     format!("developer_instructions={}", toml_string(instructions))
 }
 
-/// The full argument list of one `codex exec` run (after the program name).
+/// The full argument list of one `codex exec` run (after the program name), for a request without
+/// an output schema.
 pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
+    exec_args_with_schema(profile, job, None)
+}
+
+/// [`exec_args`] with `output_schema`, the file holding the request's JSON schema, if it has one.
+pub fn exec_args_with_schema(
+    profile: &Profile,
+    job: &Job,
+    output_schema: Option<&Path>,
+) -> Vec<OsString> {
     let mut args: Vec<OsString> = [
         "exec",
         "--json",
@@ -65,9 +77,14 @@ pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
         // value instead of being parsed as an option.
         args.push(format!("--model={model}").into());
     }
-    if let Some(instructions) = &job.request.instructions {
+    if let Some(instructions) = job.request.developer_text() {
         args.push("-c".into());
-        args.push(developer_instructions_arg(instructions).into());
+        args.push(developer_instructions_arg(&instructions).into());
+    }
+    if let Some(path) = output_schema {
+        let mut arg = OsString::from("--output-schema=");
+        arg.push(path);
+        args.push(arg);
     }
     if !profile.runtime.tools {
         args.extend(
@@ -132,8 +149,16 @@ async fn run(
     let mut phases = Phases::new();
 
     let build_started = Instant::now();
+    // Removed when the run ends (dropped with this frame).
+    let schema_file = write_output_schema(job)?;
     let mut command = Command::new(&codex.program);
-    command.args(exec_args(profile, job)).current_dir(&job.cwd);
+    command
+        .args(exec_args_with_schema(
+            profile,
+            job,
+            schema_file.as_ref().map(|file| file.path()),
+        ))
+        .current_dir(&job.cwd);
     child_env.apply(&mut command, &codex, profile.runtime.proxy.as_deref());
     phases.insert("codex_command_build", ms(build_started));
 
@@ -168,6 +193,27 @@ async fn run(
             Err(error)
         }
     }
+}
+
+/// The request's JSON schema in a private temporary file (mode 0600, deleted when dropped) for
+/// `--output-schema`; `None` without one.
+fn write_output_schema(job: &Job) -> Result<Option<tempfile::NamedTempFile>, EngineError> {
+    let Some(OutputFormat::JsonSchema { schema, .. }) = &job.request.output else {
+        return Ok(None);
+    };
+    let failed = |err: std::io::Error| {
+        EngineError::new(
+            FailureKind::CodexFailed,
+            format!("cannot write the output schema file: {err}"),
+        )
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix("codex-proxy-schema-")
+        .suffix(".json")
+        .tempfile()
+        .map_err(failed)?;
+    serde_json::to_writer(&mut file, schema).map_err(|err| failed(err.into()))?;
+    Ok(Some(file))
 }
 
 /// The failure of a spawn that did not start Codex.
@@ -321,6 +367,46 @@ mod tests {
     use crate::config::{parse, ServerOverrides};
     use crate::turn::{Role, TurnRequest};
     use std::path::Path;
+
+    #[test]
+    fn the_output_schema_file_is_private_and_removed_after_the_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let mut request = TurnRequest::from_texts(None, [(Role::User, "x".into())]);
+        request.output = Some(OutputFormat::JsonSchema {
+            name: "s".into(),
+            schema: serde_json::json!({"type": "object"}),
+            strict: true,
+        });
+        let job = Job {
+            request_id: "r".into(),
+            request,
+            cwd: "/w".into(),
+            model: None,
+            received_at: Instant::now(),
+            hold: Default::default(),
+        };
+        let file = write_output_schema(&job).unwrap().expect("a schema file");
+        let path = file.path().to_path_buf();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            r#"{"type":"object"}"#
+        );
+        let config = parse(
+            "[profiles.a]\n",
+            Path::new("c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap();
+        let args = exec_args_with_schema(&config.profiles[0], &job, Some(&path));
+        let flag = format!("--output-schema={}", path.display());
+        assert!(args.iter().any(|arg| arg.to_str() == Some(flag.as_str())));
+        assert_eq!(args.last().and_then(|arg| arg.to_str()), Some("-"));
+        drop(file);
+        assert!(!path.exists());
+    }
 
     #[test]
     fn builds_the_reference_command_line() {
