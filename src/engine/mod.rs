@@ -42,13 +42,13 @@ pub fn capabilities(engine: EngineKind) -> Capabilities {
     match engine {
         EngineKind::Exec => Capabilities {
             client_tools: false,
-            images: false,
+            images: true,
             output_schema: true,
             streams_deltas: false,
         },
         EngineKind::AppServer => Capabilities {
             client_tools: true,
-            images: false,
+            images: true,
             output_schema: true,
             streams_deltas: true,
         },

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+pub mod image;
 pub mod limit;
 pub mod output;
 
@@ -43,7 +44,8 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
     Text(String),
-    /// An image by URL: `data:` or `https:`.
+    /// An image by URL: a `data:` URL, checked by [`image::check_image_url`] (the proxy fetches no
+    /// remote images). `detail` is the client's `auto`, `low` or `high`, if given.
     Image {
         url: String,
         detail: Option<String>,

@@ -163,13 +163,13 @@ async fn invalid_requests_are_400_and_never_reach_codex() {
             "tools",
         ),
         (
-            json!({"model": "default", "messages": user, "response_format": {"type": "json_object"}}),
-            "response_format",
+            json!({"model": "default", "messages": user, "response_format": {"type": "xml"}}),
+            "response_format.type",
         ),
         (
             json!({"model": "default", "messages": user,
                    "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}),
-            "response_format",
+            "response_format.json_schema.schema",
         ),
         (
             json!({"model": "default", "messages": user, "metadata": {"cwd": 3}}),

@@ -415,3 +415,81 @@ async fn the_openai_python_sdk_parses_into_a_pydantic_model() {
         );
     }
 }
+
+/// A 1×1 PNG.
+const PNG: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+
+fn image_message(text: &str, url: &str) -> Value {
+    json!({"role": "user", "content": [
+        {"type": "text", "text": text},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]})
+}
+
+/// The `image_url`s of the `input_image` parts of a model request.
+fn input_images(body: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    for item in body["input"].as_array().into_iter().flatten() {
+        for part in item["content"].as_array().into_iter().flatten() {
+            if part["type"] == "input_image" {
+                found.push(part["image_url"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_data_url_image_reaches_the_model_on_both_engines() {
+    for engine in ENGINES {
+        let env = TestEnv::new().await;
+        let app = start(&env, engine, "").await;
+        // An image in the history and one in the last message.
+        let body = json!({"model": "p", "messages": [
+            image_message("first picture", PNG),
+            {"role": "assistant", "content": "A dot."},
+            image_message("and this one?", PNG),
+        ]});
+        let (status, answer) = app.chat_json(&body).await;
+        assert_eq!(status, 200, "{engine}: {answer}");
+        let request = &env.mock.requests()[0].body;
+        let images = input_images(request);
+        assert_eq!(images.len(), 2, "{engine}: {request}");
+        for image in images {
+            assert!(image.starts_with("data:image/"), "{engine}: {image}");
+        }
+        assert!(env.mock.requests()[0].text().contains("and this one?"));
+    }
+}
+
+#[tokio::test]
+async fn remote_and_private_address_image_urls_are_refused_unfetched() {
+    let env = TestEnv::new().await;
+    let app = start(&env, "app-server", "").await;
+    for url in [
+        "https://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:1/x.png",
+        "https://10.0.0.1/x.png",
+        "file:///etc/passwd",
+        "data:image/svg+xml;base64,PHN2Zz4=",
+    ] {
+        let body = json!({"model": "p", "messages": [image_message("look", url)]});
+        let (status, answer) = app.chat_json(&body).await;
+        assert_eq!(status, 400, "{url}: {answer}");
+        assert_eq!(
+            answer["error"]["param"], "messages[0].content[1].image_url.url",
+            "{answer}"
+        );
+    }
+    let many: Vec<Value> = (0..17)
+        .map(|_| json!({"type": "image_url", "image_url": {"url": PNG}}))
+        .collect();
+    let body = json!({"model": "p", "messages": [{"role": "user", "content": many}]});
+    let (status, answer) = app.chat_json(&body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("at most 16"));
+    assert_eq!(env.mock.request_count(), 0);
+}

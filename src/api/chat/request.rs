@@ -25,7 +25,9 @@ use serde_json::Value;
 
 use crate::api::chat::tools::{self, WireToolCall};
 use crate::api::error::ApiError;
-use crate::turn::{Item, OutputFormat, Role, Tool, ToolCall, ToolChoice, TurnRequest};
+use crate::turn::{
+    Content as TurnContent, Item, OutputFormat, Role, Tool, ToolCall, ToolChoice, TurnRequest,
+};
 
 /// A validated chat completion request.
 #[derive(Debug, Clone)]
@@ -95,16 +97,117 @@ pub enum Content {
     Parts(Vec<Part>),
 }
 
-/// One content part: its `type` and, when it is a string, its `text`.
+/// One content part: its `type`, its `text` when it is a string, and an `image_url` part's
+/// `image_url` as sent (checked by [`check_images`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Part {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]
     pub text: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<Value>,
+}
+
+/// The `url` and `detail` of an `image_url` part's `image_url` (`{url, detail}`, or the URL alone).
+fn image_of(image_url: &Value) -> Option<(&str, Option<&str>)> {
+    match image_url {
+        Value::String(url) => Some((url, None)),
+        Value::Object(map) => Some((
+            map.get("url")?.as_str()?,
+            map.get("detail").and_then(Value::as_str),
+        )),
+        _ => None,
+    }
+}
+
+/// The image details a client may ask for.
+const DETAILS: &[&str] = &["auto", "low", "high"];
+
+/// Every `image_url` part of user messages is a `data:` image the proxy can carry (400, or 413 when
+/// too large), and there are at most [`crate::turn::image::MAX_IMAGES`]. (In other messages an image
+/// part is replaced by the text `[image]`, as OpenAI takes images from users only.)
+pub fn check_images(messages: &[Message]) -> Result<(), ApiError> {
+    use crate::turn::image::{check_image_url, ImageProblem, MAX_IMAGES};
+    let mut count = 0;
+    for (index, message) in messages.iter().enumerate() {
+        let Content::Parts(parts) = &message.content else {
+            continue;
+        };
+        for (part_index, part) in parts.iter().enumerate() {
+            if part.kind != "image_url" {
+                continue;
+            }
+            if message.role != "user" {
+                // Only user messages carry images; elsewhere an image part stays a placeholder.
+                continue;
+            }
+            let param = format!("messages[{index}].content[{part_index}].image_url");
+            let Some((url, detail)) = part.image_url.as_ref().and_then(image_of) else {
+                return Err(ApiError::invalid(
+                    format!("Invalid '{param}': expected an object with a 'url' string."),
+                    Some(&param),
+                ));
+            };
+            if detail.is_some_and(|detail| !DETAILS.contains(&detail)) {
+                return Err(ApiError::invalid(
+                    format!("Invalid '{param}.detail': use 'auto', 'low' or 'high'."),
+                    Some(&format!("{param}.detail")),
+                ));
+            }
+            match check_image_url(url) {
+                Ok(()) => {}
+                Err(ImageProblem::Invalid(reason)) => {
+                    return Err(ApiError::invalid(
+                        format!("Invalid image in '{param}.url': {reason}."),
+                        Some(&format!("{param}.url")),
+                    ))
+                }
+                Err(ImageProblem::TooLarge(reason)) => {
+                    return Err(ApiError::PayloadTooLarge(format!(
+                        "The image in '{param}.url' is too large: {reason}."
+                    )))
+                }
+            }
+            count += 1;
+            if count > MAX_IMAGES {
+                return Err(ApiError::invalid(
+                    format!("A request may carry at most {MAX_IMAGES} images."),
+                    Some(&param),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Content {
+    /// The neutral content of a user message: text parts and images (already checked by
+    /// [`check_images`]) in order; other parts as placeholders, as in [`Content::into_text`].
+    pub fn into_parts(self) -> Vec<TurnContent> {
+        match self {
+            Content::Parts(parts) => parts
+                .into_iter()
+                .map(
+                    |part| match (part.kind.as_str(), part.text, &part.image_url) {
+                        ("text" | "input_text", Some(text), _) => TurnContent::Text(text),
+                        ("image_url", _, Some(image)) if image_of(image).is_some() => {
+                            let (url, detail) = image_of(image).unwrap_or_default();
+                            TurnContent::Image {
+                                url: url.to_string(),
+                                detail: detail.map(str::to_string),
+                            }
+                        }
+                        (kind, _, _) => TurnContent::Text(format!(
+                            "[{kind} content omitted: not supported by this proxy]"
+                        )),
+                    },
+                )
+                .collect(),
+            other => vec![TurnContent::Text(other.into_text())],
+        }
+    }
+
     /// The plain text: a string as is; text parts joined with newlines; any other part replaced by a
     /// placeholder naming its type.
     pub fn into_text(self) -> String {
@@ -115,6 +218,7 @@ impl Content {
                 .into_iter()
                 .map(|part| match (part.kind.as_str(), part.text) {
                     ("text" | "input_text", Some(text)) => text,
+                    ("image_url", _) => "[image]".to_string(),
                     (kind, _) => format!("[{kind} content omitted: not supported by this proxy]"),
                 })
                 .collect::<Vec<_>>()
@@ -366,6 +470,7 @@ impl ChatRequest {
             Some(other) => return Err(wrong_type("model", "a string", &other)),
         };
         let messages = parse_messages(&members)?;
+        check_images(&messages.0)?;
         let stream = optional_bool(members.scalar("stream").as_ref(), "stream")?.unwrap_or(false);
         let include_usage = match members.object("stream_options")? {
             None => false,
@@ -610,6 +715,15 @@ impl From<Messages> for TurnRequest {
         let mut instructions: Vec<String> = Vec::new();
         let mut items = Vec::with_capacity(messages.0.len());
         for message in messages.0 {
+            let has_image = matches!(&message.content, Content::Parts(parts)
+                if parts.iter().any(|part| part.kind == "image_url"));
+            if message.role == "user" && has_image {
+                items.push(Item::Message {
+                    role: Role::User,
+                    content: message.content.into_parts(),
+                });
+                continue;
+            }
             let text = message.content.into_text();
             match (turn_role(message.role), message.tool_call_id) {
                 (Some(Role::Tool | Role::Function), Some(call_id)) => {
@@ -838,6 +952,7 @@ fn message_from_value(value: Value) -> Message {
                         .unwrap_or("unknown")
                         .to_string(),
                     text: part.get("text").and_then(Value::as_str).map(str::to_string),
+                    image_url: part.get("image_url").cloned(),
                 })
                 .collect(),
         ),
@@ -1037,7 +1152,7 @@ mod tests {
                 {"role":"system","content":""},
                 {"role":"tool","content":"42"},
                 {"role":"user","content":[{"type":"text","text":"What is"},
-                    {"type":"image_url","image_url":{"url":"data:,"}},{"type":"text","text":"this?"}]}]}"#,
+                    {"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0K"}},{"type":"text","text":"this?"}]}]}"#,
         )
         .unwrap();
         let request = TurnRequest::from(request.messages);
@@ -1047,9 +1162,9 @@ mod tests {
         );
         assert_eq!(
             crate::codex::prompt::transcript(&request),
-            "[user]\nHi\n\n[assistant]\nHello\n\n[tool]\n42\n\n[user]\nWhat is\n[image_url content omitted: not supported by this proxy]\nthis?\n"
+            "[user]\nHi\n\n[assistant]\nHello\n\n[tool]\n42\n\n[user]\nWhat is\nthis?\n"
         );
-        assert_eq!(request.needs(), crate::turn::Needs::default());
+        assert!(request.needs().images);
     }
 
     #[test]

@@ -349,10 +349,6 @@ impl AppServerPool {
             let items = json!({"threadId": thread_id, "items": history});
             turn.call("thread/inject_items", items).await?;
         }
-        let input = match input {
-            Some(text) => json!([{"type": "text", "text": text, "text_elements": []}]),
-            None => json!([]),
-        };
         let started = Instant::now();
         let params = protocol::turn_start_params(profile, &job.request, &thread_id, input);
         let started_turn = turn.call("turn/start", params).await?;

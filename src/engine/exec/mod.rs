@@ -10,7 +10,6 @@
 pub mod core;
 
 use std::ffi::OsString;
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,8 @@ use crate::codex::lines::{for_each_capped_line, read_line, Line, MAX_STDOUT_LINE
 use crate::codex::prompt::toml_string;
 use crate::config::Profile;
 use crate::engine::{ms, spawn_run, EngineError, FailureKind, Job, Phases, RunHandle, TurnEvent};
-use crate::turn::OutputFormat;
+use crate::turn::image::{decode_data_url, ImageProblem};
+use crate::turn::{Content, Item, OutputFormat};
 
 /// The longest single argument Linux passes to a program (`MAX_ARG_STRLEN`, 32 pages, less its NUL);
 /// a longer one fails the spawn with E2BIG.
@@ -43,15 +43,12 @@ pub fn developer_instructions_arg(instructions: &str) -> String {
 /// The full argument list of one `codex exec` run (after the program name), for a request without
 /// an output schema.
 pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
-    exec_args_with_schema(profile, job, None)
+    exec_args_with_files(profile, job, &RunFiles::default())
 }
 
-/// [`exec_args`] with `output_schema`, the file holding the request's JSON schema, if it has one.
-pub fn exec_args_with_schema(
-    profile: &Profile,
-    job: &Job,
-    output_schema: Option<&Path>,
-) -> Vec<OsString> {
+/// [`exec_args`] with the run's private files: the JSON schema (`--output-schema=FILE`) and the
+/// images (`--image=FILE` each, one argument per option so no value is taken for another).
+pub fn exec_args_with_files(profile: &Profile, job: &Job, files: &RunFiles) -> Vec<OsString> {
     let mut args: Vec<OsString> = [
         "exec",
         "--json",
@@ -81,9 +78,14 @@ pub fn exec_args_with_schema(
         args.push("-c".into());
         args.push(developer_instructions_arg(&instructions).into());
     }
-    if let Some(path) = output_schema {
+    if let Some(file) = &files.schema {
         let mut arg = OsString::from("--output-schema=");
-        arg.push(path);
+        arg.push(file.path());
+        args.push(arg);
+    }
+    for file in &files.images {
+        let mut arg = OsString::from("--image=");
+        arg.push(file.path());
         args.push(arg);
     }
     if !profile.runtime.tools {
@@ -150,14 +152,13 @@ async fn run(
 
     let build_started = Instant::now();
     // Removed when the run ends (dropped with this frame).
-    let schema_file = write_output_schema(job)?;
+    let files = RunFiles {
+        schema: write_output_schema(job)?,
+        images: write_images(job)?,
+    };
     let mut command = Command::new(&codex.program);
     command
-        .args(exec_args_with_schema(
-            profile,
-            job,
-            schema_file.as_ref().map(|file| file.path()),
-        ))
+        .args(exec_args_with_files(profile, job, &files))
         .current_dir(&job.cwd);
     child_env.apply(&mut command, &codex, profile.runtime.proxy.as_deref());
     phases.insert("codex_command_build", ms(build_started));
@@ -193,6 +194,55 @@ async fn run(
             Err(error)
         }
     }
+}
+
+/// The private temporary files of one run (mode 0600, deleted when dropped).
+#[derive(Default)]
+pub struct RunFiles {
+    pub schema: Option<tempfile::NamedTempFile>,
+    pub images: Vec<tempfile::NamedTempFile>,
+}
+
+/// The request's images (checked `data:` URLs), decoded into private temporary files, in order.
+fn write_images(job: &Job) -> Result<Vec<tempfile::NamedTempFile>, EngineError> {
+    let mut files = Vec::new();
+    for item in &job.request.items {
+        let Item::Message { content, .. } = item else {
+            continue;
+        };
+        for part in content {
+            let Content::Image { url, .. } = part else {
+                continue;
+            };
+            let image = decode_data_url(url).map_err(|problem| {
+                let reason = match problem {
+                    ImageProblem::Invalid(reason) | ImageProblem::TooLarge(reason) => reason,
+                };
+                EngineError::new(
+                    FailureKind::CodexFailed,
+                    format!("cannot pass an image to Codex: {reason}"),
+                )
+            })?;
+            let mut file = tempfile::Builder::new()
+                .prefix("codex-proxy-image-")
+                .suffix(&format!(".{}", image.extension))
+                .tempfile()
+                .map_err(|err| {
+                    EngineError::new(
+                        FailureKind::CodexFailed,
+                        format!("cannot write an image file: {err}"),
+                    )
+                })?;
+            std::io::Write::write_all(&mut file, &image.bytes).map_err(|err| {
+                EngineError::new(
+                    FailureKind::CodexFailed,
+                    format!("cannot write an image file: {err}"),
+                )
+            })?;
+            files.push(file);
+        }
+    }
+    Ok(files)
 }
 
 /// The request's JSON schema in a private temporary file (mode 0600, deleted when dropped) for
@@ -400,11 +450,15 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        let args = exec_args_with_schema(&config.profiles[0], &job, Some(&path));
+        let files = RunFiles {
+            schema: Some(file),
+            images: Vec::new(),
+        };
+        let args = exec_args_with_files(&config.profiles[0], &job, &files);
         let flag = format!("--output-schema={}", path.display());
         assert!(args.iter().any(|arg| arg.to_str() == Some(flag.as_str())));
         assert_eq!(args.last().and_then(|arg| arg.to_str()), Some("-"));
-        drop(file);
+        drop(files);
         assert!(!path.exists());
     }
 
