@@ -156,7 +156,7 @@ async fn invalid_requests_are_400_and_never_reach_codex() {
             json!({"model": "default", "messages": [{"role": "wizard", "content": "x"}]}),
             "messages[0].role",
         ),
-        (json!({"model": "default", "messages": user, "n": 2}), "n"),
+        (json!({"model": "default", "messages": user, "n": 0}), "n"),
         (
             json!({"model": "default", "messages": user,
                    "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}),

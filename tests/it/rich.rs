@@ -493,3 +493,83 @@ async fn remote_and_private_address_image_urls_are_refused_unfetched() {
         .contains("at most 16"));
     assert_eq!(env.mock.request_count(), 0);
 }
+
+#[tokio::test]
+async fn n_choices_run_in_parallel_plain_and_streamed() {
+    use support::mock_model::{USAGE_INPUT_TOKENS, USAGE_OUTPUT_TOKENS};
+    for engine in ENGINES {
+        let env = TestEnv::new().await;
+        let app = start(&env, engine, "max_concurrency = 3").await;
+        let body = with(chat_body("p", "mock:reply=Same_answer"), "n", json!(3));
+        let (status, answer) = app.chat_json(&body).await;
+        assert_eq!(status, 200, "{engine}: {answer}");
+        let choices = answer["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 3, "{answer}");
+        for (index, choice) in choices.iter().enumerate() {
+            assert_eq!(choice["index"], index);
+            assert_eq!(choice["message"]["content"], "Same answer");
+            assert_eq!(choice["finish_reason"], "stop");
+        }
+        assert_eq!(answer["usage"]["prompt_tokens"], 3 * USAGE_INPUT_TOKENS);
+        assert_eq!(
+            answer["usage"]["completion_tokens"],
+            3 * USAGE_OUTPUT_TOKENS
+        );
+        assert_eq!(env.mock.request_count(), 3);
+
+        let mut body = with(body, "stream", json!(true));
+        body["stream_options"] = json!({"include_usage": true});
+        let transcript = App::sse(app.chat(&body).await).await;
+        assert!(transcript.done());
+        let chunks = transcript.chunks();
+        let id = chunks[0]["id"].clone();
+        let mut content = [String::new(), String::new(), String::new()];
+        let mut finished = 0;
+        for chunk in &chunks {
+            assert_eq!(chunk["id"], id);
+            let Some(choice) = chunk["choices"].get(0) else {
+                continue;
+            };
+            let index = choice["index"].as_u64().unwrap() as usize;
+            if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
+                content[index].push_str(text);
+            }
+            if choice["finish_reason"] == "stop" {
+                finished += 1;
+            }
+        }
+        assert_eq!(
+            content,
+            ["Same answer", "Same answer", "Same answer"],
+            "{engine}"
+        );
+        assert_eq!(finished, 3);
+        let usage = &chunks.last().unwrap()["usage"];
+        assert_eq!(
+            usage["completion_tokens"],
+            3 * USAGE_OUTPUT_TOKENS,
+            "{usage}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn n_beyond_what_the_profile_can_ever_admit_is_a_400() {
+    let env = TestEnv::new().await;
+    let app = start(
+        &env,
+        "app-server",
+        "max_concurrency = 1\nmax_queue_size = 1",
+    )
+    .await;
+    let body = with(chat_body("p", "hi"), "n", json!(3));
+    let (status, answer) = app.chat_json(&body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["param"], "n");
+    assert_eq!(env.mock.request_count(), 0);
+    // Two fit: one runs, one waits in the queue.
+    let body = with(chat_body("p", "hi"), "n", json!(2));
+    let (status, answer) = app.chat_json(&body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["choices"].as_array().unwrap().len(), 2);
+}

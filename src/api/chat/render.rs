@@ -167,6 +167,16 @@ impl ChatRenderer {
             .unwrap_or_else(|| Err(stopped_without_result()))
     }
 
+    /// The completion's id (`chatcmpl-…`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The completion's `created` time and model name, as its chunks carry them.
+    pub fn created_and_model(&self) -> (u64, &str) {
+        (self.created, &self.model)
+    }
+
     /// The latency log of this request (for the first-SSE line).
     pub fn log(&self) -> &LatencyLog {
         &self.log

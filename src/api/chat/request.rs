@@ -45,6 +45,35 @@ pub struct ChatRequest {
     pub legacy_functions: bool,
     /// `reasoning_effort`, `stop`, `max_tokens` / `max_completion_tokens`.
     pub options: AnswerOptions,
+    /// `n`: how many choices (independent turns of the same conversation), 1 to [`MAX_CHOICES`].
+    pub n: usize,
+}
+
+/// The most choices (`n`) one request may ask for.
+pub const MAX_CHOICES: usize = 8;
+
+/// `n`: 1 unless given; more than one only without tools (a tool turn's calls belong to one answer).
+fn parse_n(members: &Members, has_tools: bool) -> Result<usize, ApiError> {
+    let n = match members.scalar("n") {
+        None => return Ok(1),
+        Some(Value::Number(number)) if number.is_u64() || number.is_i64() => number,
+        Some(other) => return Err(wrong_type("n", "an integer", &other)),
+    };
+    match n.as_u64() {
+        Some(n @ 1..) if n as usize <= MAX_CHOICES => {
+            if n > 1 && has_tools {
+                return Err(ApiError::invalid(
+                    "n > 1 cannot be combined with tools: a tool turn's calls belong to one answer.",
+                    Some("n"),
+                ));
+            }
+            Ok(n as usize)
+        }
+        _ => Err(ApiError::invalid(
+            format!("Invalid 'n': {n}; it must be between 1 and {MAX_CHOICES}."),
+            Some("n"),
+        )),
+    }
 }
 
 /// What the request asks of the answer beyond its conversation.
@@ -507,6 +536,10 @@ impl ChatRequest {
                 .iter()
                 .map(|m| (m.tool_calls.as_slice(), m.tool_call_id.as_deref())),
         )?;
+        let n = parse_n(
+            &members,
+            !tools.is_empty() && tool_choice != ToolChoice::None,
+        )?;
         let cwd = match members.object("metadata")? {
             None => None,
             Some(metadata) => match metadata.scalar("cwd") {
@@ -531,6 +564,7 @@ impl ChatRequest {
             tool_choice,
             legacy_functions,
             options,
+            n,
         })
     }
 }
@@ -1003,19 +1037,6 @@ fn check_ignored(members: &Members) -> Result<(), ApiError> {
 
 /// Parameters the proxy cannot honour: refused unless they ask for the default.
 fn check_unsupported(members: &Members) -> Result<(), ApiError> {
-    match members.scalar("n") {
-        None => {}
-        Some(Value::Number(number)) if number.as_u64() == Some(1) => {}
-        Some(Value::Number(number)) if number.is_u64() || number.is_i64() => {
-            return Err(ApiError::invalid(
-                format!(
-                    "n={number} is not supported: this proxy returns exactly one choice (n=1)."
-                ),
-                Some("n"),
-            ))
-        }
-        Some(other) => return Err(wrong_type("n", "an integer", &other)),
-    }
     members.array_len("tools")?;
     optional_bool(
         members.scalar("parallel_tool_calls").as_ref(),
@@ -1301,7 +1322,11 @@ mod tests {
                 Some("stream"),
             ),
             (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#,
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#,
+                Some("n"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":9}"#,
                 Some("n"),
             ),
             (
