@@ -814,6 +814,38 @@ mod tests {
     }
 
     #[test]
+    fn reasoning_summary_is_none_unless_set_and_checked() {
+        let config = parse(
+            "[defaults]\nreasoning_summary = \"concise\"\n[profiles.a]\n[profiles.b]\nreasoning_summary = \"none\"\n",
+            Path::new("c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(
+            config.profiles[0].runtime.reasoning_summary,
+            ReasoningSummary::Concise
+        );
+        assert_eq!(
+            config.profiles[1].runtime.reasoning_summary,
+            ReasoningSummary::None
+        );
+        let errors = parse(
+            "[profiles.a]\nreasoning_summary = \"loud\"\n",
+            Path::new("c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errors.contains("unknown reasoning_summary `loud`"),
+            "{errors}"
+        );
+        assert!(errors.contains("c.toml:2"), "{errors}");
+    }
+
+    #[test]
     fn fast_adds_low_effort_unless_set() {
         let config = parse_text(
             "[profiles.a]\nfast = true\n[profiles.b]\nfast = true\ncodex_config = ['model_reasoning_effort=\"high\"']\n",
