@@ -76,6 +76,22 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The refusal of an image the proxy cannot carry (`param` names its URL): 400, or 413 when it is
+    /// too large. Adapters check every image they accept with [`crate::turn::image::check_image_url`].
+    pub fn image(url: &str, param: &str) -> Result<(), ApiError> {
+        use crate::turn::image::{check_image_url, ImageProblem};
+        match check_image_url(url) {
+            Ok(()) => Ok(()),
+            Err(ImageProblem::Invalid(reason)) => Err(ApiError::invalid(
+                format!("Invalid image in '{param}': {reason}."),
+                Some(param),
+            )),
+            Err(ImageProblem::TooLarge(reason)) => Err(ApiError::PayloadTooLarge(format!(
+                "The image in '{param}' is too large: {reason}."
+            ))),
+        }
+    }
+
     pub fn invalid(message: impl Into<String>, param: Option<&str>) -> ApiError {
         ApiError::InvalidRequest {
             message: message.into(),

@@ -840,7 +840,7 @@ mod tests {
         assert!(message.contains("client tools"), "{message}");
         assert!(message.contains("model `fast`"), "{message}");
         assert!(message.contains("exec engine"), "{message}");
-        assert!(message.contains("No model this key may use"), "{message}");
+        assert!(message.contains("instead: stream."), "{message}");
         assert_eq!(
             error.body()["error"]["code"],
             serde_json::json!("unsupported_by_engine")

@@ -12,6 +12,8 @@ pub enum ExecEvent {
     ThreadStarted,
     /// A completed `agent_message` item with its text.
     AgentMessage(String),
+    /// A completed `reasoning` item: the text of a reasoning summary.
+    Reasoning(String),
     TurnCompleted(Usage),
     TurnFailed(String),
     /// A top-level `error` event; usually only a retry notice.
@@ -34,15 +36,16 @@ pub fn parse_exec_line(line: &str) -> ExecEvent {
         "thread.started" => ExecEvent::ThreadStarted,
         "item.completed" => {
             let item = value.get("item").unwrap_or(&Value::Null);
-            if item.get("type").and_then(Value::as_str) == Some("agent_message") {
-                let text = item
-                    .get("text")
+            let text = || {
+                item.get("text")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
-                    .to_string();
-                ExecEvent::AgentMessage(text)
-            } else {
-                ExecEvent::Other
+                    .to_string()
+            };
+            match item.get("type").and_then(Value::as_str) {
+                Some("agent_message") => ExecEvent::AgentMessage(text()),
+                Some("reasoning") => ExecEvent::Reasoning(text()),
+                _ => ExecEvent::Other,
             }
         }
         "turn.completed" => {

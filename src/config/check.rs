@@ -12,8 +12,8 @@ use toml::Spanned;
 use super::raw::{self, RawFile, SpannedTable};
 use super::{
     default_server, limits, resolve_path, state_dir, Access, CodexEnv, Config, ConfigErrors,
-    EngineKind, HoldSettings, NamedKey, Problem, Profile, Routing, RuntimeSettings, ServerConfig,
-    ServerOverrides,
+    EngineKind, HoldSettings, NamedKey, Problem, Profile, ReasoningSummary, Routing,
+    RuntimeSettings, ServerConfig, ServerOverrides,
 };
 
 /// Validates the text of a config file. Pure apart from `lookup` (the environment for `${VAR}`).
@@ -100,6 +100,7 @@ pub const PROFILE_KEYS: &[&str] = &[
     "match",
     "description",
     "fast",
+    "reasoning_summary",
     "agent",
     "tools",
     "ephemeral",
@@ -842,6 +843,22 @@ impl<'a> Checker<'a> {
     ) {
         let profile = entries.profile.as_deref();
         runtime.fast = self.flag(entries, "fast", false);
+        if let Some(text) = self.typed::<String>(entries, "reasoning_summary", "a string") {
+            match ReasoningSummary::parse(&text) {
+                Some(summary) => runtime.reasoning_summary = summary,
+                None => {
+                    let line = entries.get("reasoning_summary").map(|entry| entry.2);
+                    self.problem(
+                        line,
+                        profile,
+                        format!(
+                            "unknown reasoning_summary `{text}` (use one of: {})",
+                            ReasoningSummary::NAMES.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
         runtime.agent = self.flag(entries, "agent", false);
         // A plain model call unless the profile is an agent: what clients of an OpenAI-compatible
         // endpoint expect, at half the model request and about half of Codex's CPU per turn (README,
@@ -1124,6 +1141,7 @@ fn default_runtime(name: &str) -> RuntimeSettings {
         model: None,
         pass_model: false,
         fast: false,
+        reasoning_summary: ReasoningSummary::None,
         agent: false,
         tools: false,
         ephemeral: true,

@@ -38,6 +38,43 @@ impl EngineKind {
     }
 }
 
+/// The reasoning summaries a profile asks Codex for (`reasoning_summary`): Codex's
+/// `model_reasoning_summary`, sent to the model as `reasoning.summary`. Summaries are returned to
+/// clients as `reasoning_content`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReasoningSummary {
+    /// No summaries (Codex would otherwise ask for `auto`).
+    #[default]
+    None,
+    Auto,
+    Concise,
+    Detailed,
+}
+
+impl ReasoningSummary {
+    /// The accepted spellings, as in the config file.
+    pub const NAMES: &'static [&'static str] = &["none", "auto", "concise", "detailed"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasoningSummary::None => "none",
+            ReasoningSummary::Auto => "auto",
+            ReasoningSummary::Concise => "concise",
+            ReasoningSummary::Detailed => "detailed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ReasoningSummary> {
+        match text {
+            "none" => Some(ReasoningSummary::None),
+            "auto" => Some(ReasoningSummary::Auto),
+            "concise" => Some(ReasoningSummary::Concise),
+            "detailed" => Some(ReasoningSummary::Detailed),
+            _ => None,
+        }
+    }
+}
+
 /// How much of the proxy's environment Codex processes inherit (`[server] codex_env`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CodexEnv {
@@ -224,6 +261,8 @@ pub struct RuntimeSettings {
     /// Pass the request's `model` to Codex instead of [`RuntimeSettings::model`].
     pub pass_model: bool,
     pub fast: bool,
+    /// `reasoning_summary`: the reasoning summaries asked of Codex (default none).
+    pub reasoning_summary: ReasoningSummary,
     pub agent: bool,
     pub tools: bool,
     pub ephemeral: bool,
@@ -460,6 +499,7 @@ impl Config {
             model: settings.model.clone(),
             pass_model: false,
             fast: settings.fast,
+            reasoning_summary: ReasoningSummary::None,
             agent: settings.agent,
             // As in a file: Codex's own tools only for an agent.
             tools: settings.agent,
@@ -775,6 +815,38 @@ mod tests {
     fn agent_without_tools_is_an_error() {
         let err = parse_text("[profiles.a]\nagent = true\ntools = false\n").unwrap_err();
         assert!(err.to_string().contains("cannot be combined"), "{err}");
+    }
+
+    #[test]
+    fn reasoning_summary_is_none_unless_set_and_checked() {
+        let config = parse(
+            "[defaults]\nreasoning_summary = \"concise\"\n[profiles.a]\n[profiles.b]\nreasoning_summary = \"none\"\n",
+            Path::new("c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(
+            config.profiles[0].runtime.reasoning_summary,
+            ReasoningSummary::Concise
+        );
+        assert_eq!(
+            config.profiles[1].runtime.reasoning_summary,
+            ReasoningSummary::None
+        );
+        let errors = parse(
+            "[profiles.a]\nreasoning_summary = \"loud\"\n",
+            Path::new("c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errors.contains("unknown reasoning_summary `loud`"),
+            "{errors}"
+        );
+        assert!(errors.contains("c.toml:2"), "{errors}");
     }
 
     #[test]

@@ -42,15 +42,15 @@ pub fn capabilities(engine: EngineKind) -> Capabilities {
     match engine {
         EngineKind::Exec => Capabilities {
             client_tools: false,
-            images: false,
-            output_schema: false,
+            images: true,
+            output_schema: true,
             streams_deltas: false,
             continuation: false,
         },
         EngineKind::AppServer => Capabilities {
             client_tools: true,
-            images: false,
-            output_schema: false,
+            images: true,
+            output_schema: true,
             streams_deltas: true,
             continuation: true,
         },

@@ -13,6 +13,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+pub mod image;
+pub mod limit;
+pub mod output;
+
 /// Who wrote a conversation message. System and developer text is not a message: it is
 /// [`TurnRequest::instructions`]. `Tool` and `Function` are tool output sent as plain text messages (a
 /// chat `tool` message that answers a call of the conversation is an [`Item::ToolResult`] instead).
@@ -40,7 +44,8 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
     Text(String),
-    /// An image by URL: `data:` or `https:`.
+    /// An image by URL: a `data:` URL, checked by [`image::check_image_url`] (the proxy fetches no
+    /// remote images). `detail` is the client's `auto`, `low` or `high`, if given.
     Image {
         url: String,
         detail: Option<String>,
@@ -117,13 +122,19 @@ pub enum ToolChoice {
     Named(String),
 }
 
-/// The shape the answer must have.
+/// The shape the answer must have. Engines give the model the schema (Codex sends it as a strict
+/// `json_schema` text format) or, for `JsonObject`, the instruction [`output::JSON_OBJECT_INSTRUCTION`]
+/// (see [`TurnRequest::developer_text`]); the API adapter checks the answer with
+/// [`output::check_answer`] before it is returned.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutputFormat {
+    /// Any JSON object.
     JsonObject,
     JsonSchema {
         name: String,
+        /// The schema as the model receives it: already in strict form ([`output::strict_schema`]).
         schema: serde_json::Value,
+        /// Validate the answer against `schema` (else it only has to be JSON).
         strict: bool,
     },
 }
@@ -137,8 +148,15 @@ pub struct TurnRequest {
     pub tools: Vec<Tool>,
     pub tool_choice: ToolChoice,
     pub output: Option<OutputFormat>,
-    /// A per-request reasoning effort (`low`, `high`, …); overrides the profile's.
+    /// A per-request reasoning effort, one of [`REASONING_EFFORTS`] (an adapter validates it); it
+    /// overrides the profile's (`fast`, or `model_reasoning_effort` in `codex_config`).
     pub reasoning_effort: Option<String>,
+    /// Stop sequences: the answer ends before the first occurrence of any of them (none: no cut).
+    /// Applied by the engines through [`limit::AnswerLimit`], which also interrupts the turn.
+    pub stop: Vec<String>,
+    /// The most answer tokens (o200k_base, counted as the text arrives); at the limit the turn is
+    /// interrupted and the answer cut, with [`FinishReason::Length`]. `None`: no limit.
+    pub max_output_tokens: Option<u64>,
     /// The client names no calls by id and takes one call per answer (OpenAI's legacy `functions`):
     /// its next request cannot be matched to a held turn, so the turn is not held.
     pub legacy_calls: bool,
@@ -173,6 +191,22 @@ impl TurnRequest {
         }
     }
 
+    /// The developer text an engine gives Codex: the instructions, then what the output format asks
+    /// of the answer when it has no schema to carry it (`JsonObject`).
+    pub fn developer_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        let extra = match self.output {
+            Some(OutputFormat::JsonObject) => Some(output::JSON_OBJECT_INSTRUCTION),
+            _ => None,
+        };
+        match (self.instructions.as_deref(), extra) {
+            (None, None) => None,
+            (Some(text), None) => Some(Cow::Borrowed(text)),
+            (None, Some(extra)) => Some(Cow::Borrowed(extra)),
+            (Some(text), Some(extra)) => Some(Cow::Owned(format!("{text}\n\n{extra}"))),
+        }
+    }
+
     /// The `ToolResult` items that end the conversation (the answers to the last tool calls), in order.
     pub fn trailing_tool_results(&self) -> &[Item] {
         let count = self
@@ -198,7 +232,7 @@ impl TurnRequest {
                     .any(|part| matches!(part, Content::Image { .. })),
                 _ => false,
             }),
-            output_schema: self.output.is_some(),
+            output_schema: matches!(self.output, Some(OutputFormat::JsonSchema { .. })),
             continuation: self.thread.continues.is_some(),
         }
     }
@@ -243,6 +277,10 @@ impl fmt::Debug for HoldLog {
         })
     }
 }
+
+/// The reasoning efforts a request may ask for: the values the model service accepts for
+/// `reasoning.effort` (Codex passes the string on unchecked).
+pub const REASONING_EFFORTS: &[&str] = &["none", "minimal", "low", "medium", "high", "xhigh"];
 
 /// What a request asks for beyond plain text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -322,6 +360,9 @@ pub enum FinishReason {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub text: String,
+    /// The reasoning summary of the turn (empty when the profile asks for none, or the model gave
+    /// none); also streamed as [`TurnEvent::ReasoningDelta`]s by engines that stream.
+    pub reasoning: String,
     pub tool_calls: Vec<ToolCall>,
     pub usage: Usage,
     pub finish: FinishReason,

@@ -159,7 +159,7 @@ async fn system_text_becomes_developer_instructions_and_history_a_transcript() {
             {"role": "system", "content": "You are \"terse\".\nAnswer in one word."},
             {"role": "user", "content": "First question"},
             {"role": "assistant", "content": "First answer"},
-            {"role": "user", "content": [{"type": "text", "text": "Second"}, {"type": "image_url", "image_url": {"url": "data:,x"}}]},
+            {"role": "user", "content": [{"type": "text", "text": "Second"}, {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]},
         ],
     });
     let (status, _) = app.chat_json(&body).await;
@@ -173,7 +173,7 @@ async fn system_text_becomes_developer_instructions_and_history_a_transcript() {
     );
     assert_eq!(
         request.last_user_text().as_deref(),
-        Some("[user]\nFirst question\n\n[assistant]\nFirst answer\n\n[user]\nSecond\n[image_url content omitted: not supported by this proxy]\n")
+        Some("[user]\nFirst question\n\n[assistant]\nFirst answer\n\n[user]\nSecond\n[input_audio content omitted: not supported by this proxy]\n")
     );
     // The client's system text never replaces Codex's own base instructions.
     assert!(!request.instructions().contains("terse"));

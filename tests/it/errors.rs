@@ -156,20 +156,20 @@ async fn invalid_requests_are_400_and_never_reach_codex() {
             json!({"model": "default", "messages": [{"role": "wizard", "content": "x"}]}),
             "messages[0].role",
         ),
-        (json!({"model": "default", "messages": user, "n": 2}), "n"),
+        (json!({"model": "default", "messages": user, "n": 0}), "n"),
         (
             json!({"model": "default", "messages": user,
                    "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}),
             "tools",
         ),
         (
-            json!({"model": "default", "messages": user, "response_format": {"type": "json_object"}}),
-            "response_format",
+            json!({"model": "default", "messages": user, "response_format": {"type": "xml"}}),
+            "response_format.type",
         ),
         (
             json!({"model": "default", "messages": user,
                    "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}),
-            "response_format",
+            "response_format.json_schema.schema",
         ),
         (
             json!({"model": "default", "messages": user, "metadata": {"cwd": 3}}),

@@ -23,6 +23,7 @@ mod mock_model;
 mod prometheus;
 mod reload;
 mod responses;
+mod rich;
 mod scale_out;
 mod sdk;
 mod security_daemon;

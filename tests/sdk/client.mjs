@@ -117,7 +117,7 @@ result.bad_request = await outcome(() =>
   client.chat.completions.create({
     model,
     messages: [{ role: "user", content: "hi" }],
-    n: 2,
+    n: 9,
   }),
 );
 

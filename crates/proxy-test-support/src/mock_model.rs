@@ -19,6 +19,8 @@
 //! |---|---|
 //! | (none) | reply [`DEFAULT_REPLY`] in [`DEFAULT_DELTAS`] `response.output_text.delta`s, then `response.completed` with the fixed `USAGE_*` numbers |
 //! | `mock:reply=WORD` | reply WORD (a run of non-whitespace; `_` becomes a space) |
+//! | `mock:json=TEXT` | reply TEXT verbatim (a run of non-whitespace, `_` kept): for JSON answers |
+//! | `mock:reasoning=WORDS` | before the reply, stream a `reasoning` output item whose summary is WORDS (`_` becomes a space) in two `response.reasoning_summary_text.delta`s |
 //! | `mock:echo` | reply the text of the last `user` message item (verbatim, directive included); wins over `reply` |
 //! | `mock:deltas=N` | split the reply into N deltas (at most one per char) |
 //! | `mock:delay_ms=N` | sleep N ms before each delta |
@@ -430,6 +432,8 @@ impl Drop for MockModel {
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Directives {
     reply: Option<String>,
+    /// `mock:reasoning=WORDS`: a reasoning summary streamed before the message.
+    reasoning: Option<String>,
     echo: bool,
     deltas: Option<usize>,
     delay_ms: u64,
@@ -514,6 +518,16 @@ impl Directives {
             "reply" => {
                 if let Some(v) = value.filter(|v| !v.is_empty()) {
                     self.reply = Some(v.replace('_', " "));
+                }
+            }
+            "json" => {
+                if let Some(v) = value.filter(|v| !v.is_empty()) {
+                    self.reply = Some(v.to_owned());
+                }
+            }
+            "reasoning" => {
+                if let Some(v) = value.filter(|v| !v.is_empty()) {
+                    self.reasoning = Some(v.replace('_', " "));
                 }
             }
             "echo" => self.echo = true,
@@ -896,6 +910,9 @@ async fn stream_events(plan: &Plan, p: &mut Producer) -> Result<(), Stop> {
     }
 
     let mut output = Vec::new();
+    if let Some(summary) = &d.reasoning {
+        output.push(stream_reasoning(plan, p, summary).await?);
+    }
     if plan.with_message {
         match stream_message(plan, p).await? {
             Some(item) => output.push(item),
@@ -925,10 +942,65 @@ async fn stream_events(plan: &Plan, p: &mut Producer) -> Result<(), Stop> {
         .await
 }
 
-/// Streams the text message at output index 0 and returns its finished item; `None` after `mock:cut`
+/// Streams a `reasoning` item at output index 0 whose summary is `summary`, in two deltas.
+async fn stream_reasoning(plan: &Plan, p: &mut Producer, summary: &str) -> Result<Value, Stop> {
+    let id = format!("rs_mock_{}", plan.seq);
+    p.event(json!({
+        "type": "response.output_item.added",
+        "output_index": 0,
+        "item": {"type": "reasoning", "id": id, "summary": []},
+    }))
+    .await?;
+    p.event(json!({
+        "type": "response.reasoning_summary_part.added",
+        "item_id": id,
+        "output_index": 0,
+        "summary_index": 0,
+        "part": {"type": "summary_text", "text": ""},
+    }))
+    .await?;
+    for delta in split_text(summary, 2) {
+        p.pause(plan.directives.delay_ms).await?;
+        p.event(json!({
+            "type": "response.reasoning_summary_text.delta",
+            "item_id": id,
+            "output_index": 0,
+            "summary_index": 0,
+            "delta": delta,
+        }))
+        .await?;
+    }
+    p.event(json!({
+        "type": "response.reasoning_summary_text.done",
+        "item_id": id,
+        "output_index": 0,
+        "summary_index": 0,
+        "text": summary,
+    }))
+    .await?;
+    p.event(json!({
+        "type": "response.reasoning_summary_part.done",
+        "item_id": id,
+        "output_index": 0,
+        "summary_index": 0,
+        "part": {"type": "summary_text", "text": summary},
+    }))
+    .await?;
+    let item = json!({
+        "type": "reasoning",
+        "id": id,
+        "summary": [{"type": "summary_text", "text": summary}],
+    });
+    p.event(json!({"type": "response.output_item.done", "output_index": 0, "item": item}))
+        .await?;
+    Ok(item)
+}
+
+/// Streams the text message (at output index 0, or 1 after a reasoning item) and returns its finished item; `None` after `mock:cut`
 /// aborted the connection.
 async fn stream_message(plan: &Plan, p: &mut Producer) -> Result<Option<Value>, Stop> {
     let d = &plan.directives;
+    let index = usize::from(d.reasoning.is_some());
     let item_in_progress = json!({
         "type": "message",
         "id": plan.item_id,
@@ -938,14 +1010,14 @@ async fn stream_message(plan: &Plan, p: &mut Producer) -> Result<Option<Value>, 
     });
     p.event(json!({
         "type": "response.output_item.added",
-        "output_index": 0,
+        "output_index": index,
         "item": item_in_progress,
     }))
     .await?;
     p.event(json!({
         "type": "response.content_part.added",
         "item_id": plan.item_id,
-        "output_index": 0,
+        "output_index": index,
         "content_index": 0,
         "part": {"type": "output_text", "text": "", "annotations": []},
     }))
@@ -957,7 +1029,7 @@ async fn stream_message(plan: &Plan, p: &mut Producer) -> Result<Option<Value>, 
         p.event(json!({
             "type": "response.output_text.delta",
             "item_id": plan.item_id,
-            "output_index": 0,
+            "output_index": index,
             "content_index": 0,
             "delta": delta,
         }))
@@ -982,7 +1054,7 @@ async fn stream_message(plan: &Plan, p: &mut Producer) -> Result<Option<Value>, 
     p.event(json!({
         "type": "response.output_text.done",
         "item_id": plan.item_id,
-        "output_index": 0,
+        "output_index": index,
         "content_index": 0,
         "text": plan.reply,
     }))
@@ -991,7 +1063,7 @@ async fn stream_message(plan: &Plan, p: &mut Producer) -> Result<Option<Value>, 
     p.event(json!({
         "type": "response.content_part.done",
         "item_id": plan.item_id,
-        "output_index": 0,
+        "output_index": index,
         "content_index": 0,
         "part": part,
     }))
@@ -1005,7 +1077,7 @@ async fn stream_message(plan: &Plan, p: &mut Producer) -> Result<Option<Value>, 
     });
     p.event(json!({
         "type": "response.output_item.done",
-        "output_index": 0,
+        "output_index": index,
         "item": item,
     }))
     .await?;

@@ -10,6 +10,7 @@
 //! The [`crate::engine::RunHandle`] lives in the handler future (plain) or inside the SSE stream
 //! (streaming), so a client that disconnects drops it and the Codex work is cancelled at once.
 
+mod choices;
 pub mod render;
 pub mod request;
 pub mod stream;
@@ -37,6 +38,10 @@ struct Rendering {
     include_usage: bool,
     /// The tools came as the legacy `functions`: answer with `function_call`.
     legacy_functions: bool,
+    /// `response_format`: the answer is checked before it is returned.
+    output: Option<crate::turn::OutputFormat>,
+    /// `n`: the number of choices.
+    n: usize,
 }
 
 fn parse(body: &[u8]) -> Result<(Parsed<Conversation>, Rendering), crate::api::error::ApiError> {
@@ -49,7 +54,10 @@ fn parse(body: &[u8]) -> Result<(Parsed<Conversation>, Rendering), crate::api::e
         tools,
         tool_choice,
         legacy_functions,
+        options,
+        n,
     } = ChatRequest::parse(body)?;
+    let output = options.output.clone();
     let parsed = Parsed {
         model,
         request: Conversation {
@@ -57,6 +65,7 @@ fn parse(body: &[u8]) -> Result<(Parsed<Conversation>, Rendering), crate::api::e
             tools,
             tool_choice,
             legacy_functions,
+            options,
         },
         cwd,
         stream,
@@ -67,8 +76,34 @@ fn parse(body: &[u8]) -> Result<(Parsed<Conversation>, Rendering), crate::api::e
             stream,
             include_usage,
             legacy_functions,
+            output,
+            n,
         },
     ))
+}
+
+/// A 400 when the profile `model` routes to can never admit `n` turns at once: more than its
+/// `max_concurrency` plus `max_queue_size` (an unknown model is left to the pipeline's 404).
+fn check_choices(
+    snapshot: &crate::live::snapshot::Snapshot,
+    model: &str,
+    n: usize,
+) -> Result<(), crate::api::error::ApiError> {
+    let Some(route) = snapshot.route(model) else {
+        return Ok(());
+    };
+    let runtime = &route.profile.runtime;
+    let most = runtime.max_concurrency + runtime.max_queue_size;
+    if n > most {
+        return Err(crate::api::error::ApiError::invalid(
+            format!(
+                "n={n} is more than model `{}` can ever admit at once ({} running plus {} queued); ask for at most {most} choices.",
+                route.profile.name, runtime.max_concurrency, runtime.max_queue_size
+            ),
+            Some("n"),
+        ));
+    }
+    Ok(())
 }
 
 pub async fn chat_completions(
@@ -78,6 +113,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let first_request_id = request_id.clone();
     let incoming = Incoming {
         state: &state,
         snapshot,
@@ -86,13 +122,38 @@ pub async fn chat_completions(
         headers: &headers,
         body,
     };
-    let (started, rendering) = match pipeline::start(incoming, "chat_completion", parse).await {
-        Ok(started) => started,
-        Err(error) => return error.into_response(),
+    // The body, kept for the further choices of a request with `n` > 1.
+    let mut kept_body: Option<axum::body::Bytes> = None;
+    let routes = incoming.snapshot.clone();
+    let parse_and_keep = |body: &[u8]| {
+        let parsed = parse(body)?;
+        if parsed.1.n > 1 {
+            check_choices(&routes, &parsed.0.model, parsed.1.n)?;
+            kept_body = Some(axum::body::Bytes::copy_from_slice(body));
+        }
+        Ok(parsed)
     };
+    let (started, rendering) =
+        match pipeline::start(incoming, "chat_completion", parse_and_keep).await {
+            Ok(started) => started,
+            Err(error) => return error.into_response(),
+        };
+    if let Some(body) = kept_body {
+        return choices::respond(
+            &state,
+            started,
+            rendering,
+            body,
+            &first_request_id,
+            &headers,
+        )
+        .await;
+    }
     let (renderer, mut run) =
         ChatRenderer::new(&state, started, rendering.stream, rendering.include_usage);
-    let mut renderer = renderer.with_legacy_functions(rendering.legacy_functions);
+    let mut renderer = renderer
+        .with_legacy_functions(rendering.legacy_functions)
+        .with_output(rendering.output);
     if rendering.stream {
         return stream::response(&state, run, renderer);
     }

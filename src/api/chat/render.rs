@@ -15,11 +15,12 @@ use crate::api::error::ApiError;
 use crate::api::pipeline::{engine_phase_name, record_error, run_error, LatencyLog, Started};
 use crate::api::request_log::Outcome;
 use crate::config::EngineKind;
-use crate::engine::{ms, Completion, TurnEvent};
+use crate::engine::{ms, Completion, FinishReason, TurnEvent};
 use crate::live::snapshot::Snapshot;
 use crate::live::state::AppState;
 use crate::metrics::{InFlight, ProfileStats};
-use crate::turn::ToolCall;
+use crate::turn::output::check_answer;
+use crate::turn::{OutputFormat, ToolCall};
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -61,11 +62,16 @@ pub struct ChatRenderer {
     pending: VecDeque<String>,
     /// The plain response, once known.
     outcome: Option<Result<Value, ApiError>>,
-    sent_content: bool,
+    /// The answer text streamed so far (at `Done`, only what is missing of the answer is sent).
+    sent_text: String,
+    /// Whether reasoning summary deltas were streamed (exec sends the summary with `Done` only).
+    sent_reasoning: bool,
     /// Tool calls already streamed (their `index` is their position).
     sent_tool_calls: usize,
     /// The request sent the legacy `functions`: one call, as `function_call`.
     legacy_functions: bool,
+    /// `response_format`: the answer is checked at `Done`, so a stream sends its text only then.
+    output: Option<OutputFormat>,
     first_content_logged: bool,
     finished: bool,
     _in_flight: InFlight,
@@ -94,9 +100,11 @@ impl ChatRenderer {
             log: started.log,
             pending: VecDeque::new(),
             outcome: None,
-            sent_content: false,
+            sent_text: String::new(),
+            sent_reasoning: false,
             sent_tool_calls: 0,
             legacy_functions: false,
+            output: None,
             first_content_logged: false,
             finished: false,
             _in_flight: started.in_flight,
@@ -116,16 +124,25 @@ impl ChatRenderer {
         self
     }
 
+    /// Checks the answer against the request's `response_format` (see `turn::output::check_answer`):
+    /// a mismatch is a 502 `invalid_model_output` quoting what is wrong, never passed on. A stream
+    /// holds the answer's text back until it has been checked.
+    pub fn with_output(mut self, output: Option<OutputFormat>) -> ChatRenderer {
+        self.output = output;
+        self
+    }
+
     /// Takes in the run's next event (`None`: the run ended without a result).
     pub fn feed(&mut self, event: Option<TurnEvent>) {
         match event {
+            Some(TurnEvent::TextDelta(_)) if self.output.is_some() => {}
             Some(TurnEvent::TextDelta(text)) => self.text(text),
+            Some(TurnEvent::ReasoningDelta(text)) => self.reasoning(text),
             Some(TurnEvent::ToolCall(call)) => self.tool_call(&call),
             Some(TurnEvent::Done(completion)) => self.done(completion),
             Some(TurnEvent::Failed(error)) => {
                 self.fail(run_error(&self.snapshot, &self.log.profile, error))
             }
-            Some(_) => {}
             None => self.fail(stopped_without_result()),
         }
     }
@@ -150,6 +167,16 @@ impl ChatRenderer {
         self.outcome
             .take()
             .unwrap_or_else(|| Err(stopped_without_result()))
+    }
+
+    /// The completion's id (`chatcmpl-…`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The completion's `created` time and model name, as its chunks carry them.
+    pub fn created_and_model(&self) -> (u64, &str) {
+        (self.created, &self.model)
     }
 
     /// The latency log of this request (for the first-SSE line).
@@ -180,8 +207,18 @@ impl ChatRenderer {
                 .phases
                 .insert("time_to_first_content_sse", ms(self.log.received_at));
         }
-        self.sent_content = true;
+        self.sent_text.push_str(&text);
         self.push_chunk(json!({"content": text}), None);
+    }
+
+    /// Streams a piece of the reasoning summary as `delta.reasoning_content` (the field DeepSeek,
+    /// vLLM and LiteLLM clients read); a plain response takes the summary from `Done`.
+    fn reasoning(&mut self, text: String) {
+        if !self.streaming || text.is_empty() {
+            return;
+        }
+        self.sent_reasoning = true;
+        self.push_chunk(json!({"reasoning_content": text}), None);
     }
 
     /// Streams one tool call as OpenAI does: a `delta.tool_calls` entry with its id, type, name and
@@ -223,12 +260,27 @@ impl ChatRenderer {
     fn done(&mut self, completion: Completion) {
         let Completion {
             text,
+            reasoning,
             tool_calls,
             usage,
+            finish,
             phases,
-            ..
         } = completion;
+        // An answer cut at `max_tokens` is returned as it is, with finish_reason `length` (as OpenAI).
+        let checked = tool_calls.is_empty() && finish != FinishReason::Length;
+        if let (Some(format), true) = (&self.output, checked) {
+            if let Err(problem) = check_answer(format, &text) {
+                let message = format!(
+                    "The model's answer does not have the shape response_format asks for: {problem}."
+                );
+                return self.fail(ApiError::CodexFailed {
+                    message,
+                    code: "invalid_model_output",
+                });
+            }
+        }
         let finish_reason = match (tool_calls.is_empty(), self.legacy_functions) {
+            (true, _) if finish == FinishReason::Length => "length",
             (true, _) => "stop",
             (false, false) => "tool_calls",
             (false, true) => "function_call",
@@ -238,8 +290,15 @@ impl ChatRenderer {
             .phases
             .insert(engine_phase_name(self.engine), ms(self.engine_started));
         if self.streaming {
-            if !self.sent_content && !text.is_empty() {
-                self.text(text);
+            if !self.sent_reasoning && !reasoning.is_empty() {
+                self.reasoning(reasoning);
+            }
+            // What the deltas have not carried yet: all of it (exec), or the tail held back while it
+            // might have been the start of a stop sequence.
+            if let Some(rest) = text.strip_prefix(self.sent_text.as_str()) {
+                if !rest.is_empty() {
+                    self.text(rest.to_string());
+                }
             }
             for call in tool_calls.iter().skip(self.sent_tool_calls) {
                 self.tool_call(call);
@@ -263,6 +322,12 @@ impl ChatRenderer {
             );
             if self.legacy_functions {
                 to_legacy_function_call(&mut body);
+            }
+            if finish_reason == "length" {
+                body["choices"][0]["finish_reason"] = json!("length");
+            }
+            if !reasoning.is_empty() {
+                body["choices"][0]["message"]["reasoning_content"] = json!(reasoning);
             }
             self.log.phases.extend(phases);
             self.log.phases.insert("response_build", ms(started));

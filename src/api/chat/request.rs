@@ -25,7 +25,9 @@ use serde_json::Value;
 
 use crate::api::chat::tools::{self, WireToolCall};
 use crate::api::error::ApiError;
-use crate::turn::{Item, Role, Tool, ToolCall, ToolChoice, TurnRequest};
+use crate::turn::{
+    Content as TurnContent, Item, OutputFormat, Role, Tool, ToolCall, ToolChoice, TurnRequest,
+};
 
 /// A validated chat completion request.
 #[derive(Debug, Clone)]
@@ -41,7 +43,54 @@ pub struct ChatRequest {
     pub tool_choice: ToolChoice,
     /// The tools came as the legacy `functions`: the answer uses the legacy `function_call` shape.
     pub legacy_functions: bool,
+    /// `reasoning_effort`, `stop`, `max_tokens` / `max_completion_tokens`.
+    pub options: AnswerOptions,
+    /// `n`: how many choices (independent turns of the same conversation), 1 to [`MAX_CHOICES`].
+    pub n: usize,
 }
+
+/// The most choices (`n`) one request may ask for.
+pub const MAX_CHOICES: usize = 8;
+
+/// `n`: 1 unless given; more than one only without tools (a tool turn's calls belong to one answer).
+fn parse_n(members: &Members, has_tools: bool) -> Result<usize, ApiError> {
+    let n = match members.scalar("n") {
+        None => return Ok(1),
+        Some(Value::Number(number)) if number.is_u64() || number.is_i64() => number,
+        Some(other) => return Err(wrong_type("n", "an integer", &other)),
+    };
+    match n.as_u64() {
+        Some(n @ 1..) if n as usize <= MAX_CHOICES => {
+            if n > 1 && has_tools {
+                return Err(ApiError::invalid(
+                    "n > 1 cannot be combined with tools: a tool turn's calls belong to one answer.",
+                    Some("n"),
+                ));
+            }
+            Ok(n as usize)
+        }
+        _ => Err(ApiError::invalid(
+            format!("Invalid 'n': {n}; it must be between 1 and {MAX_CHOICES}."),
+            Some("n"),
+        )),
+    }
+}
+
+/// What the request asks of the answer beyond its conversation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AnswerOptions {
+    /// `reasoning_effort`, one of [`crate::turn::REASONING_EFFORTS`].
+    pub reasoning_effort: Option<String>,
+    /// `stop`: up to [`MAX_STOP_SEQUENCES`] non-empty strings.
+    pub stop: Vec<String>,
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub max_tokens: Option<u64>,
+    /// `response_format` other than `text`, its schema in strict form.
+    pub output: Option<OutputFormat>,
+}
+
+/// The most `stop` sequences a request may send (as OpenAI allows).
+pub const MAX_STOP_SEQUENCES: usize = 4;
 
 /// The message roles a chat request may use.
 pub const ROLES: &[&str] = &[
@@ -77,16 +126,117 @@ pub enum Content {
     Parts(Vec<Part>),
 }
 
-/// One content part: its `type` and, when it is a string, its `text`.
+/// One content part: its `type`, its `text` when it is a string, and an `image_url` part's
+/// `image_url` as sent (checked by [`check_images`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Part {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]
     pub text: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<Value>,
+}
+
+/// The `url` and `detail` of an `image_url` part's `image_url` (`{url, detail}`, or the URL alone).
+fn image_of(image_url: &Value) -> Option<(&str, Option<&str>)> {
+    match image_url {
+        Value::String(url) => Some((url, None)),
+        Value::Object(map) => Some((
+            map.get("url")?.as_str()?,
+            map.get("detail").and_then(Value::as_str),
+        )),
+        _ => None,
+    }
+}
+
+/// The image details a client may ask for.
+const DETAILS: &[&str] = &["auto", "low", "high"];
+
+/// Every `image_url` part of user messages is a `data:` image the proxy can carry (400, or 413 when
+/// too large), and there are at most [`crate::turn::image::MAX_IMAGES`]. (In other messages an image
+/// part is replaced by the text `[image]`, as OpenAI takes images from users only.)
+pub fn check_images(messages: &[Message]) -> Result<(), ApiError> {
+    use crate::turn::image::{check_image_url, ImageProblem, MAX_IMAGES};
+    let mut count = 0;
+    for (index, message) in messages.iter().enumerate() {
+        let Content::Parts(parts) = &message.content else {
+            continue;
+        };
+        for (part_index, part) in parts.iter().enumerate() {
+            if part.kind != "image_url" {
+                continue;
+            }
+            if message.role != "user" {
+                // Only user messages carry images; elsewhere an image part stays a placeholder.
+                continue;
+            }
+            let param = format!("messages[{index}].content[{part_index}].image_url");
+            let Some((url, detail)) = part.image_url.as_ref().and_then(image_of) else {
+                return Err(ApiError::invalid(
+                    format!("Invalid '{param}': expected an object with a 'url' string."),
+                    Some(&param),
+                ));
+            };
+            if detail.is_some_and(|detail| !DETAILS.contains(&detail)) {
+                return Err(ApiError::invalid(
+                    format!("Invalid '{param}.detail': use 'auto', 'low' or 'high'."),
+                    Some(&format!("{param}.detail")),
+                ));
+            }
+            match check_image_url(url) {
+                Ok(()) => {}
+                Err(ImageProblem::Invalid(reason)) => {
+                    return Err(ApiError::invalid(
+                        format!("Invalid image in '{param}.url': {reason}."),
+                        Some(&format!("{param}.url")),
+                    ))
+                }
+                Err(ImageProblem::TooLarge(reason)) => {
+                    return Err(ApiError::PayloadTooLarge(format!(
+                        "The image in '{param}.url' is too large: {reason}."
+                    )))
+                }
+            }
+            count += 1;
+            if count > MAX_IMAGES {
+                return Err(ApiError::invalid(
+                    format!("A request may carry at most {MAX_IMAGES} images."),
+                    Some(&param),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Content {
+    /// The neutral content of a user message: text parts and images (already checked by
+    /// [`check_images`]) in order; other parts as placeholders, as in [`Content::into_text`].
+    pub fn into_parts(self) -> Vec<TurnContent> {
+        match self {
+            Content::Parts(parts) => parts
+                .into_iter()
+                .map(
+                    |part| match (part.kind.as_str(), part.text, &part.image_url) {
+                        ("text" | "input_text", Some(text), _) => TurnContent::Text(text),
+                        ("image_url", _, Some(image)) if image_of(image).is_some() => {
+                            let (url, detail) = image_of(image).unwrap_or_default();
+                            TurnContent::Image {
+                                url: url.to_string(),
+                                detail: detail.map(str::to_string),
+                            }
+                        }
+                        (kind, _, _) => TurnContent::Text(format!(
+                            "[{kind} content omitted: not supported by this proxy]"
+                        )),
+                    },
+                )
+                .collect(),
+            other => vec![TurnContent::Text(other.into_text())],
+        }
+    }
+
     /// The plain text: a string as is; text parts joined with newlines; any other part replaced by a
     /// placeholder naming its type.
     pub fn into_text(self) -> String {
@@ -97,6 +247,7 @@ impl Content {
                 .into_iter()
                 .map(|part| match (part.kind.as_str(), part.text) {
                     ("text" | "input_text", Some(text)) => text,
+                    ("image_url", _) => "[image]".to_string(),
                     (kind, _) => format!("[{kind} content omitted: not supported by this proxy]"),
                 })
                 .collect::<Vec<_>>()
@@ -348,6 +499,7 @@ impl ChatRequest {
             Some(other) => return Err(wrong_type("model", "a string", &other)),
         };
         let messages = parse_messages(&members)?;
+        check_images(&messages.0)?;
         let stream = optional_bool(members.scalar("stream").as_ref(), "stream")?.unwrap_or(false);
         let include_usage = match members.object("stream_options")? {
             None => false,
@@ -359,6 +511,7 @@ impl ChatRequest {
         };
         check_ignored(&members)?;
         check_unsupported(&members)?;
+        let options = parse_options(&members)?;
         let tools = tools::parse_tools(members.raw("tools"))?;
         let functions = tools::parse_functions(members.raw("functions"))?;
         let legacy_functions = !functions.is_empty();
@@ -383,6 +536,10 @@ impl ChatRequest {
                 .iter()
                 .map(|m| (m.tool_calls.as_slice(), m.tool_call_id.as_deref())),
         )?;
+        let n = parse_n(
+            &members,
+            !tools.is_empty() && tool_choice != ToolChoice::None,
+        )?;
         let cwd = match members.object("metadata")? {
             None => None,
             Some(metadata) => match metadata.scalar("cwd") {
@@ -406,7 +563,178 @@ impl ChatRequest {
             tools,
             tool_choice,
             legacy_functions,
+            options,
+            n,
         })
+    }
+}
+
+/// `reasoning_effort`, `stop` and the token limit.
+fn parse_options(members: &Members) -> Result<AnswerOptions, ApiError> {
+    let reasoning_effort = match members.scalar("reasoning_effort") {
+        None => None,
+        Some(Value::String(effort))
+            if crate::turn::REASONING_EFFORTS.contains(&effort.as_str()) =>
+        {
+            Some(effort)
+        }
+        Some(Value::String(effort)) => {
+            return Err(ApiError::invalid(
+                format!(
+                    "Invalid value for 'reasoning_effort': '{}'. Supported values are: {}.",
+                    effort.chars().take(32).collect::<String>(),
+                    crate::turn::REASONING_EFFORTS
+                        .iter()
+                        .map(|e| format!("'{e}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Some("reasoning_effort"),
+            ))
+        }
+        Some(other) => return Err(wrong_type("reasoning_effort", "a string", &other)),
+    };
+    let stop = match members.scalar_value("stop") {
+        None => Vec::new(),
+        Some(Value::String(stop)) => vec![stop],
+        Some(Value::Array(list)) => {
+            if list.len() > MAX_STOP_SEQUENCES {
+                return Err(ApiError::invalid(
+                    format!(
+                        "'stop' may hold at most {MAX_STOP_SEQUENCES} sequences, but got {}.",
+                        list.len()
+                    ),
+                    Some("stop"),
+                ));
+            }
+            let mut stops = Vec::with_capacity(list.len());
+            for (index, item) in list.into_iter().enumerate() {
+                match item {
+                    Value::String(stop) => stops.push(stop),
+                    other => return Err(wrong_type(&format!("stop[{index}]"), "a string", &other)),
+                }
+            }
+            stops
+        }
+        Some(other) => {
+            return Err(wrong_type(
+                "stop",
+                "a string or an array of strings",
+                &other,
+            ))
+        }
+    };
+    let mut max_tokens = None;
+    for param in ["max_tokens", "max_completion_tokens"] {
+        if let Some(Value::Number(number)) = members.scalar(param) {
+            match number.as_u64() {
+                Some(limit) if limit >= 1 => max_tokens = Some(limit),
+                _ => {
+                    return Err(ApiError::invalid(
+                        format!("Invalid '{param}': {number}; it must be at least 1."),
+                        Some(param),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(AnswerOptions {
+        reasoning_effort,
+        stop: stop.into_iter().filter(|stop| !stop.is_empty()).collect(),
+        max_tokens,
+        output: parse_response_format(members)?,
+    })
+}
+
+/// `response_format`: `text` (nothing to do), `json_object`, or `json_schema` with a schema the
+/// model service accepts in strict mode (adapted, or a 400 naming the offending path).
+fn parse_response_format(members: &Members) -> Result<Option<OutputFormat>, ApiError> {
+    let Some(format) = members.object("response_format")? else {
+        return Ok(None);
+    };
+    let kind = match format.scalar("type") {
+        Some(Value::String(kind)) => kind,
+        None => {
+            return Err(ApiError::invalid(
+                "Missing required parameter: 'response_format.type'.",
+                Some("response_format.type"),
+            ))
+        }
+        Some(other) => return Err(wrong_type("response_format.type", "a string", &other)),
+    };
+    match kind.as_str() {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(OutputFormat::JsonObject)),
+        "json_schema" => {
+            let param = "response_format.json_schema";
+            let Some(spec) = format.object("json_schema")? else {
+                return Err(ApiError::invalid(
+                    format!("Missing required parameter: '{param}'."),
+                    Some(param),
+                ));
+            };
+            let name = match spec.scalar("name") {
+                Some(Value::String(name))
+                    if !name.is_empty()
+                        && name.len() <= 64
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+                {
+                    name
+                }
+                Some(Value::String(_)) => {
+                    return Err(ApiError::invalid(
+                        format!("Invalid '{param}.name': use 1 to 64 letters, digits, '_' or '-'."),
+                        Some(&format!("{param}.name")),
+                    ))
+                }
+                None => {
+                    return Err(ApiError::invalid(
+                        format!("Missing required parameter: '{param}.name'."),
+                        Some(&format!("{param}.name")),
+                    ))
+                }
+                Some(other) => {
+                    return Err(wrong_type(&format!("{param}.name"), "a string", &other))
+                }
+            };
+            let strict = optional_bool(spec.scalar("strict").as_ref(), &format!("{param}.strict"))?
+                .unwrap_or(false);
+            let schema_param = format!("{param}.schema");
+            let schema = match spec.scalar_value("schema") {
+                Some(schema @ Value::Object(_)) => schema,
+                None => {
+                    return Err(ApiError::invalid(
+                        format!("Missing required parameter: '{schema_param}'."),
+                        Some(&schema_param),
+                    ))
+                }
+                Some(other) => return Err(wrong_type(&schema_param, "an object", &other)),
+            };
+            let schema = crate::turn::output::strict_schema(&schema).map_err(|problem| {
+                let at = format!("{schema_param}{}", problem.path);
+                ApiError::invalid(
+                    format!(
+                        "Invalid schema for response_format '{name}' at '{at}': {}. Codex sends every output schema to the model in strict mode, which this schema cannot use.",
+                        problem.message
+                    ),
+                    Some(&at),
+                )
+            })?;
+            Ok(Some(OutputFormat::JsonSchema {
+                name,
+                schema,
+                strict,
+            }))
+        }
+        other => Err(ApiError::invalid(
+            format!(
+                "Invalid value for 'response_format.type': '{}'. Supported values are: 'text', 'json_object' and 'json_schema'.",
+                other.chars().take(32).collect::<String>()
+            ),
+            Some("response_format.type"),
+        )),
     }
 }
 
@@ -421,6 +749,15 @@ impl From<Messages> for TurnRequest {
         let mut instructions: Vec<String> = Vec::new();
         let mut items = Vec::with_capacity(messages.0.len());
         for message in messages.0 {
+            let has_image = matches!(&message.content, Content::Parts(parts)
+                if parts.iter().any(|part| part.kind == "image_url"));
+            if message.role == "user" && has_image {
+                items.push(Item::Message {
+                    role: Role::User,
+                    content: message.content.into_parts(),
+                });
+                continue;
+            }
             let text = message.content.into_text();
             match (turn_role(message.role), message.tool_call_id) {
                 (Some(Role::Tool | Role::Function), Some(call_id)) => {
@@ -461,6 +798,7 @@ pub struct Conversation {
     pub tool_choice: ToolChoice,
     /// The tools came as the legacy `functions`.
     pub legacy_functions: bool,
+    pub options: AnswerOptions,
 }
 
 impl From<Conversation> for TurnRequest {
@@ -469,6 +807,10 @@ impl From<Conversation> for TurnRequest {
             tools: conversation.tools,
             tool_choice: conversation.tool_choice,
             legacy_calls: conversation.legacy_functions,
+            reasoning_effort: conversation.options.reasoning_effort,
+            stop: conversation.options.stop,
+            max_output_tokens: conversation.options.max_tokens,
+            output: conversation.options.output,
             ..TurnRequest::from(conversation.messages)
         }
     }
@@ -644,6 +986,7 @@ fn message_from_value(value: Value) -> Message {
                         .unwrap_or("unknown")
                         .to_string(),
                     text: part.get("text").and_then(Value::as_str).map(str::to_string),
+                    image_url: part.get("image_url").cloned(),
                 })
                 .collect(),
         ),
@@ -694,47 +1037,11 @@ fn check_ignored(members: &Members) -> Result<(), ApiError> {
 
 /// Parameters the proxy cannot honour: refused unless they ask for the default.
 fn check_unsupported(members: &Members) -> Result<(), ApiError> {
-    match members.scalar("n") {
-        None => {}
-        Some(Value::Number(number)) if number.as_u64() == Some(1) => {}
-        Some(Value::Number(number)) if number.is_u64() || number.is_i64() => {
-            return Err(ApiError::invalid(
-                format!(
-                    "n={number} is not supported: this proxy returns exactly one choice (n=1)."
-                ),
-                Some("n"),
-            ))
-        }
-        Some(other) => return Err(wrong_type("n", "an integer", &other)),
-    }
     members.array_len("tools")?;
     optional_bool(
         members.scalar("parallel_tool_calls").as_ref(),
         "parallel_tool_calls",
     )?;
-    if let Some(format) = members.object("response_format")? {
-        let kind = format.scalar("type");
-        let kind = kind.as_ref().and_then(Value::as_str);
-        if kind != Some("text") {
-            return Err(ApiError::invalid(
-                format!(
-                    "response_format type '{}' is not supported by this proxy yet; only 'text' is.",
-                    kind.unwrap_or("?")
-                ),
-                Some("response_format"),
-            ));
-        }
-    }
-    let stop_is_empty_list = members
-        .raw("stop")
-        .is_some_and(|raw| raw_type(raw) == "an array")
-        && members.array_len("stop")? == Some(0);
-    if members.raw("stop").is_some() && !stop_is_empty_list {
-        return Err(ApiError::invalid(
-            "'stop' sequences are not supported by this proxy; send the request without 'stop'.",
-            Some("stop"),
-        ));
-    }
     if members
         .raw("logprobs")
         .is_some_and(|raw| raw.get().trim() == "true")
@@ -866,7 +1173,7 @@ mod tests {
                 {"role":"system","content":""},
                 {"role":"tool","content":"42"},
                 {"role":"user","content":[{"type":"text","text":"What is"},
-                    {"type":"image_url","image_url":{"url":"data:,"}},{"type":"text","text":"this?"}]}]}"#,
+                    {"type":"image_url","image_url":{"url":"data:image/png;base64,iVBORw0K"}},{"type":"text","text":"this?"}]}]}"#,
         )
         .unwrap();
         let request = TurnRequest::from(request.messages);
@@ -876,9 +1183,9 @@ mod tests {
         );
         assert_eq!(
             crate::codex::prompt::transcript(&request),
-            "[user]\nHi\n\n[assistant]\nHello\n\n[tool]\n42\n\n[user]\nWhat is\n[image_url content omitted: not supported by this proxy]\nthis?\n"
+            "[user]\nHi\n\n[assistant]\nHello\n\n[tool]\n42\n\n[user]\nWhat is\nthis?\n"
         );
-        assert_eq!(request.needs(), crate::turn::Needs::default());
+        assert!(request.needs().images);
     }
 
     #[test]
@@ -900,6 +1207,7 @@ mod tests {
             tools: request.tools,
             tool_choice: request.tool_choice,
             legacy_functions: false,
+            options: AnswerOptions::default(),
         });
         assert_eq!(
             request.items[1..],
@@ -1014,7 +1322,11 @@ mod tests {
                 Some("stream"),
             ),
             (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#,
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#,
+                Some("n"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":9}"#,
                 Some("n"),
             ),
             (
@@ -1034,8 +1346,12 @@ mod tests {
                 Some("messages[1].tool_call_id"),
             ),
             (
-                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#,
-                Some("response_format"),
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}}"#,
+                Some("response_format.type"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object","properties":{"a":{"not":{}}}}}}}"#,
+                Some("response_format.json_schema.schema.properties.a.not"),
             ),
             (
                 r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,

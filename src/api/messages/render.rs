@@ -82,6 +82,8 @@ pub struct MessagesRenderer {
     outcome: Option<Result<Value, ApiError>>,
     /// Reasoning summary text (a `thinking` block of the plain response).
     thinking: String,
+    /// Whether reasoning deltas arrived (exec sends its summary with `Done` only).
+    seen_reasoning: bool,
     /// Streaming: the index of the next content block, and the open one.
     next_index: usize,
     open: Option<Open>,
@@ -113,6 +115,7 @@ impl MessagesRenderer {
             pending: VecDeque::new(),
             outcome: None,
             thinking: String::new(),
+            seen_reasoning: false,
             next_index: 0,
             open: None,
             sent_text: false,
@@ -232,6 +235,7 @@ impl MessagesRenderer {
     }
 
     fn reasoning(&mut self, text: String) {
+        self.seen_reasoning = true;
         if !self.streaming {
             self.thinking.push_str(&text);
             return;
@@ -279,7 +283,11 @@ impl MessagesRenderer {
             usage,
             finish,
             phases,
+            reasoning,
         } = completion;
+        if !self.seen_reasoning && !reasoning.is_empty() {
+            self.reasoning(reasoning);
+        }
         self.finished = true;
         self.log
             .phases

@@ -204,12 +204,15 @@ impl MessagesRequest {
             }
             Some(_) => return Err(invalid("model: Input should be a valid string", "model")),
         };
+        let mut max_output_tokens = None;
         if purpose == Purpose::Create {
             match wire.max_tokens {
                 None | Some(Value::Null) => {
                     return Err(invalid("max_tokens: Field required", "max_tokens"))
                 }
-                Some(Value::Number(number)) if number.as_u64().is_some_and(|n| n >= 1) => {}
+                Some(Value::Number(number)) if number.as_u64().is_some_and(|n| n >= 1) => {
+                    max_output_tokens = number.as_u64();
+                }
                 Some(_) => {
                     return Err(invalid(
                         "max_tokens: Input should be an integer greater than or equal to 1",
@@ -292,6 +295,7 @@ impl MessagesRequest {
                 tool_choice,
                 output: None,
                 reasoning_effort,
+                max_output_tokens,
                 ..TurnRequest::default()
             },
         })
@@ -415,6 +419,7 @@ fn image(source: ImageSource, param: &str) -> Result<Content, ApiError> {
             ))
         }
     };
+    ApiError::image(&url, &format!("{param}.source"))?;
     Ok(Content::Image { url, detail: None })
 }
 

@@ -81,6 +81,8 @@ pub struct ResponsesRenderer {
     /// The item being streamed and its text so far.
     open: Option<(Open, String)>,
     reasoning: String,
+    /// Whether reasoning deltas arrived (exec sends its summary with `Done` only).
+    seen_reasoning: bool,
     sent_text: bool,
     sent_tool_calls: usize,
     first_content_logged: bool,
@@ -115,6 +117,7 @@ impl ResponsesRenderer {
             output: Vec::new(),
             open: None,
             reasoning: String::new(),
+            seen_reasoning: false,
             sent_text: false,
             sent_tool_calls: 0,
             first_content_logged: false,
@@ -332,6 +335,7 @@ impl ResponsesRenderer {
     }
 
     fn reasoning(&mut self, text: String) {
+        self.seen_reasoning = true;
         if !self.streaming {
             self.reasoning.push_str(&text);
             return;
@@ -404,8 +408,12 @@ impl ResponsesRenderer {
             tool_calls,
             usage,
             phases,
+            reasoning,
             ..
         } = completion;
+        if !self.seen_reasoning && !reasoning.is_empty() {
+            self.reasoning(reasoning);
+        }
         self.finished = true;
         self.log
             .phases

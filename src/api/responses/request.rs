@@ -222,6 +222,17 @@ impl ResponsesRequest {
                                 "text.format",
                             ));
                         };
+                        let schema =
+                            crate::turn::output::strict_schema(&schema).map_err(|problem| {
+                                let at = format!("text.format.schema{}", problem.path);
+                                invalid(
+                                    format!(
+                                        "Invalid schema for text.format '{name}' at '{at}': {}. Codex sends every output schema to the model in strict mode, which this schema cannot use.",
+                                        problem.message
+                                    ),
+                                    &at,
+                                )
+                            })?;
                         Some(OutputFormat::JsonSchema {
                             name,
                             schema,
@@ -276,6 +287,7 @@ impl ResponsesRequest {
                     keep: store,
                     continues,
                 },
+                max_output_tokens: wire.max_output_tokens.filter(|tokens| *tokens > 0),
                 ..TurnRequest::default()
             },
             echo: Echo {
@@ -404,10 +416,13 @@ fn parts(content: Option<MessageContent>, param: &str) -> Result<Vec<Content>, A
                     Ok(Content::Text(part.text.unwrap_or_default()))
                 }
                 "input_image" => match part.image_url {
-                    Some(url) => Ok(Content::Image {
-                        url,
-                        detail: part.detail,
-                    }),
+                    Some(url) => {
+                        ApiError::image(&url, &format!("{param}.content[{index}].image_url"))?;
+                        Ok(Content::Image {
+                            url,
+                            detail: part.detail,
+                        })
+                    }
                     None => Err(invalid(
                         format!("'{param}.content[{index}]' needs an 'image_url' (file ids are not supported)."),
                         &format!("{param}.content[{index}].image_url"),

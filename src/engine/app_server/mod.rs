@@ -372,21 +372,17 @@ impl AppServerPool {
             let items = json!({"threadId": thread_id, "items": history});
             turn.call("thread/inject_items", items).await?;
         }
-        let input = match input {
-            Some(text) => json!([{"type": "text", "text": text, "text_elements": []}]),
-            None => json!([]),
-        };
         let started = Instant::now();
-        let started_turn = turn
-            .call("turn/start", json!({"threadId": thread_id, "input": input}))
-            .await?;
+        let params = protocol::turn_start_params(profile, &job.request, &thread_id, input);
+        let started_turn = turn.call("turn/start", params).await?;
         phases.insert("app_server_turn_start", ms(started));
         let turn_id = started_turn
             .pointer("/turn/id")
             .and_then(Value::as_str)
             .map(str::to_string);
         let mut core = AppServerTurn::new(turn_id, phases, profile.runtime.timeout)
-            .with_client_tools(job.request.tools.iter().map(|tool| tool.name.clone()));
+            .with_client_tools(job.request.tools.iter().map(|tool| tool.name.clone()))
+            .with_limits(&job.request.stop, job.request.max_output_tokens);
 
         // One part per request served by this turn: the first, then one per continuation of a hold.
         let mut part = Part {
@@ -458,11 +454,15 @@ impl AppServerPool {
                     turn.deadline = tokio::time::Instant::from_std(part.job.received_at)
                         + profile.runtime.timeout;
                     turn.cancel = continuation.cancel;
-                    match self.next_turn(&turn, &thread_id, &part.job).await {
+                    match self.next_turn(profile, &turn, &thread_id, &part.job).await {
                         Ok(turn_id) => {
                             core =
                                 AppServerTurn::new(turn_id, Phases::new(), profile.runtime.timeout)
-                                    .with_client_tools(client_tools.iter().cloned());
+                                    .with_client_tools(client_tools.iter().cloned())
+                                    .with_limits(
+                                        &part.job.request.stop,
+                                        part.job.request.max_output_tokens,
+                                    );
                         }
                         Err(error) => {
                             fail(&part.events, error).await;
@@ -568,6 +568,7 @@ impl AppServerPool {
     /// user message are injected, and that message is the turn's input. Returns the turn's id.
     async fn next_turn(
         &self,
+        profile: &Profile,
         turn: &TurnContext<'_>,
         thread_id: &str,
         job: &Job,
@@ -577,13 +578,8 @@ impl AppServerPool {
             let items = json!({"threadId": thread_id, "items": history});
             turn.call("thread/inject_items", items).await?;
         }
-        let input = match input {
-            Some(text) => json!([{"type": "text", "text": text, "text_elements": []}]),
-            None => json!([]),
-        };
-        let started = turn
-            .call("turn/start", json!({"threadId": thread_id, "input": input}))
-            .await?;
+        let params = protocol::turn_start_params(profile, &job.request, thread_id, input);
+        let started = turn.call("turn/start", params).await?;
         Ok(started
             .pointer("/turn/id")
             .and_then(Value::as_str)
@@ -889,7 +885,12 @@ impl TurnContext<'_> {
                 Ok(None) => return Ok(Segment::Lost(core.on_closed(self.connection.failure()))),
                 Err(stop) => break stop,
             };
-            match core.on_message(message) {
+            let step = core.on_message(message);
+            if let Some(turn_id) = core.take_limit_interrupt() {
+                // The answer reached a stop sequence or its token limit: save the rest of the turn.
+                interrupt(self.connection, thread_id, &turn_id).await;
+            }
+            match step {
                 None | Some(Step::Interrupt { .. }) => {}
                 Some(Step::CallsComplete) => held.settle_now(),
                 Some(Step::Emit(TurnEvent::TextDelta(_))) if quiet => {}

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::codex::events::classify_failure;
 use crate::config::Profile;
-use crate::turn::{FailureKind, Item, Role, ToolChoice, TurnRequest, Usage};
+use crate::turn::{Content, FailureKind, Item, OutputFormat, Role, ToolChoice, TurnRequest, Usage};
 
 /// The `config` of `thread/start` that removes Codex's own tools and its environment, permissions and
 /// skills blocks (the keys are Codex config keys, as `-c` takes them).
@@ -127,7 +127,8 @@ pub fn developer_instructions(request: &TurnRequest) -> Option<String> {
     } else {
         tool_choice_instruction(&request.tool_choice)
     };
-    match (request.instructions.as_deref(), requirement) {
+    let instructions = request.developer_text();
+    match (instructions.as_deref(), requirement) {
         (None, None) => None,
         (Some(text), None) => Some(text.to_string()),
         (None, Some(requirement)) => Some(requirement),
@@ -165,6 +166,11 @@ pub fn history_item(item: &Item) -> Value {
                     "role": "assistant",
                     "content": [{"type": "output_text", "text": text}],
                 }),
+                Role::User if has_images(item) => json!({
+                    "type": "message",
+                    "role": "user",
+                    "content": user_content(item),
+                }),
                 Role::User => json!({
                     "type": "message",
                     "role": "user",
@@ -197,21 +203,88 @@ pub fn history_item(item: &Item) -> Value {
     }
 }
 
-/// Splits a conversation into replayed history and the turn's input text: the last item is the input
-/// when it is a user message; otherwise everything is history and the turn continues from it.
-pub fn split_conversation(request: &TurnRequest) -> (Vec<Value>, Option<String>) {
+fn has_images(item: &Item) -> bool {
+    matches!(item, Item::Message { content, .. }
+        if content.iter().any(|part| matches!(part, Content::Image { .. })))
+}
+
+/// A user message with images as Responses API content: `input_text` and `input_image` parts in
+/// order.
+fn user_content(item: &Item) -> Value {
+    let Item::Message { content, .. } = item else {
+        return json!([]);
+    };
+    content
+        .iter()
+        .map(|part| match part {
+            Content::Text(text) => json!({"type": "input_text", "text": text}),
+            Content::Image { url, detail } => json!({
+                "type": "input_image",
+                "image_url": url,
+                "detail": detail.as_deref().unwrap_or("auto"),
+            }),
+        })
+        .collect()
+}
+
+/// The `turn/start` input of a user message: its text, then its images (`image` inputs with their
+/// `data:` URL).
+fn turn_input(item: &Item) -> Value {
+    let mut input = Vec::new();
+    if let Some((_, text)) = item.message_text() {
+        if !text.is_empty() || !has_images(item) {
+            input.push(json!({"type": "text", "text": text, "text_elements": []}));
+        }
+    }
+    if let Item::Message { content, .. } = item {
+        for part in content {
+            if let Content::Image { url, detail } = part {
+                let mut image = json!({"type": "image", "url": url});
+                if let Some(detail) = detail {
+                    image["detail"] = json!(detail);
+                }
+                input.push(image);
+            }
+        }
+    }
+    Value::Array(input)
+}
+
+/// Splits a conversation into replayed history and the turn's `input`: the last item is the input
+/// when it is a user message; otherwise everything is history, the input is empty and the turn
+/// continues from the history.
+pub fn split_conversation(request: &TurnRequest) -> (Vec<Value>, Value) {
     match request.items.split_last() {
         Some((
             last @ Item::Message {
                 role: Role::User, ..
             },
             earlier,
-        )) => (
-            earlier.iter().map(history_item).collect(),
-            last.message_text().map(|(_, text)| text),
-        ),
-        _ => (request.items.iter().map(history_item).collect(), None),
+        )) => (earlier.iter().map(history_item).collect(), turn_input(last)),
+        _ => (request.items.iter().map(history_item).collect(), json!([])),
     }
+}
+
+/// `turn/start` params: the input, and the request's reasoning effort and the profile's reasoning
+/// summary (both sticky on the thread, which serves this request only).
+pub fn turn_start_params(
+    profile: &Profile,
+    request: &TurnRequest,
+    thread_id: &str,
+    input: Value,
+) -> Value {
+    let mut params = json!({
+        "threadId": thread_id,
+        "input": input,
+        "summary": profile.runtime.reasoning_summary.as_str(),
+    });
+    if let Some(effort) = &request.reasoning_effort {
+        params["effort"] = json!(effort);
+    }
+    if let Some(OutputFormat::JsonSchema { schema, .. }) = &request.output {
+        params["outputSchema"] = schema.clone();
+    }
+    params
 }
 
 /// `thread/tokenUsage/updated` → usage (`total` is per thread; one thread per request).
@@ -341,7 +414,10 @@ mod tests {
         let (history, input) = split_conversation(&request);
         assert_eq!(history.len(), 2);
         assert_eq!(history[1]["content"][0]["type"], "output_text");
-        assert_eq!(input.as_deref(), Some("c"));
+        assert_eq!(
+            input,
+            json!([{"type": "text", "text": "c", "text_elements": []}])
+        );
     }
 
     #[test]

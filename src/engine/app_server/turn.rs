@@ -20,6 +20,7 @@ use serde_json::Value;
 use super::protocol;
 use super::rpc::{ThreadMessage, THREAD_BUFFER};
 use crate::codex::events::summarize;
+use crate::turn::limit::AnswerLimit;
 use crate::turn::{
     ms, Completion, EngineError, FailureKind, FinishReason, Phases, ToolCall, TurnEvent, Usage,
 };
@@ -157,6 +158,26 @@ pub struct AppServerTurn {
     raw_calls: HashSet<String>,
     /// Whether the current response has ended (`rawResponse/completed`).
     response_ended: bool,
+    /// The reasoning summary text so far, and the summary part its last delta belonged to.
+    reasoning: String,
+    reasoning_part: Option<(String, i64)>,
+    /// The request's `stop` sequences and token limit, fed the answer's deltas.
+    stop: Vec<String>,
+    max_tokens: Option<u64>,
+    limit: AnswerLimit,
+    /// The limit ended the answer and the turn must be interrupted (taken by the shell once).
+    limit_interrupt: bool,
+}
+
+/// `item/reasoning/summaryTextDelta`: `{itemId, delta, summaryIndex}`.
+#[derive(Deserialize)]
+struct ReasoningDelta<'a> {
+    #[serde(borrow, default, rename = "itemId")]
+    item_id: Cow<'a, str>,
+    #[serde(borrow)]
+    delta: Cow<'a, str>,
+    #[serde(default, rename = "summaryIndex")]
+    summary_index: i64,
 }
 
 /// `rawResponseItem/completed`: `{item}`, of which only client `function_call` items matter.
@@ -207,7 +228,33 @@ impl AppServerTurn {
             response_usage: None,
             raw_calls: HashSet::new(),
             response_ended: false,
+            reasoning: String::new(),
+            reasoning_part: None,
+            stop: Vec::new(),
+            max_tokens: None,
+            limit: AnswerLimit::default(),
+            limit_interrupt: false,
         }
+    }
+
+    /// The request's `stop` sequences and token limit (see [`AnswerLimit`]): deltas are released only
+    /// as far as they cannot be part of a stop sequence, and once the answer has ended the turn is
+    /// interrupted ([`AppServerTurn::take_limit_interrupt`]) and completes with the cut answer.
+    pub fn with_limits(mut self, stop: &[String], max_tokens: Option<u64>) -> AppServerTurn {
+        self.stop = stop.to_vec();
+        self.max_tokens = max_tokens;
+        self.limit = AnswerLimit::new(stop, max_tokens);
+        self
+    }
+
+    /// The turn to interrupt because the answer reached a stop sequence or its token limit; `Some`
+    /// once.
+    pub fn take_limit_interrupt(&mut self) -> Option<String> {
+        if !self.limit_interrupt {
+            return None;
+        }
+        self.limit_interrupt = false;
+        self.turn_id.clone()
     }
 
     /// Whether every client call of the current response is known (see [`Step::CallsComplete`]).
@@ -247,6 +294,7 @@ impl AppServerTurn {
             .unwrap_or_else(|| std::mem::take(&mut self.streamed));
         Completion {
             text,
+            reasoning: std::mem::take(&mut self.reasoning),
             tool_calls: std::mem::take(&mut self.tool_calls),
             usage: self.response_usage.take().unwrap_or(self.usage),
             finish: FinishReason::ToolCalls,
@@ -264,6 +312,8 @@ impl AppServerTurn {
         self.tool_calls.clear();
         self.response_usage = Some(Usage::default());
         self.first_delta = true;
+        self.reasoning.clear();
+        self.limit = AnswerLimit::new(&self.stop, self.max_tokens);
         self.new_response();
     }
 
@@ -275,6 +325,7 @@ impl AppServerTurn {
         self.last_message = None;
         self.tool_calls.clear();
         self.first_delta = true;
+        self.limit = AnswerLimit::new(&self.stop, self.max_tokens);
         self.new_response();
     }
 
@@ -367,6 +418,19 @@ impl AppServerTurn {
                 if let Ok(event) = serde_json::from_str::<ItemEvent>(params) {
                     self.on_item(method == "item/completed", event.item);
                 }
+            }
+            "item/reasoning/summaryTextDelta" => {
+                let delta = serde_json::from_str::<ReasoningDelta>(params).ok()?;
+                let part = (delta.item_id.into_owned(), delta.summary_index);
+                let mut text = delta.delta.into_owned();
+                if self.reasoning_part.as_ref() != Some(&part) {
+                    if !self.reasoning.is_empty() {
+                        text.insert_str(0, "\n\n");
+                    }
+                    self.reasoning_part = Some(part);
+                }
+                self.reasoning.push_str(&text);
+                return Some(Step::Emit(TurnEvent::ReasoningDelta(text)));
             }
             "item/agentMessage/delta" => {
                 let delta = serde_json::from_str::<Delta>(params).ok()?;
@@ -479,7 +543,15 @@ impl AppServerTurn {
                 .insert("app_server_first_delta", ms(self.started));
         }
         self.streamed.push_str(&delta);
-        Some(delta.into_owned())
+        if !self.limit.is_active() {
+            return Some(delta.into_owned());
+        }
+        let ended_before = self.limit.ended().is_some();
+        let released = self.limit.push(&delta);
+        if !ended_before && self.limit.ended().is_some() {
+            self.limit_interrupt = true;
+        }
+        (!released.is_empty()).then_some(released)
     }
 
     /// `turn/completed`: the answer is the last agent message of `turn.items`, else the last completed
@@ -489,6 +561,17 @@ impl AppServerTurn {
         let status = turn.get("status").and_then(Value::as_str).unwrap_or("");
         self.phases.insert("app_server_turn", ms(self.started));
         let called = !self.tool_calls.is_empty();
+        if let (Some(finish), false) = (self.limit.ended(), called) {
+            // Interrupted at a stop sequence or the token limit: the cut answer.
+            return Ok(Completion {
+                text: self.limit.answer().to_string(),
+                reasoning: std::mem::take(&mut self.reasoning),
+                tool_calls: Vec::new(),
+                usage: self.response_usage.unwrap_or(self.usage),
+                finish,
+                phases: std::mem::take(&mut self.phases),
+            });
+        }
         if status != "completed" && !called {
             let error = turn.get("error").cloned().unwrap_or(Value::Null);
             let message = error
@@ -513,14 +596,17 @@ impl AppServerTurn {
                 .map(str::to_string)
                 .or_else(|| self.last_message.take())
                 .unwrap_or_else(|| std::mem::take(&mut self.streamed));
+        // The whole answer arrived within the limits, or it ended at them without streaming deltas.
+        let (final_text, cut) = AnswerLimit::apply(&self.stop, self.max_tokens, &final_text);
         Ok(Completion {
             text: final_text,
+            reasoning: std::mem::take(&mut self.reasoning),
             tool_calls: std::mem::take(&mut self.tool_calls),
             usage: self.response_usage.unwrap_or(self.usage),
             finish: if called {
                 FinishReason::ToolCalls
             } else {
-                FinishReason::Stop
+                cut.unwrap_or(FinishReason::Stop)
             },
             phases: std::mem::take(&mut self.phases),
         })

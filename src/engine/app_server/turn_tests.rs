@@ -440,3 +440,32 @@ fn parallel_calls_are_complete_when_every_raw_call_has_its_request() {
     assert!(!turn.calls_complete());
     assert!(turn.tool_calls().is_empty());
 }
+
+#[test]
+fn a_stop_sequence_interrupts_the_turn_and_cuts_the_answer() {
+    let mut turn = AppServerTurn::new(Some("t1".into()), Phases::new(), Duration::from_secs(7))
+        .with_limits(&["END".to_string()], None);
+    let delta = |text: &str| {
+        json!({"method": "item/agentMessage/delta",
+               "params": {"threadId": "th", "turnId": "t1", "itemId": "m1", "delta": text}})
+    };
+    let reasoning = json!({"method": "item/reasoning/summaryTextDelta",
+        "params": {"threadId": "th", "turnId": "t1", "itemId": "r1", "delta": "Hmm", "summaryIndex": 0}});
+    let mut steps: Vec<Step> = Vec::new();
+    for line in [reasoning, delta("one E"), delta("ND two")] {
+        steps.extend(turn.on_message(message(&line)));
+        if turn.take_limit_interrupt().is_some() {
+            assert_eq!(deltas(&steps).concat(), "one ", "{steps:?}");
+        }
+    }
+    assert!(matches!(&steps[0], Step::Emit(TurnEvent::ReasoningDelta(text)) if text == "Hmm"));
+    assert_eq!(deltas(&steps).concat(), "one ");
+    assert_eq!(turn.take_limit_interrupt(), None, "asked once only");
+    let completed = json!({"method": "turn/completed", "params": {"threadId": "th",
+        "turn": {"id": "t1", "status": "interrupted", "error": null, "items": []}}});
+    steps.extend(turn.on_message(message(&completed)));
+    let done = completion(&steps);
+    assert_eq!(done.text, "one ");
+    assert_eq!(done.reasoning, "Hmm");
+    assert_eq!(done.finish, FinishReason::Stop);
+}

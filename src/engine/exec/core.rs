@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::codex::events::{classify_failure, summarize, ExecEvent};
 use crate::codex::lines::MAX_STDOUT_LINE;
+use crate::turn::limit::AnswerLimit;
 use crate::turn::{Completion, EngineError, FailureKind, FinishReason, Phases};
 
 /// What the shell does after feeding one line.
@@ -43,6 +44,11 @@ pub struct ExecTurn {
     phases: Phases,
     /// The text of the latest completed `agent_message`: the answer, once `turn.completed` arrives.
     last_message: Option<String>,
+    /// The reasoning summaries of the turn, joined by blank lines.
+    reasoning: String,
+    /// The request's `stop` sequences and token limit, applied to the final answer.
+    stop: Vec<String>,
+    max_tokens: Option<u64>,
     /// Why the turn failed (`turn.failed`, or a completion without a message).
     failure: Option<String>,
     /// The latest top-level `error` event: usually a retry notice, the reason only if nothing better.
@@ -62,6 +68,9 @@ impl ExecTurn {
             io_started,
             phases,
             last_message: None,
+            reasoning: String::new(),
+            stop: Vec::new(),
+            max_tokens: None,
             failure: None,
             last_error_event: None,
             non_json_lines: 0,
@@ -71,6 +80,14 @@ impl ExecTurn {
             parse_time: Duration::ZERO,
             completed: false,
         }
+    }
+
+    /// The request's `stop` sequences and token limit: the answer is cut by them (exec delivers the
+    /// answer whole at the end, so there is nothing to interrupt).
+    pub fn with_limits(mut self, stop: Vec<String>, max_tokens: Option<u64>) -> ExecTurn {
+        self.stop = stop;
+        self.max_tokens = max_tokens;
+        self
     }
 
     /// Whether `turn.completed` has arrived (the profile's timeout stops applying then).
@@ -93,6 +110,12 @@ impl ExecTurn {
                 }
                 self.last_message = Some(text);
             }
+            ExecEvent::Reasoning(text) => {
+                if !self.reasoning.is_empty() {
+                    self.reasoning.push_str("\n\n");
+                }
+                self.reasoning.push_str(&text);
+            }
             ExecEvent::TurnCompleted(usage) if !self.completed => {
                 self.completed = true;
                 self.phase("codex_stdout_read", timing.parsed_at);
@@ -104,11 +127,13 @@ impl ExecTurn {
                         Some("Codex completed the turn without a final message".to_string());
                     return Step::Settle;
                 };
+                let (text, cut) = AnswerLimit::apply(&self.stop, self.max_tokens, &text);
                 return Step::Done(Completion {
                     text,
+                    reasoning: std::mem::take(&mut self.reasoning),
                     tool_calls: Vec::new(),
                     usage,
-                    finish: FinishReason::Stop,
+                    finish: cut.unwrap_or(FinishReason::Stop),
                     phases: self.phases.clone(),
                 });
             }

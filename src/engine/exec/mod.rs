@@ -28,6 +28,8 @@ use crate::codex::lines::{for_each_capped_line, read_line, Line, MAX_STDOUT_LINE
 use crate::codex::prompt::toml_string;
 use crate::config::Profile;
 use crate::engine::{ms, spawn_run, EngineError, FailureKind, Job, Phases, RunHandle, TurnEvent};
+use crate::turn::image::{decode_data_url, ImageProblem};
+use crate::turn::{Content, Item, OutputFormat};
 
 /// The longest single argument Linux passes to a program (`MAX_ARG_STRLEN`, 32 pages, less its NUL);
 /// a longer one fails the spawn with E2BIG.
@@ -38,8 +40,15 @@ pub fn developer_instructions_arg(instructions: &str) -> String {
     format!("developer_instructions={}", toml_string(instructions))
 }
 
-/// The full argument list of one `codex exec` run (after the program name).
+/// The full argument list of one `codex exec` run (after the program name), for a request without
+/// an output schema.
 pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
+    exec_args_with_files(profile, job, &RunFiles::default())
+}
+
+/// [`exec_args`] with the run's private files: the JSON schema (`--output-schema=FILE`) and the
+/// images (`--image=FILE` each, one argument per option so no value is taken for another).
+pub fn exec_args_with_files(profile: &Profile, job: &Job, files: &RunFiles) -> Vec<OsString> {
     let mut args: Vec<OsString> = [
         "exec",
         "--json",
@@ -65,9 +74,19 @@ pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
         // value instead of being parsed as an option.
         args.push(format!("--model={model}").into());
     }
-    if let Some(instructions) = &job.request.instructions {
+    if let Some(instructions) = job.request.developer_text() {
         args.push("-c".into());
-        args.push(developer_instructions_arg(instructions).into());
+        args.push(developer_instructions_arg(&instructions).into());
+    }
+    if let Some(file) = &files.schema {
+        let mut arg = OsString::from("--output-schema=");
+        arg.push(file.path());
+        args.push(arg);
+    }
+    for file in &files.images {
+        let mut arg = OsString::from("--image=");
+        arg.push(file.path());
+        args.push(arg);
     }
     if !profile.runtime.tools {
         args.extend(
@@ -76,10 +95,27 @@ pub fn exec_args(profile: &Profile, job: &Job) -> Vec<OsString> {
                 .map(OsString::from),
         );
     }
+    // A request's reasoning effort replaces the profile's (`fast`, or one set in `codex_config`).
+    let effort = job.request.reasoning_effort.as_deref();
     for item in profile.effective_codex_config() {
+        if effort.is_some() && item.trim_start().starts_with("model_reasoning_effort") {
+            continue;
+        }
         args.push("-c".into());
         args.push(item.into());
     }
+    if let Some(effort) = effort {
+        args.push("-c".into());
+        args.push(format!("model_reasoning_effort={}", toml_string(effort)).into());
+    }
+    args.push("-c".into());
+    args.push(
+        format!(
+            "model_reasoning_summary={}",
+            toml_string(profile.runtime.reasoning_summary.as_str())
+        )
+        .into(),
+    );
     if profile.runtime.ephemeral {
         args.push("--ephemeral".into());
     }
@@ -115,8 +151,15 @@ async fn run(
     let mut phases = Phases::new();
 
     let build_started = Instant::now();
+    // Removed when the run ends (dropped with this frame).
+    let files = RunFiles {
+        schema: write_output_schema(job)?,
+        images: write_images(job)?,
+    };
     let mut command = Command::new(&codex.program);
-    command.args(exec_args(profile, job)).current_dir(&job.cwd);
+    command
+        .args(exec_args_with_files(profile, job, &files))
+        .current_dir(&job.cwd);
     child_env.apply(&mut command, &codex, profile.runtime.proxy.as_deref());
     phases.insert("codex_command_build", ms(build_started));
 
@@ -131,7 +174,8 @@ async fn run(
     let stdout = child.stdout.take().ok_or_else(|| {
         EngineError::new(FailureKind::CodexFailed, "Codex stdout was not captured")
     })?;
-    let mut turn = ExecTurn::new(phases, io_started);
+    let mut turn = ExecTurn::new(phases, io_started)
+        .with_limits(job.request.stop.clone(), job.request.max_output_tokens);
     let reader = Reader {
         deadline: tokio::time::Instant::from_std(job.received_at) + profile.runtime.timeout,
         timeout: profile.runtime.timeout,
@@ -150,6 +194,76 @@ async fn run(
             Err(error)
         }
     }
+}
+
+/// The private temporary files of one run (mode 0600, deleted when dropped).
+#[derive(Default)]
+pub struct RunFiles {
+    pub schema: Option<tempfile::NamedTempFile>,
+    pub images: Vec<tempfile::NamedTempFile>,
+}
+
+/// The request's images (checked `data:` URLs), decoded into private temporary files, in order.
+fn write_images(job: &Job) -> Result<Vec<tempfile::NamedTempFile>, EngineError> {
+    let mut files = Vec::new();
+    for item in &job.request.items {
+        let Item::Message { content, .. } = item else {
+            continue;
+        };
+        for part in content {
+            let Content::Image { url, .. } = part else {
+                continue;
+            };
+            let image = decode_data_url(url).map_err(|problem| {
+                let reason = match problem {
+                    ImageProblem::Invalid(reason) | ImageProblem::TooLarge(reason) => reason,
+                };
+                EngineError::new(
+                    FailureKind::CodexFailed,
+                    format!("cannot pass an image to Codex: {reason}"),
+                )
+            })?;
+            let mut file = tempfile::Builder::new()
+                .prefix("codex-proxy-image-")
+                .suffix(&format!(".{}", image.extension))
+                .tempfile()
+                .map_err(|err| {
+                    EngineError::new(
+                        FailureKind::CodexFailed,
+                        format!("cannot write an image file: {err}"),
+                    )
+                })?;
+            std::io::Write::write_all(&mut file, &image.bytes).map_err(|err| {
+                EngineError::new(
+                    FailureKind::CodexFailed,
+                    format!("cannot write an image file: {err}"),
+                )
+            })?;
+            files.push(file);
+        }
+    }
+    Ok(files)
+}
+
+/// The request's JSON schema in a private temporary file (mode 0600, deleted when dropped) for
+/// `--output-schema`; `None` without one.
+fn write_output_schema(job: &Job) -> Result<Option<tempfile::NamedTempFile>, EngineError> {
+    let Some(OutputFormat::JsonSchema { schema, .. }) = &job.request.output else {
+        return Ok(None);
+    };
+    let failed = |err: std::io::Error| {
+        EngineError::new(
+            FailureKind::CodexFailed,
+            format!("cannot write the output schema file: {err}"),
+        )
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix("codex-proxy-schema-")
+        .suffix(".json")
+        .tempfile()
+        .map_err(failed)?;
+    serde_json::to_writer(&mut file, schema).map_err(|err| failed(err.into()))?;
+    Ok(Some(file))
 }
 
 /// The failure of a spawn that did not start Codex.
@@ -303,6 +417,50 @@ mod tests {
     use crate::config::{parse, ServerOverrides};
     use crate::turn::{Role, TurnRequest};
     use std::path::Path;
+
+    #[test]
+    fn the_output_schema_file_is_private_and_removed_after_the_run() {
+        use std::os::unix::fs::PermissionsExt;
+        let mut request = TurnRequest::from_texts(None, [(Role::User, "x".into())]);
+        request.output = Some(OutputFormat::JsonSchema {
+            name: "s".into(),
+            schema: serde_json::json!({"type": "object"}),
+            strict: true,
+        });
+        let job = Job {
+            request_id: "r".into(),
+            request,
+            cwd: "/w".into(),
+            model: None,
+            received_at: Instant::now(),
+            hold: Default::default(),
+        };
+        let file = write_output_schema(&job).unwrap().expect("a schema file");
+        let path = file.path().to_path_buf();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            r#"{"type":"object"}"#
+        );
+        let config = parse(
+            "[profiles.a]\n",
+            Path::new("c.toml"),
+            &ServerOverrides::default(),
+            &|_| None,
+        )
+        .unwrap();
+        let files = RunFiles {
+            schema: Some(file),
+            images: Vec::new(),
+        };
+        let args = exec_args_with_files(&config.profiles[0], &job, &files);
+        let flag = format!("--output-schema={}", path.display());
+        assert!(args.iter().any(|arg| arg.to_str() == Some(flag.as_str())));
+        assert_eq!(args.last().and_then(|arg| arg.to_str()), Some("-"));
+        drop(files);
+        assert!(!path.exists());
+    }
 
     #[test]
     fn builds_the_reference_command_line() {

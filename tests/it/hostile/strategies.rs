@@ -201,6 +201,9 @@ pub(super) fn any_chat_body(root: String) -> BoxedStrategy<Value> {
         .boxed()
 }
 
+/// A 1×1 PNG: image parts of valid bodies carry a `data:` image the proxy accepts.
+const PNG_DATA_URL: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+
 /// A valid chat body: any non-blank model (the fallback profile takes it), known roles, random
 /// unicode content in strings and parts, every optional parameter with a valid value or absent,
 /// unknown extra keys, a `metadata.cwd` inside the root or none.
@@ -210,7 +213,7 @@ pub(super) fn valid_chat_body(root: String) -> BoxedStrategy<Value> {
         1 => prop::collection::vec(
             prop_oneof![
                 text().prop_map(|text| json!({"type": "text", "text": text})),
-                text().prop_map(|url| json!({"type": "image_url", "image_url": {"url": url}})),
+                Just(json!({"type": "image_url", "image_url": {"url": PNG_DATA_URL}})),
                 Just(json!({"type": "input_audio", "input_audio": {"data": "", "format": "wav"}})),
             ],
             0..4,
@@ -235,8 +238,8 @@ pub(super) fn valid_chat_body(root: String) -> BoxedStrategy<Value> {
             any::<bool>().prop_map(|usage| ("stream_options", json!({"include_usage": usage}))),
             (0.0f64..2.0).prop_map(|t| ("temperature", json!(t))),
             (0.0f64..1.0).prop_map(|p| ("top_p", json!(p))),
-            any::<u32>().prop_map(|n| ("max_tokens", json!(n))),
-            any::<u32>().prop_map(|n| ("max_completion_tokens", json!(n))),
+            (1u32..).prop_map(|n| ("max_tokens", json!(n))),
+            (1u32..).prop_map(|n| ("max_completion_tokens", json!(n))),
             (-2.0f64..2.0).prop_map(|p| ("presence_penalty", json!(p))),
             (-2.0f64..2.0).prop_map(|p| ("frequency_penalty", json!(p))),
             text().prop_map(|user| ("user", json!(user))),
