@@ -50,7 +50,7 @@ impl AnswerLimit {
         !self.stop.is_empty() || self.max_tokens.is_some()
     }
 
-    /// Why the answer ended early, once it has: [`FinishReason::Stop`] for a stop sequence,
+    /// Why the answer ended early, once it has: [`FinishReason::StopSequence`] for a stop sequence,
     /// [`FinishReason::Length`] for the token limit. The turn should be interrupted then.
     pub fn ended(&self) -> Option<FinishReason> {
         self.ended.map(|(reason, _)| reason)
@@ -119,12 +119,19 @@ impl AnswerLimit {
         let stop_at = self
             .stop
             .iter()
-            .filter_map(|stop| self.text[from..].find(stop.as_str()).map(|at| from + at))
+            .enumerate()
+            .filter_map(|(index, stop)| {
+                self.text[from..]
+                    .find(stop.as_str())
+                    .map(|at| (from + at, index))
+            })
             .min();
         let length_at = self.token_cut();
         self.ended = match (stop_at, length_at) {
-            (Some(stop), Some(length)) if length < stop => Some((FinishReason::Length, length)),
-            (Some(stop), _) => Some((FinishReason::Stop, stop)),
+            (Some((stop, _)), Some(length)) if length < stop => {
+                Some((FinishReason::Length, length))
+            }
+            (Some((stop, index)), _) => Some((FinishReason::StopSequence(index), stop)),
             (None, Some(length)) => Some((FinishReason::Length, length)),
             (None, None) => None,
         };
@@ -209,7 +216,7 @@ mod tests {
             assert!(!sent.contains('E') || sent == "Hello ", "{sent}");
         }
         assert_eq!(sent, "Hello ");
-        assert_eq!(limit.ended(), Some(FinishReason::Stop));
+        assert_eq!(limit.ended(), Some(FinishReason::StopSequence(0)));
         assert_eq!(limit.answer(), "Hello ");
         assert_eq!(limit.push("more"), "");
     }
@@ -226,7 +233,10 @@ mod tests {
     #[test]
     fn the_earliest_stop_wins() {
         let (text, reason) = AnswerLimit::apply(&stops(&["c", "b"]), None, "abcabc");
-        assert_eq!((text.as_str(), reason), ("a", Some(FinishReason::Stop)));
+        assert_eq!(
+            (text.as_str(), reason),
+            ("a", Some(FinishReason::StopSequence(0)))
+        );
     }
 
     #[test]

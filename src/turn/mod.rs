@@ -351,7 +351,10 @@ pub struct ToolCall {
 /// Why the answer ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
+    /// The model ended its answer.
     Stop,
+    /// The answer reached the request's stop sequence of this index (and ends before it).
+    StopSequence(usize),
     ToolCalls,
     Length,
 }

@@ -244,6 +244,7 @@ async fn the_anthropic_python_sdk_is_served() {
         "count_tokens",
         "errors",
         "claude_code_style",
+        "stop_sequences",
         "models",
     ] {
         assert!(output.contains(&format!("ok {case}\n")), "{output}");

@@ -187,12 +187,12 @@ def errors():
         raise AssertionError("a wrong key was accepted")
     try:
         client.messages.create(
-            model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hi"}], stop_sequences=["x"]
+            model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hi"}], stop_sequences=[""]
         )
     except anthropic.BadRequestError as error:
         assert "stop_sequences" in error.body["error"]["message"], error.body
     else:
-        raise AssertionError("stop_sequences were accepted")
+        raise AssertionError("an empty stop sequence was accepted")
     # A failure after the stream started arrives as the SDK's in-band error.
     try:
         with client.messages.stream(
@@ -247,6 +247,35 @@ def claude_code_style():
     assert final.content[0].text == "Done.", final
 
 
+def stop_sequences():
+    answer = client.messages.create(
+        model=MODEL,
+        max_tokens=64,
+        stop_sequences=["END", "NEVER"],
+        messages=[{"role": "user", "content": "mock:reply=one_two_END_three"}],
+    )
+    assert answer.content[0].text == "one two ", answer
+    assert answer.stop_reason == "stop_sequence" and answer.stop_sequence == "END", answer
+    with client.messages.stream(
+        model=MODEL,
+        max_tokens=64,
+        stop_sequences=["END"],
+        messages=[{"role": "user", "content": "mock:deltas=4 mock:reply=one_two_END_three"}],
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "one two ", text
+    assert final.stop_reason == "stop_sequence" and final.stop_sequence == "END", final
+    # max_tokens is enforced: the answer is cut at that many tokens.
+    cut = client.messages.create(
+        model=MODEL,
+        max_tokens=2,
+        messages=[{"role": "user", "content": "mock:reply=alpha_beta_gamma_delta_epsilon"}],
+    )
+    assert cut.stop_reason == "max_tokens", cut
+    assert len(cut.content[0].text) < len("alpha beta gamma delta epsilon"), cut
+
+
 def models():
     page = client.models.list()
     ids = [model.id for model in page.data]
@@ -262,6 +291,16 @@ def models():
         raise AssertionError("an unknown model was found")
 
 
-for case in [plain, streaming, tool_round_trip, image_block, count_tokens, errors, claude_code_style, models]:
+for case in [
+    plain,
+    streaming,
+    tool_round_trip,
+    image_block,
+    count_tokens,
+    errors,
+    claude_code_style,
+    stop_sequences,
+    models,
+]:
     case()
     print(f"ok {case.__name__}", flush=True)

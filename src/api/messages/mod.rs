@@ -33,20 +33,24 @@ use crate::turn::TurnRequest;
 use render::MessagesRenderer;
 use request::{MessagesRequest, Purpose};
 
-fn parse(body: &[u8]) -> Result<(Parsed<TurnRequest>, bool), ApiError> {
+/// What the handler keeps from the body for rendering: whether to stream, and the stop sequences.
+type Kept = (bool, Vec<String>);
+
+fn parse(body: &[u8]) -> Result<(Parsed<TurnRequest>, Kept), ApiError> {
     let MessagesRequest {
         model,
         stream,
         cwd,
         turn,
     } = MessagesRequest::parse(body, Purpose::Create)?;
+    let stops = turn.stop.clone();
     let parsed = Parsed {
         model,
         request: turn,
         cwd,
         stream,
     };
-    Ok((parsed, stream))
+    Ok((parsed, (stream, stops)))
 }
 
 /// `POST /v1/messages`.
@@ -65,11 +69,12 @@ pub async fn create(
         headers: &headers,
         body,
     };
-    let (started, streaming) = match pipeline::start(incoming, "messages", parse).await {
+    let (started, (streaming, stops)) = match pipeline::start(incoming, "messages", parse).await {
         Ok(started) => started,
         Err(error) => return error::response(error),
     };
-    let (mut renderer, mut run) = MessagesRenderer::new(&state, started, streaming);
+    let (renderer, mut run) = MessagesRenderer::new(&state, started, streaming);
+    let mut renderer = renderer.with_stop_sequences(stops);
     if streaming {
         return stream::response(&state, run, renderer);
     }

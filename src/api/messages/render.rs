@@ -56,6 +56,7 @@ fn stop_reason(finish: FinishReason, tool_calls: usize) -> &'static str {
         FinishReason::ToolCalls => "tool_use",
         FinishReason::Length => "max_tokens",
         FinishReason::Stop => "end_turn",
+        FinishReason::StopSequence(_) => "stop_sequence",
     }
 }
 
@@ -94,9 +95,17 @@ pub struct MessagesRenderer {
     _in_flight: InFlight,
     /// The request's one snapshot, kept until the response ends.
     snapshot: Arc<Snapshot>,
+    /// The request's `stop_sequences` (named in `stop_sequence` when one ended the answer).
+    stop_sequences: Vec<String>,
 }
 
 impl MessagesRenderer {
+    /// The request's `stop_sequences`, so that the one that ended the answer can be named.
+    pub fn with_stop_sequences(mut self, stop_sequences: Vec<String>) -> MessagesRenderer {
+        self.stop_sequences = stop_sequences;
+        self
+    }
+
     /// A renderer for `started`; a streaming one begins with `message_start` and a `ping`.
     pub fn new(
         state: &AppState,
@@ -124,6 +133,7 @@ impl MessagesRenderer {
             finished: false,
             _in_flight: started.in_flight,
             snapshot: started.snapshot,
+            stop_sequences: Vec::new(),
         };
         if streaming {
             let message = json!({
@@ -293,6 +303,12 @@ impl MessagesRenderer {
             .phases
             .insert(engine_phase_name(self.engine), ms(self.engine_started));
         let stop_reason = stop_reason(finish, tool_calls.len());
+        let stop_sequence = match finish {
+            FinishReason::StopSequence(index) if tool_calls.is_empty() => {
+                self.stop_sequences.get(index).cloned()
+            }
+            _ => None,
+        };
         if self.streaming {
             if !self.sent_text && !text.is_empty() {
                 self.text(text);
@@ -305,7 +321,7 @@ impl MessagesRenderer {
                 "message_delta",
                 json!({
                     "type": "message_delta",
-                    "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                     "usage": usage_json(&usage),
                 }),
             );
@@ -336,7 +352,7 @@ impl MessagesRenderer {
                 "model": self.model,
                 "content": content,
                 "stop_reason": stop_reason,
-                "stop_sequence": null,
+                "stop_sequence": stop_sequence,
                 "usage": usage_json(&usage),
             });
             self.log.phases.extend(phases);
@@ -388,5 +404,9 @@ mod tests {
         assert_eq!(stop_reason(FinishReason::Stop, 0), "end_turn");
         assert_eq!(stop_reason(FinishReason::Stop, 1), "tool_use");
         assert_eq!(stop_reason(FinishReason::Length, 0), "max_tokens");
+        assert_eq!(
+            stop_reason(FinishReason::StopSequence(0), 0),
+            "stop_sequence"
+        );
     }
 }

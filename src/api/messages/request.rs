@@ -5,7 +5,7 @@
 //! [`Item::ToolCall`] (its `input` as JSON text), `tool_result` a [`Item::ToolResult`] (with
 //! `is_error`). Earlier `thinking` blocks of assistant turns are dropped (Codex keeps its own reasoning).
 //! `thinking.budget_tokens` picks a reasoning effort ([`effort_of_budget`]). Every refusal is a 400
-//! naming the parameter; what the proxy cannot honour yet (`stop_sequences`) is refused rather than
+//! naming the parameter; what the proxy cannot honour is refused rather than
 //! silently dropped.
 
 use std::collections::HashSet;
@@ -168,6 +168,9 @@ pub struct MessagesRequest {
     pub turn: TurnRequest,
 }
 
+/// The most `stop_sequences` a request may send: each is searched in every streamed delta.
+const MAX_STOP_SEQUENCES: usize = 16;
+
 /// What a body must carry: `max_tokens` only for `POST /v1/messages` (not for `count_tokens`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -222,9 +225,19 @@ impl MessagesRequest {
             }
         }
         let _ignored = (wire.temperature, wire.top_p, wire.top_k);
-        if wire.stop_sequences.as_ref().is_some_and(|s| !s.is_empty()) {
+        let stop = wire.stop_sequences.unwrap_or_default();
+        if stop.len() > MAX_STOP_SEQUENCES {
             return Err(invalid(
-                "stop_sequences are not supported by this proxy yet; send the request without them.",
+                format!(
+                    "stop_sequences: at most {MAX_STOP_SEQUENCES} sequences, got {}.",
+                    stop.len()
+                ),
+                "stop_sequences",
+            ));
+        }
+        if stop.iter().any(String::is_empty) {
+            return Err(invalid(
+                "stop_sequences: a sequence must not be empty.",
                 "stop_sequences",
             ));
         }
@@ -296,6 +309,7 @@ impl MessagesRequest {
                 output: None,
                 reasoning_effort,
                 max_output_tokens,
+                stop,
                 ..TurnRequest::default()
             },
         })
@@ -608,7 +622,7 @@ mod tests {
         let base = serde_json::json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
         let cases = [
             ("max_tokens", serde_json::Value::Null, "max_tokens"),
-            ("stop_sequences", serde_json::json!(["x"]), "stop_sequences"),
+            ("stop_sequences", serde_json::json!([""]), "stop_sequences"),
             (
                 "tool_choice",
                 serde_json::json!({"type": "any"}),
