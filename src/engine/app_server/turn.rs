@@ -154,8 +154,9 @@ pub struct AppServerTurn {
     /// `rawResponse/completed` (threads with client tools ask for those events); `None` without them,
     /// and the thread's total from `thread/tokenUsage/updated` is used.
     response_usage: Option<Usage>,
-    /// The call ids of the client `function_call` items of the current response (raw events).
-    raw_calls: HashSet<String>,
+    /// The call ids of the client `function_call` items of the current response (raw events), in
+    /// the model's order.
+    raw_calls: Vec<String>,
     /// Whether the current response has ended (`rawResponse/completed`).
     response_ended: bool,
     /// The reasoning summary text so far, and the summary part its last delta belonged to.
@@ -226,7 +227,7 @@ impl AppServerTurn {
             client_tools: HashSet::new(),
             tool_calls: Vec::new(),
             response_usage: None,
-            raw_calls: HashSet::new(),
+            raw_calls: Vec::new(),
             response_ended: false,
             reasoning: String::new(),
             reasoning_part: None,
@@ -292,10 +293,20 @@ impl AppServerTurn {
             .last_message
             .take()
             .unwrap_or_else(|| std::mem::take(&mut self.streamed));
+        // Codex may send the calls' requests in another order than the model wrote them: the
+        // response's raw items give the model's order (calls without one keep their arrival order).
+        let mut tool_calls = std::mem::take(&mut self.tool_calls);
+        let raw_calls = &self.raw_calls;
+        tool_calls.sort_by_key(|call| {
+            raw_calls
+                .iter()
+                .position(|id| id == &call.call_id)
+                .unwrap_or(usize::MAX)
+        });
         Completion {
             text,
             reasoning: std::mem::take(&mut self.reasoning),
-            tool_calls: std::mem::take(&mut self.tool_calls),
+            tool_calls,
             usage: self.response_usage.take().unwrap_or(self.usage),
             finish: FinishReason::ToolCalls,
             phases: std::mem::take(&mut self.phases),
@@ -469,7 +480,9 @@ impl AppServerTurn {
                             // The first item of a new response of the same turn.
                             self.new_response();
                         }
-                        self.raw_calls.insert(item.call_id);
+                        if !self.raw_calls.contains(&item.call_id) {
+                            self.raw_calls.push(item.call_id);
+                        }
                     }
                 }
             }

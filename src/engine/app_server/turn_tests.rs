@@ -442,6 +442,31 @@ fn parallel_calls_are_complete_when_every_raw_call_has_its_request() {
 }
 
 #[test]
+fn calls_are_returned_in_the_models_order_whatever_order_their_requests_come_in() {
+    let mut turn = AppServerTurn::new(Some("t".into()), Phases::new(), Duration::from_secs(7))
+        .with_client_tools(["lookup".to_string(), "weather".to_string()]);
+    let item = |call_id: &str, name: &str| json!({"item": {"type": "function_call", "call_id": call_id, "name": name, "arguments": "{}"}});
+    let request = |call_id: &str, name: &str| json!({"threadId": "th", "turnId": "t", "callId": call_id, "tool": name, "arguments": {}});
+    turn.on_message(raw("rawResponseItem/completed", item("c1", "lookup"), None));
+    turn.on_message(raw(
+        "rawResponseItem/completed",
+        item("c2", "weather"),
+        None,
+    ));
+    turn.on_message(raw("item/tool/call", request("c2", "weather"), Some(1)));
+    turn.on_message(raw("item/tool/call", request("c1", "lookup"), Some(2)));
+    turn.on_message(raw("rawResponse/completed", json!({}), None));
+    assert!(turn.calls_complete());
+    let ids: Vec<String> = turn
+        .returned_calls()
+        .tool_calls
+        .into_iter()
+        .map(|call| call.call_id)
+        .collect();
+    assert_eq!(ids, ["c1", "c2"]);
+}
+
+#[test]
 fn a_stop_sequence_interrupts_the_turn_and_cuts_the_answer() {
     let mut turn = AppServerTurn::new(Some("t1".into()), Phases::new(), Duration::from_secs(7))
         .with_limits(&["END".to_string()], None);
