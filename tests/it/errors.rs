@@ -588,12 +588,12 @@ async fn timeout_is_504_and_kills_the_codex_process_group() {
     // Long enough that a normal run fits even on a busy machine, short of the mock's delay.
     let app = App::start(
         &env,
-        &one_profile(&env, "", "default", "timeout_seconds = 3"),
+        &one_profile(&env, "", "default", "timeout_seconds = 8"),
     )
     .await;
-    let reply = chat_error(&app, &chat_body("default", "mock:first_delay_ms=6000")).await;
+    let reply = chat_error(&app, &chat_body("default", "mock:first_delay_ms=20000")).await;
     let message = reply.expect(504, "server_error", Some("timeout"));
-    assert!(message.contains("3 s"), "{message}");
+    assert!(message.contains("8 s"), "{message}");
     assert_eq!(env.mock.request_count(), 1);
     assert_no_codex_left(&env, &app, Duration::from_secs(2)).await;
 
