@@ -18,7 +18,8 @@
 //! + stime from `/proc`, the whole process tree, see `harness::cpu_sample`).
 //!
 //! Run: `cargo build --release && cargo run --release --example bench_app_server [N] [--python]`
-//! (`--python-only` runs section 4 alone)
+//! (`--python-only` runs section 4 alone; `--probe` runs its workloads once on this proxy alone, for
+//! counting syscalls or instructions per request, see `support/contender.rs`)
 //! (needs `npm ci` for the pinned Codex CLI).
 
 #[path = "support/contender.rs"]
@@ -171,6 +172,10 @@ async fn main() {
         .collect();
     let client = reqwest::Client::new();
 
+    if std::env::args().any(|arg| arg == "--probe") {
+        contender::probe(&client, &mock, &launcher, &workspace, requests).await;
+        return;
+    }
     if python_only {
         contender::compare(&client, &mock, &launcher, &workspace, requests).await;
         return;

@@ -14,6 +14,13 @@
 //! With `BENCH_PERF_DATA=FILE` the 4-client workload of the `tools = false` proxy runs under
 //! `perf record --call-graph dwarf` (FILE keeps the last round's profile; the profiler's overhead skews
 //! that proxy's figures, so use it for profiles only).
+//!
+//! [`probe`] (`bench_app_server N --probe`) runs one round's workloads once on this proxy alone
+//! (`tools = false`), for counting work rather than timing it: with `BENCH_OBSERVE="COMMAND"` they run
+//! under that command, `{pid}` being the proxy's (for example `strace -c -f -p {pid} -o FILE` for
+//! syscall counts, `perf stat -e task-clock,context-switches -p {pid} -o FILE`), stopped with SIGINT;
+//! divide by the requests printed. With `PROXY_BIN` pointing at a wrapper that starts the proxy under
+//! `valgrind --tool=callgrind`, two runs of different N give the instructions per request.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -228,6 +235,63 @@ fn start_perf(pid: u32, output: &Path) -> std::process::Child {
         .expect("perf starts (install linux-perf)");
     std::thread::sleep(std::time::Duration::from_millis(300));
     child
+}
+
+/// Starts `command` (whitespace-separated, `{pid}` replaced by `pid`) to observe the proxy; it is
+/// stopped with SIGINT, as `strace` and `perf` expect.
+fn start_observer(command: &str, pid: u32) -> std::process::Child {
+    let words: Vec<String> = command
+        .split_whitespace()
+        .map(|word| word.replace("{pid}", &pid.to_string()))
+        .collect();
+    let child = Command::new(&words[0])
+        .args(&words[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {command}: {err}"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child
+}
+
+/// Runs one round of every workload on this proxy alone (`tools = false`) and prints the requests and
+/// the CPU per request (see the module comment for counting syscalls and instructions).
+pub async fn probe(
+    client: &reqwest::Client,
+    mock: &MockModel,
+    codex_bin: &Path,
+    workspace: &Path,
+    requests: usize,
+) {
+    let dir = scratch_dir(&harness::bench_envs(), "probe-", &["home", "codex-home"]);
+    let side = Side {
+        label: "tools=false",
+        profiled: false,
+        proxy: start_rust(mock, codex_bin, workspace, dir.path(), false),
+        model: "bench",
+    };
+    assert!(
+        harness::wait_ready(client, &side.proxy.base_url, 3000).await,
+        "the proxy never became ready"
+    );
+    for _ in 0..WARMUP {
+        crate::post(client, &side.proxy.base_url, side.model, "warm").await;
+    }
+    let observer = std::env::var("BENCH_OBSERVE")
+        .ok()
+        .map(|command| start_observer(&command, side.proxy.pid()));
+    let result = round(client, &side, requests).await;
+    if let Some(mut observer) = observer {
+        harness::send_signal(observer.id(), libc::SIGINT);
+        let _ = observer.wait();
+    }
+    println!(
+        "probe: {} requests ({requests} sequential, {requests} streamed, {} from {CLIENTS} clients), CPU/req proxy {:.2} ms, codex {:.1} ms",
+        2 * requests + CLIENTS * PER_CLIENT,
+        CLIENTS * PER_CLIENT,
+        result.proxy_cpu,
+        result.codex_cpu
+    );
 }
 
 /// One round of every workload for one side, with the CPU per request over the whole round.
