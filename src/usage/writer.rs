@@ -7,7 +7,7 @@
 //! [`WriterOptions::shutdown_grace`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -158,6 +158,9 @@ impl Drop for Writer {
     }
 }
 
+/// The longest the thread sleeps while rows wait, so that it sees a closed queue soon.
+const NAP: Duration = Duration::from_millis(100);
+
 /// The thread's loop: gather rows into a batch, write it when full or when its first row has waited
 /// `flush_interval`, prune on schedule, and flush once more when the queue closes.
 fn run(
@@ -170,26 +173,50 @@ fn run(
     prune(&ledger);
     let mut next_prune = Instant::now() + options.prune_interval;
     loop {
-        let wake_at = batch.deadline.unwrap_or(next_prune).min(next_prune);
-        let wait = wake_at.saturating_duration_since(Instant::now());
-        match receiver.recv_timeout(wait) {
-            Ok(record) => {
-                batch.push(record, options.flush_interval);
-                if batch.is_full() {
-                    batch.flush(&mut ledger, counters);
+        if let Some(deadline) = batch.deadline {
+            // Rows are waiting: sleep until they are due (in slices of at most `NAP`, so a closed
+            // queue is seen soon) instead of waking for every new row, so a request that hands over
+            // a row never wakes this thread; then take what came meanwhile.
+            let wake_at = deadline.min(next_prune);
+            let now = Instant::now();
+            if wake_at > now {
+                thread::sleep((wake_at - now).min(NAP));
+            }
+            loop {
+                match receiver.try_recv() {
+                    Ok(record) => {
+                        batch.push(record, options.flush_interval);
+                        if batch.is_full() {
+                            batch.flush(&mut ledger, counters);
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        batch.flush(&mut ledger, counters);
+                        return;
+                    }
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {
-                if batch
-                    .deadline
-                    .is_some_and(|deadline| deadline <= Instant::now())
-                {
-                    batch.flush(&mut ledger, counters);
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => {
+            if batch
+                .deadline
+                .is_some_and(|deadline| deadline <= Instant::now())
+            {
                 batch.flush(&mut ledger, counters);
-                return;
+            }
+        } else {
+            let wait = next_prune.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(wait) {
+                Ok(record) => {
+                    batch.push(record, options.flush_interval);
+                    if batch.is_full() {
+                        batch.flush(&mut ledger, counters);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    batch.flush(&mut ledger, counters);
+                    return;
+                }
             }
         }
         if Instant::now() >= next_prune {
