@@ -233,9 +233,10 @@ mod tests {
     #[test]
     fn the_earliest_stop_wins() {
         let (text, reason) = AnswerLimit::apply(&stops(&["c", "b"]), None, "abcabc");
+        // "b" (index 1) comes first in the text.
         assert_eq!(
             (text.as_str(), reason),
-            ("a", Some(FinishReason::StopSequence(0)))
+            ("a", Some(FinishReason::StopSequence(1)))
         );
     }
 

@@ -492,5 +492,5 @@ fn a_stop_sequence_interrupts_the_turn_and_cuts_the_answer() {
     let done = completion(&steps);
     assert_eq!(done.text, "one ");
     assert_eq!(done.reasoning, "Hmm");
-    assert_eq!(done.finish, FinishReason::Stop);
+    assert_eq!(done.finish, FinishReason::StopSequence(0));
 }
