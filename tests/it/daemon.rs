@@ -642,8 +642,21 @@ async fn a_server_that_ignores_sigterm_is_reported_and_killed_with_its_codex_pro
     let codex = env.processes(&[pid]);
     assert!(!codex.is_empty(), "no Codex process runs the request");
 
-    // A stopped process neither answers nor handles SIGTERM.
+    // A stopped process neither answers nor handles SIGTERM. The stop takes effect asynchronously:
+    // wait until the kernel shows the process stopped (state `T`).
     send_signal(pid, libc::SIGSTOP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'T' && state != 't')
+        })
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "the server did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     daemon
         .run("status", &[])
         .await

@@ -108,6 +108,18 @@ def refusals():
                          "schema": {"type": "object", "properties": {"city": {"type": "string"}}}}},
     )
     assert answer.output_text == '{"city":"Paris"}', answer
+    # With strict, an answer that does not match the schema is never passed on: a 502.
+    try:
+        client.responses.create(
+            model=MODEL,
+            input='mock:json={"city":1}',
+            text={"format": {"type": "json_schema", "name": "answer", "strict": True,
+                             "schema": {"type": "object", "properties": {"city": {"type": "string"}}}}},
+        )
+    except openai.InternalServerError as error:
+        assert error.status_code == 502 and error.code == "invalid_model_output", error.body
+    else:
+        raise AssertionError("an answer that breaks the schema was passed on")
     try:
         client.responses.retrieve("resp_unknown")
     except openai.NotFoundError:

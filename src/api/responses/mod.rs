@@ -32,7 +32,7 @@ use crate::api::{authenticate, may_use, RequestId};
 use crate::engine::app_server::kept;
 use crate::live::snapshot::Snapshot;
 use crate::live::state::AppState;
-use crate::turn::TurnRequest;
+use crate::turn::{OutputFormat, TurnRequest};
 use render::ResponsesRenderer;
 use request::{Echo, ResponsesRequest};
 
@@ -40,6 +40,8 @@ use request::{Echo, ResponsesRequest};
 struct Kept {
     stream: bool,
     echo: Echo,
+    /// `text.format` as the neutral output format: the answer is checked against it.
+    output: Option<OutputFormat>,
     /// Codex's own `web_search` was asked for (checked against the profile).
     web_search: bool,
 }
@@ -53,6 +55,7 @@ fn parse(body: &[u8]) -> Result<(Parsed<TurnRequest>, Kept), ApiError> {
         echo,
         web_search,
     } = ResponsesRequest::parse(body)?;
+    let output = turn.output.clone();
     let parsed = Parsed {
         model,
         request: turn,
@@ -64,6 +67,7 @@ fn parse(body: &[u8]) -> Result<(Parsed<TurnRequest>, Kept), ApiError> {
         Kept {
             stream,
             echo,
+            output,
             web_search,
         },
     ))
@@ -173,6 +177,7 @@ pub async fn create(
         Kept {
             stream: streaming,
             echo,
+            output,
             ..
         },
     ) = match started {
@@ -185,7 +190,8 @@ pub async fn create(
             };
         }
     };
-    let (mut renderer, mut run) = ResponsesRenderer::new(&state, started, streaming, echo);
+    let (renderer, mut run) = ResponsesRenderer::new(&state, started, streaming, echo);
+    let mut renderer = renderer.with_format(output);
     if streaming {
         return stream::response(&state, run, renderer);
     }

@@ -26,7 +26,8 @@ use crate::engine::{ms, Completion, TurnEvent};
 use crate::live::snapshot::Snapshot;
 use crate::live::state::AppState;
 use crate::metrics::{InFlight, ProfileStats};
-use crate::turn::{ToolCall, Usage};
+use crate::turn::output::check_answer;
+use crate::turn::{FinishReason, OutputFormat, ToolCall, Usage};
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -66,6 +67,8 @@ pub struct ResponsesRenderer {
     created_at: u64,
     model: String,
     echo: Echo,
+    /// `text.format` (json_schema or json_object): the answer is checked, and held until then.
+    format: Option<OutputFormat>,
     streaming: bool,
     engine: EngineKind,
     engine_started: Instant,
@@ -92,6 +95,12 @@ pub struct ResponsesRenderer {
 }
 
 impl ResponsesRenderer {
+    /// The request's `text.format`, checked against the answer (which is held until then).
+    pub fn with_format(mut self, format: Option<OutputFormat>) -> ResponsesRenderer {
+        self.format = format;
+        self
+    }
+
     /// A renderer for `started`; a streaming one begins with `response.created` and
     /// `response.in_progress`.
     pub fn new(
@@ -105,6 +114,7 @@ impl ResponsesRenderer {
             created_at: unix_now(),
             model: started.model,
             echo,
+            format: None,
             streaming,
             engine: started.engine,
             engine_started: started.engine_started,
@@ -165,6 +175,8 @@ impl ResponsesRenderer {
 
     pub fn feed(&mut self, event: Option<TurnEvent>) {
         match event {
+            // With a text.format the answer is held until it has been checked (see `done`).
+            Some(TurnEvent::TextDelta(_)) if self.format.is_some() => {}
             Some(TurnEvent::TextDelta(text)) => self.text(text),
             Some(TurnEvent::ReasoningDelta(text)) => self.reasoning(text),
             Some(TurnEvent::ToolCall(call)) => self.tool_call(&call),
@@ -409,8 +421,23 @@ impl ResponsesRenderer {
             usage,
             phases,
             reasoning,
-            ..
+            finish,
         } = completion;
+        // As in chat: an answer cut at the token limit is returned as it is; any other answer must
+        // have the shape text.format asks for, or the response fails (never passed on).
+        if let (Some(format), true) = (
+            &self.format,
+            tool_calls.is_empty() && finish != FinishReason::Length,
+        ) {
+            if let Err(problem) = check_answer(format, &text) {
+                return self.fail(ApiError::CodexFailed {
+                    message: format!(
+                        "The model's answer does not have the shape text.format asks for: {problem}."
+                    ),
+                    code: "invalid_model_output",
+                });
+            }
+        }
         if !self.seen_reasoning && !reasoning.is_empty() {
             self.reasoning(reasoning);
         }
