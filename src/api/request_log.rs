@@ -138,7 +138,7 @@ impl LatencyLog {
         self.write(outcome.status, extra);
         self.recorder.finished(crate::metrics::Finished {
             profile: &self.profile,
-            api: self.surface,
+            api: api_of(self.surface).as_str(),
             status: outcome.status,
             key_name: self.key_name.as_deref(),
             usage: outcome.usage,

@@ -118,9 +118,7 @@ async fn prometheus_and_openmetrics_carry_every_documented_series() {
         assert_eq!(types["codex_proxy_requests"], "counter");
         // Requests by profile, API, status and key *name*: never the key itself.
         assert_eq!(
-            samples
-                ["codex_proxy_requests_total{api=chat_completion,key=ops,profile=fast,status=200}"],
-            1.0,
+            samples["codex_proxy_requests_total{api=chat,key=ops,profile=fast,status=200}"], 1.0,
             "{format}: {samples}"
         );
         assert_eq!(
