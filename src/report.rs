@@ -2,6 +2,8 @@
 //! commands (`status`, `start`). One definition for both sides, so a renamed or missing field is a
 //! compile error or a parse error, never a silent zero. Depends only on serde.
 //!
+//! [`UtcTime`] turns the unix times of these bodies into calendar dates for both sides.
+//!
 //! Field names and shapes are the HTTP contract (tests in `tests/it/` read them); change them only
 //! together with those tests and the README.
 
@@ -238,5 +240,58 @@ mod tests {
     fn a_missing_field_is_an_error_not_a_zero() {
         let parsed = serde_json::from_str::<Metrics>(r#"{"requests_total":1}"#);
         assert!(parsed.is_err());
+    }
+}
+
+/// A unix time as a UTC calendar date and time of day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcTime {
+    pub year: i64,
+    pub month: i64,
+    pub day: i64,
+    pub hour: u64,
+    pub minute: u64,
+    pub second: u64,
+}
+
+impl UtcTime {
+    /// The civil date of `seconds` since 1970-01-01 UTC (Howard Hinnant's days-to-civil algorithm).
+    pub fn from_unix(seconds: u64) -> UtcTime {
+        let days = (seconds / 86_400) as i64;
+        let rest = seconds % 86_400;
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let day_of_era = z.rem_euclid(146_097);
+        let year_of_era =
+            (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+        let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+        let month_index = (5 * day_of_year + 2) / 153;
+        let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+        let month = if month_index < 10 {
+            month_index + 3
+        } else {
+            month_index - 9
+        };
+        UtcTime {
+            year: year_of_era + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: rest / 3600,
+            minute: rest / 60 % 60,
+            second: rest % 60,
+        }
+    }
+
+    /// `2025-01-31`, then `separator`, then `12:00:00`.
+    pub fn format(&self, separator: char) -> String {
+        let UtcTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+        } = self;
+        format!("{year:04}-{month:02}-{day:02}{separator}{hour:02}:{minute:02}:{second:02}")
     }
 }

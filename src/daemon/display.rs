@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::cli::Settings;
 use crate::config::{Config, Profile};
-use crate::report::{ProfileReadiness, Ready};
+use crate::report::{ProfileReadiness, Ready, UtcTime};
 
 use super::files::DaemonFiles;
 
@@ -177,29 +177,7 @@ pub(super) fn print_files(files: &DaemonFiles) {
 
 /// `2025-01-31 12:00:00 UTC` for log headers.
 pub(super) fn format_unix_time(seconds: u64) -> String {
-    let days = (seconds / 86_400) as i64;
-    let rest = seconds % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
+    format!("{} UTC", UtcTime::from_unix(seconds).format(' '))
 }
 
 #[cfg(test)]
