@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod prometheus;
 pub mod request_log;
 pub mod responses;
+pub mod sse;
 pub mod ui;
 pub mod usage;
 

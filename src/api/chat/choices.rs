@@ -13,8 +13,8 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::HeaderMap;
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{SelectAll, StreamExt};
@@ -280,15 +280,5 @@ fn stream(
             }
         }
     });
-    let mut response = Sse::new(body)
-        .keep_alive(
-            KeepAlive::new()
-                .interval(state.keep_alive())
-                .text("keep-alive"),
-        )
-        .into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    crate::api::sse::response(state, body)
 }

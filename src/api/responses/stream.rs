@@ -4,9 +4,8 @@
 
 use std::convert::Infallible;
 
-use axum::http::{header, HeaderValue};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::sse::Event;
+use axum::response::Response;
 use futures_util::Stream;
 
 use crate::api::responses::render::ResponsesRenderer;
@@ -28,17 +27,7 @@ pub fn response(state: &AppState, run: RunHandle, renderer: ResponsesRenderer) -
         state: state.clone(),
         first_yielded: false,
     };
-    let mut response = Sse::new(events(stream))
-        .keep_alive(
-            KeepAlive::new()
-                .interval(state.keep_alive())
-                .text("keep-alive"),
-        )
-        .into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    crate::api::sse::response(state, events(stream))
 }
 
 fn events(stream: SseStream) -> impl Stream<Item = Result<Event, Infallible>> {
