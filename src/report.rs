@@ -173,6 +173,12 @@ pub struct WorkerReport {
     pub turns_served: u64,
     pub restarts: u64,
     pub threads_loaded: Option<u64>,
+    /// Spare threads the worker holds now (started ahead for likely next requests).
+    #[serde(default)]
+    pub spare_threads: u64,
+    /// Spare threads handed to requests so far.
+    #[serde(default)]
+    pub spare_threads_used: u64,
     /// Why the worker is down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

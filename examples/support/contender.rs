@@ -4,9 +4,9 @@
 //! binary.
 //!
 //! The Python tool starts its non-agent threads with `environments: []` and no dynamic tools (Codex's
-//! shell tool cannot run there), which is this proxy's `tools = false`; so this proxy runs twice, once
-//! with a `tools = false` profile (the like-for-like row) and once with `tools = true` (the default,
-//! labelled). The workloads run interleaved (each contender in turn, the order rotated every round)
+//! shell tool cannot run there), which is this proxy's `tools = false`; so this proxy runs three times:
+//! with a `tools = false` profile (the like-for-like row), the same with `spare_threads = false` (what
+//! spare threads are worth), and with `tools = true` (labelled). The workloads run interleaved (each contender in turn, the order rotated every round)
 //! over [`ROUNDS`] rounds; the medians of the rounds and their ratios against the Python tool are printed.
 //! CPU per request is counted over a whole round, at least [`MIN_ROUND_REQUESTS`] requests, so that the
 //! 10 ms clock tick of `/proc` gives it a resolution better than 0.1 ms.
@@ -126,16 +126,17 @@ fn start_python(mock: &MockModel, codex_bin: &Path, workspace: &Path, dir: &Path
     }
 }
 
-/// Starts this proxy with one app-server profile `bench` of two workers and the given `tools`.
+/// Starts this proxy with one app-server profile `bench` of two workers and the given `tools` and
+/// `spare_threads`.
 fn start_rust(
     mock: &MockModel,
     codex_bin: &Path,
     workspace: &Path,
     dir: &Path,
-    tools: bool,
+    (tools, spare_threads): (bool, bool),
 ) -> Proxy {
     let config = format!(
-        "{}{}engine = \"app-server\"\nworkers = 2\nmax_concurrency = 8\nmax_queue_size = 64\ntools = {tools}\n",
+        "{}{}engine = \"app-server\"\nworkers = 2\nmax_concurrency = 8\nmax_queue_size = 64\ntools = {tools}\nspare_threads = {spare_threads}\n",
         server_toml(codex_bin),
         profile_toml(
             "bench",
@@ -267,7 +268,7 @@ pub async fn probe(
     let side = Side {
         label: "tools=false",
         profiled: false,
-        proxy: start_rust(mock, codex_bin, workspace, dir.path(), false),
+        proxy: start_rust(mock, codex_bin, workspace, dir.path(), (false, true)),
         model: "bench",
     };
     assert!(
@@ -339,30 +340,31 @@ fn load_average() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Starts the three contenders: this proxy with `tools = false`, with `tools = true`, the Python tool.
+/// How many contenders run.
+const SIDES: usize = 4;
+
+/// Starts the contenders: this proxy with `tools = false` (spare threads on, then off), with
+/// `tools = true`, and the Python tool (last).
 fn start_sides(
     mock: &MockModel,
     codex_bin: &Path,
     workspace: &Path,
-    dirs: &[tempfile::TempDir; 3],
-) -> [Side; 3] {
+    dirs: &[tempfile::TempDir; SIDES],
+) -> [Side; SIDES] {
+    let rust = |label, index: usize, settings| Side {
+        label,
+        profiled: index == 0,
+        proxy: start_rust(mock, codex_bin, workspace, dirs[index].path(), settings),
+        model: "bench",
+    };
     [
-        Side {
-            label: "tools=false",
-            profiled: true,
-            proxy: start_rust(mock, codex_bin, workspace, dirs[0].path(), false),
-            model: "bench",
-        },
-        Side {
-            label: "tools=true",
-            profiled: false,
-            proxy: start_rust(mock, codex_bin, workspace, dirs[1].path(), true),
-            model: "bench",
-        },
+        rust("tools=false", 0, (false, true)),
+        rust("no spares", 1, (false, false)),
+        rust("tools=true", 2, (true, true)),
         Side {
             label: "Python 0.1.1",
             profiled: false,
-            proxy: start_python(mock, codex_bin, workspace, dirs[2].path()),
+            proxy: start_python(mock, codex_bin, workspace, dirs[3].path()),
             model: "codex-local",
         },
     ]
@@ -382,7 +384,7 @@ pub async fn compare(
             .saturating_sub(CLIENTS * PER_CLIENT)
             .div_ceil(2),
     );
-    let dirs = ["rust-false-", "rust-true-", "python-"]
+    let dirs = ["rust-false-", "rust-nospare-", "rust-true-", "python-"]
         .map(|prefix| scratch_dir(&harness::bench_envs(), prefix, &["home", "codex-home"]));
     let sides = start_sides(mock, codex_bin, workspace, &dirs);
     for side in &sides {
@@ -395,7 +397,7 @@ pub async fn compare(
             crate::post(client, &side.proxy.base_url, side.model, "warm").await;
         }
     }
-    let mut figures = [Vec::new(), Vec::new(), Vec::new()];
+    let mut figures: [Vec<Figures>; SIDES] = Default::default();
     let mut loads = vec![load_average()];
     for number in 0..ROUNDS {
         for offset in 0..sides.len() {
@@ -424,7 +426,7 @@ pub async fn compare(
 /// A printed row: label, the figure it shows, and the goal it is held against.
 type Row = (&'static str, fn(&Figures) -> f64, &'static str);
 
-fn print_medians(sides: &[Side; 3], figures: &[Vec<Figures>; 3], requests: usize) {
+fn print_medians(sides: &[Side; SIDES], figures: &[Vec<Figures>; SIDES], requests: usize) {
     println!(
         "== this proxy vs the Python tool 0.1.1, app-server engine, 2 workers, medians of {ROUNDS} interleaved rounds =="
     );
@@ -432,9 +434,13 @@ fn print_medians(sides: &[Side; 3], figures: &[Vec<Figures>; 3], requests: usize
         "({requests} sequential and {requests} streamed requests, then {CLIENTS} clients × {PER_CLIENT} requests, per round; CPU over all {} requests of a round)",
         round_requests(requests)
     );
+    let mut header = format!("{:<30}", "");
+    for side in sides {
+        header += &format!(" {:>12}", side.label);
+    }
     println!(
-        "{:<30} {:>12} {:>12} {:>12} {:>9} {:>9}",
-        "", sides[0].label, sides[1].label, sides[2].label, "false/Py", "true/Py"
+        "{header} {:>9} {:>9} {:>9}",
+        "false/Py", "nospr/Py", "true/Py"
     );
     let rows: [Row; 6] = [
         (
@@ -457,11 +463,15 @@ fn print_medians(sides: &[Side; 3], figures: &[Vec<Figures>; 3], requests: usize
         ("Codex CPU per request (ms)", |f| f.codex_cpu, ""),
     ];
     for (label, field, goal) in rows {
-        let [without, with, python] = [0, 1, 2].map(|index| median(&figures[index], field));
-        println!(
-            "{label:<30} {without:>12.2} {with:>12.2} {python:>12.2} {:>8.2}× {:>8.2}×  {goal}",
-            without / python,
-            with / python
-        );
+        let values: Vec<f64> = figures.iter().map(|f| median(f, field)).collect();
+        let python = values[SIDES - 1];
+        let mut line = format!("{label:<30}");
+        for value in &values {
+            line += &format!(" {value:>12.2}");
+        }
+        for value in &values[..SIDES - 1] {
+            line += &format!(" {:>8.2}×", value / python);
+        }
+        println!("{line}  {goal}");
     }
 }

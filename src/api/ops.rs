@@ -398,6 +398,8 @@ fn worker_report(figures: WorkerFigures) -> WorkerReport {
         turns_served: figures.turns_served,
         restarts: figures.restarts,
         threads_loaded: figures.threads_loaded,
+        spare_threads: figures.spare_threads,
+        spare_threads_used: figures.spare_threads_used,
         error,
     }
 }
@@ -467,7 +469,8 @@ mod tests {
         assert_eq!(
             report,
             json!({"index": 3, "pid": null, "state": "starting", "turns_in_flight": 0,
-                   "turns_served": 0, "restarts": 0, "threads_loaded": null})
+                   "turns_served": 0, "restarts": 0, "threads_loaded": null,
+                   "spare_threads": 0, "spare_threads_used": 0})
         );
         worker.set_state(WorkerState::Down("exited".into()));
         worker

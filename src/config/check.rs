@@ -103,6 +103,7 @@ pub const PROFILE_KEYS: &[&str] = &[
     "reasoning_summary",
     "agent",
     "tools",
+    "spare_threads",
     "ephemeral",
     "proxy",
     "default_cwd",
@@ -833,7 +834,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// `fast`, `agent`, `tools`, `ephemeral`, `proxy`, `default_cwd`, `allowed_roots` and
+    /// `fast`, `agent`, `tools`, `spare_threads`, `ephemeral`, `proxy`, `default_cwd`, `allowed_roots` and
     /// `codex_config`: how Codex behaves and where it may work.
     fn read_behaviour(
         &mut self,
@@ -873,6 +874,7 @@ impl<'a> Checker<'a> {
                     .to_string(),
             );
         }
+        runtime.spare_threads = self.flag(entries, "spare_threads", true);
         runtime.ephemeral = self.flag(entries, "ephemeral", true);
         runtime.proxy = self
             .typed::<String>(entries, "proxy", "a URL string")
@@ -1144,6 +1146,7 @@ fn default_runtime(name: &str) -> RuntimeSettings {
         reasoning_summary: ReasoningSummary::None,
         agent: false,
         tools: false,
+        spare_threads: true,
         ephemeral: true,
         proxy: None,
         allowed_roots: vec![default_cwd.clone()],

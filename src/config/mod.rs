@@ -265,6 +265,9 @@ pub struct RuntimeSettings {
     pub reasoning_summary: ReasoningSummary,
     pub agent: bool,
     pub tools: bool,
+    /// `spare_threads`: app-server workers start the thread of a likely next request ahead of it (see
+    /// `engine::app_server::spare`).
+    pub spare_threads: bool,
     pub ephemeral: bool,
     pub proxy: Option<String>,
     pub default_cwd: PathBuf,
@@ -503,6 +506,7 @@ impl Config {
             agent: settings.agent,
             // As in a file: Codex's own tools only for an agent.
             tools: settings.agent,
+            spare_threads: true,
             ephemeral: settings.ephemeral,
             proxy: settings.proxy.clone(),
             default_cwd,

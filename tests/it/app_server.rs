@@ -442,16 +442,113 @@ async fn many_requests_leave_threads_and_memory_bounded() {
     let loaded = worker["threads_loaded"].as_u64().unwrap();
     println!("threads still loaded right after the run: {loaded}");
     assert!(loaded < 400, "{loaded} threads still loaded");
+    // What stays loaded is the worker's spare thread for the next such request, at most.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let metrics = app.get_json("/metrics").await.1;
-        let loaded = metrics["profiles"]["fast"]["workers"][0]["threads_loaded"]
-            .as_u64()
-            .unwrap();
-        if loaded == 0 {
+        let worker = &metrics["profiles"]["fast"]["workers"][0];
+        let loaded = worker["threads_loaded"].as_u64().unwrap();
+        let spares = worker["spare_threads"].as_u64().unwrap();
+        assert!(spares <= 1, "{worker}");
+        if loaded <= spares {
             break;
         }
         assert!(Instant::now() < deadline, "{loaded} threads never unloaded");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The model request of `request` without what differs between any two turns: the ids of the thread
+/// (the prompt-cache key), the turn and the input items, Codex's per-turn metadata, and the question.
+fn turn_shape(request: &RecordedRequest) -> Value {
+    let mut body = request.body.clone();
+    let object = body.as_object_mut().unwrap();
+    object.remove("prompt_cache_key");
+    object.remove("client_metadata");
+    for item in object["input"].as_array_mut().unwrap() {
+        item.as_object_mut().unwrap().remove("id");
+    }
+    let last = request.last_user_text().unwrap();
+    serde_json::from_str(&body.to_string().replace(&last, "QUESTION")).unwrap()
+}
+
+#[tokio::test]
+async fn repeated_requests_run_on_spare_threads_identical_to_new_ones() {
+    let env = TestEnv::new().await;
+    let config = format!(
+        "{}{}",
+        app_server_config(&env, ""),
+        env.profile(
+            "nospare",
+            "engine = \"app-server\"\nworkers = 1\nspare_threads = false\n"
+        )
+    );
+    let app = App::start(&env, &config).await;
+    wait_ready(&app).await;
+    let ask = |model: &str, system: &str, question: &str| {
+        json!({"model": model, "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": question},
+        ]})
+    };
+    let spare_figures = |metrics: &Value, profile: &str| {
+        let worker = &metrics["profiles"][profile]["workers"][0];
+        (
+            worker["spare_threads"].as_u64().unwrap(),
+            worker["spare_threads_used"].as_u64().unwrap(),
+        )
+    };
+    // The first request starts its own thread; the second does too, and, its params having come
+    // before, has a spare started for the next; the third and fourth run on spares.
+    for question in [
+        "question one",
+        "question two",
+        "question three",
+        "question four",
+    ] {
+        let (status, body) = app
+            .chat_json(&ask("fast", "Answer like a pirate.", question))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["choices"][0]["message"]["content"], DEFAULT_REPLY);
+    }
+    let metrics = app.get_json("/metrics").await.1;
+    assert_eq!(spare_figures(&metrics, "fast"), (1, 2), "{metrics}");
+    let requests = env.mock.requests();
+    assert_eq!(requests.len(), 4);
+    // A spare thread's model request is the one a new thread makes, but for the thread id and question.
+    assert_eq!(turn_shape(&requests[3]), turn_shape(&requests[0]));
+    assert_ne!(
+        requests[3].body["prompt_cache_key"],
+        requests[2].body["prompt_cache_key"]
+    );
+
+    // Other instructions never get the pirate's spare.
+    let (status, _) = app
+        .chat_json(&ask("fast", "Answer like a robot.", "question five"))
+        .await;
+    assert_eq!(status, 200);
+    let texts = env.mock.requests()[4].input_texts();
+    assert!(
+        texts
+            .iter()
+            .any(|(role, text)| role == "developer" && text.contains("robot")),
+        "{texts:?}"
+    );
+    assert!(
+        !texts.iter().any(|(_, text)| text.contains("pirate")),
+        "{texts:?}"
+    );
+    let metrics = app.get_json("/metrics").await.1;
+    assert_eq!(spare_figures(&metrics, "fast").1, 2, "{metrics}");
+
+    // `spare_threads = false`: every request starts its own thread.
+    for question in ["one", "two", "three"] {
+        let (status, _) = app
+            .chat_json(&ask("nospare", "Answer like a pirate.", question))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let metrics = app.get_json("/metrics").await.1;
+    assert_eq!(spare_figures(&metrics, "nospare"), (0, 0), "{metrics}");
 }

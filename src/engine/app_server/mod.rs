@@ -28,6 +28,7 @@ pub mod hold;
 pub mod kept;
 pub mod protocol;
 pub mod rpc;
+pub mod spare;
 pub mod turn;
 pub mod worker;
 
@@ -347,17 +348,7 @@ impl AppServerPool {
             instructions.as_deref(),
         );
         protocol::add_client_tools(&mut params, profile, &job.request);
-        let thread = turn.call("thread/start", params).await?;
-        let thread_id = thread
-            .pointer("/thread/id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                EngineError::new(
-                    FailureKind::CodexFailed,
-                    "thread/start returned no thread id",
-                )
-            })?
-            .to_string();
+        let (thread_id, refill) = turn.start_thread(params).await?;
         phases.insert("app_server_thread_start", ms(started));
         let mut notifications = connection.subscribe_thread(&thread_id);
         // Dropped when this function returns, after the final event was handed over: the unsubscribe
@@ -376,6 +367,10 @@ impl AppServerPool {
         let params = protocol::turn_start_params(profile, &job.request, &thread_id, input);
         let started_turn = turn.call("turn/start", params).await?;
         phases.insert("app_server_turn_start", ms(started));
+        if let Some((key, params)) = refill {
+            // After `turn/start` was answered, so the spare's start never delays this turn's.
+            worker.spares.refill(&connection, key, params);
+        }
         let turn_id = started_turn
             .pointer("/turn/id")
             .and_then(Value::as_str)
@@ -755,6 +750,34 @@ impl TurnContext<'_> {
         }
     }
 
+    /// The request's thread: the worker's spare thread for exactly these params when it has one (see
+    /// [`spare`]), else a new one. Also the params to make the next spare with, when one is wanted.
+    async fn start_thread(
+        &self,
+        params: Value,
+    ) -> Result<(String, Option<(Arc<str>, Value)>), EngineError> {
+        if !self.profile.runtime.spare_threads {
+            let thread = self.call("thread/start", params).await?;
+            return Ok((thread_id_in(&thread)?, None));
+        }
+        let key: Arc<str> = Arc::from(params.to_string());
+        let wanted = match self.worker.spares.take(self.connection, &key) {
+            Ok(ticket) => {
+                let spare = self.race(ticket.thread_id()).await.map_err(|stop| {
+                    turn::stopped_before_turn(stop, self.profile.runtime.timeout)
+                })?;
+                if let Some(thread_id) = spare {
+                    return Ok((thread_id, Some((key, params))));
+                }
+                true
+            }
+            Err(wanted) => wanted,
+        };
+        let refill = wanted.then(|| (key, params.clone()));
+        let thread = self.call("thread/start", params).await?;
+        Ok((thread_id_in(&thread)?, refill))
+    }
+
     /// A request that should be answered at once, bounded by the request's deadline and cancellation.
     async fn call(&self, method: &str, params: Value) -> Result<Value, EngineError> {
         self.race(call(
@@ -1025,6 +1048,18 @@ impl HeldCalls {
             connection.respond(&id, &Ok(reply));
         }
     }
+}
+
+/// The thread id of a `thread/start` reply.
+fn thread_id_in(reply: &Value) -> Result<String, EngineError> {
+    spare::thread_id_of(reply)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            EngineError::new(
+                FailureKind::CodexFailed,
+                "thread/start returned no thread id",
+            )
+        })
 }
 
 /// Counts a turn on its worker while alive.

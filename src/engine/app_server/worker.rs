@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::protocol::initialize_params;
 use super::rpc::Connection;
+use super::spare::SpareThreads;
 use crate::codex::launch::{spawn_in_group, GroupKiller, ResolvedCodex, StderrTail};
 use crate::codex::lines::for_each_capped_line;
 
@@ -75,6 +76,9 @@ pub struct WorkerFigures {
     pub restarts: u64,
     /// Threads loaded at the supervisor's last poll, `None` when unknown.
     pub threads_loaded: Option<u64>,
+    /// Spare threads held now, and handed to requests so far (see [`super::spare`]).
+    pub spare_threads: u64,
+    pub spare_threads_used: u64,
 }
 
 /// One worker slot of a pool.
@@ -95,6 +99,8 @@ pub struct Worker {
     /// Cancelled by a request that saw the current process stop answering; the supervisor kills it.
     /// Replaced by a fresh token for every new process.
     kill_slot: Mutex<CancellationToken>,
+    /// Threads started ahead for likely next requests (see [`super::spare`]).
+    pub spares: SpareThreads,
 }
 
 impl Worker {
@@ -110,6 +116,7 @@ impl Worker {
             start_failures: AtomicU32::new(0),
             threads_loaded: AtomicI64::new(-1),
             kill_slot: Mutex::new(CancellationToken::new()),
+            spares: SpareThreads::default(),
         })
     }
 
@@ -140,6 +147,7 @@ impl Worker {
     /// The worker's figures for `/metrics`, read from its atomics and state (never from the process).
     pub fn figures(&self) -> WorkerFigures {
         let state = self.state();
+        let (spare_threads, spare_threads_used) = self.spares.figures();
         WorkerFigures {
             index: self.index,
             pid: match self.pid.load(Ordering::Relaxed) {
@@ -150,6 +158,8 @@ impl Worker {
             turns_served: self.served.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
             threads_loaded: u64::try_from(self.threads_loaded.load(Ordering::Relaxed)).ok(),
+            spare_threads,
+            spare_threads_used,
             state,
         }
     }

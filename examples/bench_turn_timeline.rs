@@ -1,0 +1,218 @@
+//! Where the time of one warm app-server turn goes (not a test; prints figures).
+//!
+//! Drives the native Codex binary directly over JSON-RPC against the test suite's mock model, one turn at
+//! a time on one warm worker, with the thread options of a `tools = false` profile (the proxy's
+//! `protocol::thread_start_params`), and prints the median time from the start of the turn to each step:
+//! the `thread/start` reply, the `turn/start` reply, the first occurrence of every notification, and
+//! `turn/completed`. Two ways of starting are interleaved:
+//!
+//! - `cold thread`: `thread/start` then `turn/start`, as each request does today;
+//! - `spare thread`: the thread was started before the clock starts, so the turn pays `turn/start` only.
+//!
+//! Run: `cargo run --release --example bench_turn_timeline -- [TURNS]` (default 40; needs `npm ci`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use codex_api_proxy::codex::launch::{resolve, spawn_in_group, GroupKiller, ResolvedCodex};
+use codex_api_proxy::engine::app_server::protocol::{initialize_params, no_tools_config};
+use codex_api_proxy::engine::app_server::rpc::Connection;
+use codex_api_proxy::engine::app_server::worker::base_args;
+use proxy_test_support::harness::{self, codex_launcher, percentile, scratch_dir};
+use proxy_test_support::mock_model::MockModel;
+use serde_json::{json, Value};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Worker {
+    connection: Arc<Connection>,
+    _child: tokio::process::Child,
+    _group: GroupKiller,
+}
+
+async fn start_worker(codex: &ResolvedCodex, mock: &MockModel, dir: &Path) -> Worker {
+    let mut args = base_args();
+    for item in mock.provider_overrides() {
+        args.push("-c".into());
+        args.push(item);
+    }
+    let mut command = tokio::process::Command::new(&codex.program);
+    command
+        .args(&args)
+        .envs(codex.env.iter().map(|(k, v)| (k, v)))
+        .env("CODEX_HOME", dir.join("codex-home"))
+        .env("HOME", dir.join("home"))
+        .env_remove("RUST_LOG")
+        .current_dir(dir.join("workspace"));
+    let (mut child, group) = spawn_in_group(&mut command).expect("codex app-server starts");
+    let connection = Connection::start(child.stdin.take().unwrap(), child.stdout.take().unwrap());
+    let mut stderr = child.stderr.take().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut sink = [0u8; 4096];
+        while matches!(stderr.read(&mut sink).await, Ok(n) if n > 0) {}
+    });
+    connection
+        .request("initialize", initialize_params(), TIMEOUT)
+        .await
+        .expect("initialize");
+    connection.notify("initialized", None).await.unwrap();
+    Worker {
+        connection,
+        _child: child,
+        _group: group,
+    }
+}
+
+fn thread_params(cwd: &str) -> Value {
+    json!({
+        "cwd": cwd, "approvalPolicy": "never", "sandbox": "read-only", "ephemeral": true,
+        "config": no_tools_config(), "dynamicTools": [], "environments": [],
+    })
+}
+
+async fn start_thread(connection: &Connection, cwd: &str) -> String {
+    let thread = connection
+        .request("thread/start", thread_params(cwd), TIMEOUT)
+        .await
+        .expect("thread/start");
+    thread["thread"]["id"].as_str().unwrap().to_string()
+}
+
+/// One turn; returns (step, ms since `started`) in order of arrival, first occurrence of each step.
+/// With `refill`, starts the next turn's thread right after the `turn/start` reply and returns its id.
+async fn turn(
+    connection: &Arc<Connection>,
+    cwd: &str,
+    spare: Option<String>,
+    refill: Option<&mut Option<tokio::task::JoinHandle<String>>>,
+) -> Vec<(String, f64)> {
+    let started = Instant::now();
+    let at = |started: Instant| started.elapsed().as_secs_f64() * 1000.0;
+    let mut steps = Vec::new();
+    let thread_id = match spare {
+        Some(id) => id,
+        None => {
+            let id = start_thread(connection, cwd).await;
+            steps.push(("reply thread/start".to_string(), at(started)));
+            id
+        }
+    };
+    let mut events = connection.subscribe_thread(&thread_id);
+    connection
+        .request(
+            "turn/start",
+            json!({"threadId": thread_id, "input": [{"type": "text", "text": "hello"}]}),
+            TIMEOUT,
+        )
+        .await
+        .expect("turn/start");
+    steps.push(("reply turn/start".to_string(), at(started)));
+    if let Some(slot) = refill {
+        let connection = connection.clone();
+        let cwd = cwd.to_string();
+        *slot = Some(tokio::spawn(async move {
+            start_thread(&connection, &cwd).await
+        }));
+    }
+    while let Some((method, _params)) = events.recv().await {
+        if !steps.iter().any(|(name, _)| *name == method) {
+            steps.push((method.clone(), at(started)));
+        }
+        if method == "turn/completed" {
+            break;
+        }
+    }
+    connection.forget_thread(&thread_id);
+    let _ = connection
+        .request(
+            "thread/unsubscribe",
+            json!({"threadId": thread_id}),
+            TIMEOUT,
+        )
+        .await;
+    steps
+}
+
+#[tokio::main]
+async fn main() {
+    let turns = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse::<usize>().ok())
+        .unwrap_or(40);
+    let mock = MockModel::start().await;
+    let codex = resolve(codex_launcher().to_str().unwrap()).expect("run `npm ci` first");
+    let dir = scratch_dir(
+        &harness::bench_envs(),
+        "timeline-",
+        &["codex-home", "workspace", "home"],
+    );
+    let cwd = dir.path().join("workspace").to_string_lossy().into_owned();
+    let worker = start_worker(&codex, &mock, dir.path()).await;
+    for _ in 0..5 {
+        turn(&worker.connection, &cwd, None, None).await;
+    }
+    // per variant: step -> (order sum, samples)
+    let mut timelines: [BTreeMap<String, (f64, Vec<f64>)>; 3] =
+        [BTreeMap::new(), BTreeMap::new(), BTreeMap::new()];
+    let mut rolling: Option<tokio::task::JoinHandle<String>> = None;
+    for round in 0..turns * 3 {
+        // Blocks of 5 turns per variant, so the rolling spare runs back to back as a sequential client.
+        let index = (round / 5) % 3;
+        let timeline = &mut timelines[index];
+        {
+            let spare = match index {
+                1 => {
+                    let id = start_thread(&worker.connection, &cwd).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Some(id)
+                }
+                2 => match rolling.take() {
+                    Some(handle) => Some(handle.await.unwrap()),
+                    None => Some(start_thread(&worker.connection, &cwd).await),
+                },
+                _ => None,
+            };
+            let refill = (index == 2 && round % 5 != 4).then_some(&mut rolling);
+            for (order, (step, ms)) in turn(&worker.connection, &cwd, spare, refill)
+                .await
+                .into_iter()
+                .enumerate()
+            {
+                let entry = timeline.entry(step).or_insert((0.0, Vec::new()));
+                entry.0 += order as f64;
+                entry.1.push(ms);
+            }
+            if index == 1 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    for (label, timeline) in [
+        "cold thread, back to back",
+        "spare thread (20 ms apart)",
+        "rolling spare, back to back",
+    ]
+    .iter()
+    .zip(&timelines)
+    {
+        println!("== {label}: {turns} turns, median ms from the start of the turn ==");
+        let mut rows: Vec<(f64, &String, f64, usize)> = timeline
+            .iter()
+            .map(|(step, (order, samples))| {
+                (
+                    order / samples.len() as f64,
+                    step,
+                    percentile(samples, 0.5),
+                    samples.len(),
+                )
+            })
+            .collect();
+        rows.sort_by(|a, b| a.2.total_cmp(&b.2));
+        for (_, step, p50, count) in rows {
+            println!("{step:<44} {p50:8.2}  (n={count})");
+        }
+    }
+}
