@@ -552,3 +552,58 @@ async fn repeated_requests_run_on_spare_threads_identical_to_new_ones() {
     let metrics = app.get_json("/metrics").await.1;
     assert_eq!(spare_figures(&metrics, "nospare"), (0, 0), "{metrics}");
 }
+
+/// One variable of a process's environment.
+fn environ_value(pid: u64, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    environ.split(|byte| *byte == 0).find_map(|entry| {
+        let entry = String::from_utf8_lossy(entry);
+        entry.strip_prefix(&format!("{name}=")).map(str::to_string)
+    })
+}
+
+#[tokio::test]
+async fn workers_trust_the_bundle_and_the_certificate_directory_from_one_file() {
+    let system = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt")
+        .expect("the system's CA bundle: install it with `apt-get install ca-certificates`");
+    let blocks: Vec<String> = system
+        .split("-----END CERTIFICATE-----")
+        .filter_map(|part| {
+            part.find("-----BEGIN CERTIFICATE-----")
+                .map(|at| &part[at..])
+        })
+        .take(3)
+        .map(|block| format!("{block}-----END CERTIFICATE-----\n"))
+        .collect();
+    assert_eq!(
+        blocks.len(),
+        3,
+        "the system bundle has fewer than 3 certificates"
+    );
+    let env = TestEnv::new().await;
+    let bundle = env.path().join("bundle.crt");
+    let directory = env.path().join("certs");
+    std::fs::create_dir(&directory).unwrap();
+    std::fs::write(&bundle, format!("{}{}", blocks[0], blocks[1])).unwrap();
+    std::fs::write(directory.join("first.pem"), &blocks[0]).unwrap();
+    std::fs::write(directory.join("local.pem"), &blocks[2]).unwrap();
+    let mut command = env.command();
+    command
+        .env("SSL_CERT_FILE", &bundle)
+        .env("SSL_CERT_DIR", &directory)
+        .args(["start", "--foreground", "--port", "0", "--config"])
+        .arg(env.write_config(&app_server_config(&env, "")))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let app = App::spawn(command).await;
+    wait_ready(&app).await;
+    let (status, body) = app.chat_json(&chat_body("fast", "hello")).await;
+    assert_eq!(status, 200, "{body}");
+    let pid = worker_pids(&app).await[0];
+    let file = environ_value(pid, "SSL_CERT_FILE").unwrap();
+    assert!(file.ends_with("/trust/ca-certificates.pem"), "{file}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), blocks.concat());
+    let empty = environ_value(pid, "SSL_CERT_DIR").unwrap();
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "{empty}");
+}

@@ -231,11 +231,14 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
             spec.codex_home.display()
         )
     })?;
+    // Read once per process start, so that each turn does not read the whole certificate directory.
+    let mut env = spec.env.clone();
+    crate::codex::trust::compact(&mut env, &spec.codex_home);
     let mut command = Command::new(&spec.codex.program);
     command
         .args(&spec.args)
         .env_clear()
-        .envs(spec.env.iter().cloned())
+        .envs(env)
         .env("CODEX_HOME", &spec.codex_home)
         .current_dir(&spec.working_dir);
     let (mut child, group) = spawn_in_group(&mut command).map_err(|err| {
