@@ -10,7 +10,8 @@
 //!    into a venv under `target/` by `bench/python_contender.sh`) side by side with this proxy, same mock,
 //!    same native Codex binary, both app-server engines with two workers, interleaved over 3 rounds.
 //!    This proxy runs with `tools = false` (like the Python tool's threads: `environments: []`, no
-//!    dynamic tools) and, labelled, with `tools = true`: warm sequential p50, streamed p50, 4-client
+//!    dynamic tools), the same with `spare_threads = false`, and, labelled, with `tools = true`: warm
+//!    sequential p50, streamed p50, 4-client
 //!    throughput, and CPU per request (over at least 150 requests a round); medians and ratios against
 //!    the Python tool (see `support/contender.rs`).
 //!

@@ -6,8 +6,9 @@
 //! time on the worker, and the medians of the rounds are printed: turns/s, p50 latency and Codex CPU
 //! per turn (utime + stime of the worker's process tree from `/proc`).
 //!
-//! - `proxy`: how the proxy runs a `tools = false` profile (its worker arguments, `no_tools_config()`
-//!   in `thread/start.config`, `environments: []`, `dynamicTools: []`, `thread/unsubscribe` after);
+//! - `proxy`: how the proxy ran a `tools = false` profile before `codex::trust` (its worker arguments,
+//!   `no_tools_config()` in `thread/start.config`, `environments: []`, `dynamicTools: []`,
+//!   `thread/unsubscribe` after; the benchmark's own certificate environment);
 //! - `proxy, no thread config`: the same without `thread/start.config` (the worker's command line
 //!   already carries the same settings as `-c`/`--disable`);
 //! - `Python 0.1.1`: the earlier Python tool's worker arguments and thread params (`config` = its `-c`

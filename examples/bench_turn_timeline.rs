@@ -38,8 +38,13 @@ async fn start_worker(codex: &ResolvedCodex, mock: &MockModel, dir: &Path) -> Wo
         args.push("-c".into());
         args.push(item);
     }
+    // The certificates as the proxy gives them to its workers (`codex::trust`).
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
+    codex_api_proxy::codex::trust::compact(&mut env, &dir.join("codex-home"));
     let mut command = tokio::process::Command::new(&codex.program);
     command
+        .env_clear()
+        .envs(env)
         .args(&args)
         .envs(codex.env.iter().map(|(k, v)| (k, v)))
         .env("CODEX_HOME", dir.join("codex-home"))
