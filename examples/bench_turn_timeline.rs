@@ -4,10 +4,15 @@
 //! a time on one warm worker, with the thread options of a `tools = false` profile (the proxy's
 //! `protocol::thread_start_params`), and prints the median time from the start of the turn to each step:
 //! the `thread/start` reply, the `turn/start` reply, the first occurrence of every notification, and
-//! `turn/completed`. Two ways of starting are interleaved:
+//! `turn/completed`. Three ways of starting are interleaved, in blocks of 5 turns:
 //!
-//! - `cold thread`: `thread/start` then `turn/start`, as each request does today;
-//! - `spare thread`: the thread was started before the clock starts, so the turn pays `turn/start` only.
+//! - `cold thread, back to back`: `thread/start` then `turn/start`, as a request without a spare thread;
+//! - `spare thread (20 ms apart)`: the thread was started before the clock starts, so the turn pays
+//!   `turn/start` only;
+//! - `rolling spare, back to back`: as the proxy's spare threads do, each turn's thread was started
+//!   during the turn before, right after its `turn/start` was answered.
+//!
+//! It closes with the Codex CPU of a thread started and unsubscribed without a turn, against a whole turn.
 //!
 //! Run: `cargo run --release --example bench_turn_timeline -- [TURNS]` (default 40; needs `npm ci`).
 
@@ -20,7 +25,9 @@ use codex_api_proxy::codex::launch::{resolve, spawn_in_group, GroupKiller, Resol
 use codex_api_proxy::engine::app_server::protocol::{initialize_params, no_tools_config};
 use codex_api_proxy::engine::app_server::rpc::Connection;
 use codex_api_proxy::engine::app_server::worker::base_args;
-use proxy_test_support::harness::{self, codex_launcher, percentile, scratch_dir};
+use proxy_test_support::harness::{
+    self, codex_launcher, cpu_per_request, cpu_sample, percentile, scratch_dir,
+};
 use proxy_test_support::mock_model::MockModel;
 use serde_json::{json, Value};
 
@@ -28,7 +35,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Worker {
     connection: Arc<Connection>,
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     _group: GroupKiller,
 }
 
@@ -66,7 +73,7 @@ async fn start_worker(codex: &ResolvedCodex, mock: &MockModel, dir: &Path) -> Wo
     connection.notify("initialized", None).await.unwrap();
     Worker {
         connection,
-        _child: child,
+        child,
         _group: group,
     }
 }
@@ -220,4 +227,26 @@ async fn main() {
             println!("{step:<44} {p50:8.2}  (n={count})");
         }
     }
+    // What starting a thread costs Codex, against a whole turn (thread, turn, unsubscribe).
+    let pid = worker.child.id().unwrap();
+    let count = turns.max(40);
+    let before = cpu_sample(pid);
+    for _ in 0..count {
+        let id = start_thread(&worker.connection, &cwd).await;
+        let _ = worker
+            .connection
+            .request("thread/unsubscribe", json!({"threadId": id}), TIMEOUT)
+            .await;
+    }
+    let (own, children) = cpu_per_request(&before, &cpu_sample(pid), count);
+    let before = cpu_sample(pid);
+    for _ in 0..count {
+        turn(&worker.connection, &cwd, None, None).await;
+    }
+    let (turn_own, turn_children) = cpu_per_request(&before, &cpu_sample(pid), count);
+    println!(
+        "== Codex CPU ({count} each): a thread started and unsubscribed {:.1} ms, a whole turn {:.1} ms ==",
+        own + children,
+        turn_own + turn_children
+    );
 }

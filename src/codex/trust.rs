@@ -16,6 +16,7 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where the system's bundle is looked for when `SSL_CERT_FILE` is unset (the usual Linux places).
 const SYSTEM_FILES: &[&str] = &[
@@ -62,7 +63,13 @@ pub fn compact(env: &mut Vec<(OsString, OsString)>, home: &Path) -> bool {
         if std::fs::read_to_string(&bundle).ok().as_deref() == Some(pem.as_str()) {
             return Ok(());
         }
-        let partial = trust.join(format!(".ca-certificates.{}", std::process::id()));
+        // Workers of one pool share their home and start at once: each writes its own partial file.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let partial = trust.join(format!(
+            ".ca-certificates.{}.{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::write(&partial, &pem)?;
         std::fs::rename(&partial, &bundle)
     });
@@ -120,7 +127,7 @@ fn read_small(path: &Path) -> Option<String> {
 }
 
 /// The `CERTIFICATE` blocks of a PEM text (each from BEGIN to END); `None` when it holds any other
-/// PEM block or text that is not PEM at all.
+/// PEM block, a block that is not base64 of one DER structure, or text that is not PEM at all.
 fn certificates(text: &str) -> Option<Vec<&str>> {
     let mut blocks = Vec::new();
     let mut rest = text;
@@ -129,13 +136,52 @@ fn certificates(text: &str) -> Option<Vec<&str>> {
             return None;
         }
         let end = rest[start..].find(END)? + start + END.len();
-        blocks.push(&rest[start..end]);
+        let block = &rest[start..end];
+        if !well_formed(block) {
+            return None;
+        }
+        blocks.push(block);
         rest = &rest[end..];
     }
     if blocks.is_empty() && !text.trim().is_empty() {
         return None;
     }
     Some(blocks)
+}
+
+/// Whether a certificate block is base64 of exactly one DER SEQUENCE, as every X.509 certificate is.
+/// Codex reads `SSL_CERT_FILE` as a custom CA bundle too, a stricter reader than the directory's, so a
+/// damaged certificate the directory's reader skips must not reach the file.
+fn well_formed(block: &str) -> bool {
+    use base64::Engine;
+    let body: String = block[BEGIN.len()..block.len() - END.len()]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let Ok(der) = base64::engine::general_purpose::STANDARD.decode(body) else {
+        return false;
+    };
+    der_sequence_len(&der) == Some(der.len())
+}
+
+/// The whole length (header included) of the DER SEQUENCE that `der` starts with.
+fn der_sequence_len(der: &[u8]) -> Option<usize> {
+    if der.first() != Some(&0x30) {
+        return None;
+    }
+    let first = usize::from(*der.get(1)?);
+    if first < 0x80 {
+        return Some(2 + first);
+    }
+    let count = first & 0x7f;
+    if count == 0 || count > 4 {
+        return None;
+    }
+    let mut length = 0usize;
+    for index in 0..count {
+        length = (length << 8) | usize::from(*der.get(2 + index)?);
+    }
+    Some(2 + count + length)
 }
 
 /// A certificate block without its line breaks and spaces (the same certificate, however wrapped).
@@ -156,9 +202,9 @@ mod tests {
         let bundle = dir.path().join("bundle.crt");
         let certs = dir.path().join("certs");
         std::fs::create_dir(&certs).unwrap();
-        std::fs::write(&bundle, format!("{}{}", cert("QUFB"), cert("QkJC"))).unwrap();
-        std::fs::write(certs.join("a.pem"), cert("QUFB")).unwrap();
-        std::fs::write(certs.join("local.pem"), cert("Q0ND\nREUK")).unwrap();
+        std::fs::write(&bundle, format!("{}{}", cert("MAMCAQU="), cert("MAMCAQY="))).unwrap();
+        std::fs::write(certs.join("a.pem"), cert("MAMCAQU=")).unwrap();
+        std::fs::write(certs.join("local.pem"), cert("MAMC\nAQc=")).unwrap();
         std::os::unix::fs::symlink(certs.join("a.pem"), certs.join("1a2b3c4d.0")).unwrap();
         (dir, bundle, certs)
     }
@@ -187,7 +233,12 @@ mod tests {
         // Every certificate once, the bundle's first, however it was wrapped.
         assert_eq!(
             file,
-            format!("{}{}{}", cert("QUFB"), cert("QkJC"), cert("Q0ND\nREUK"))
+            format!(
+                "{}{}{}",
+                cert("MAMCAQU="),
+                cert("MAMCAQY="),
+                cert("MAMC\nAQc=")
+            )
         );
         let empty = value("SSL_CERT_DIR");
         assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
@@ -207,6 +258,10 @@ mod tests {
                 .to_string(),
             "\u{30}\u{82}binary".to_string(),
             format!("{BEGIN}\nunterminated\n"),
+            // Not base64, and base64 of something that is not one DER structure.
+            format!("{BEGIN}\n%%%%\n{END}\n"),
+            format!("{BEGIN}\nQUFB\n{END}\n"),
+            format!("{BEGIN}\nMAMCAQUA\n{END}\n"),
         ] {
             let (dir, bundle, certs) = setup();
             std::fs::write(certs.join("odd.crt"), odd).unwrap();

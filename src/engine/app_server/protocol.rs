@@ -22,13 +22,26 @@ pub fn no_tools_config() -> Value {
     })
 }
 
+/// Notifications the proxy never reads, so Codex does not send them: a warm turn's thread otherwise
+/// announces its status two or three times, its settings once and, when unloaded, its closing, and
+/// Codex may add `warning`s, which the proxy does not report either. Against the mock model that is 5 of
+/// the 14 lines Codex writes per tool-free turn, each of which costs Codex a write and the proxy a
+/// wake-up.
+pub const UNREAD_NOTIFICATIONS: &[&str] = &[
+    "thread/started",
+    "thread/status/changed",
+    "thread/settings/updated",
+    "thread/closed",
+    "warning",
+];
+
 /// `initialize` params.
 pub fn initialize_params() -> Value {
     json!({
         "clientInfo": {"name": "codex-api-proxy", "title": null, "version": env!("CARGO_PKG_VERSION")},
         "capabilities": {
             "experimentalApi": true,
-            "optOutNotificationMethods": ["thread/started"],
+            "optOutNotificationMethods": UNREAD_NOTIFICATIONS,
         },
     })
 }

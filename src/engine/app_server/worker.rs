@@ -232,8 +232,13 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
         )
     })?;
     // Read once per process start, so that each turn does not read the whole certificate directory.
-    let mut env = spec.env.clone();
-    crate::codex::trust::compact(&mut env, &spec.codex_home);
+    let (mut env, home) = (spec.env.clone(), spec.codex_home.clone());
+    let env = tokio::task::spawn_blocking(move || {
+        crate::codex::trust::compact(&mut env, &home);
+        env
+    })
+    .await
+    .map_err(|err| format!("cannot prepare the certificates of a worker: {err}"))?;
     let mut command = Command::new(&spec.codex.program);
     command
         .args(&spec.args)
