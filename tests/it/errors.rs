@@ -98,12 +98,16 @@ async fn assert_serves(app: &App, model: &str, reply: &str) {
     assert_eq!(body["choices"][0]["message"]["content"], reply, "{body}");
 }
 
-/// Waits (up to 2 s) until the profile's `in_flight` in `/metrics` is 0; returns the last metrics.
+/// Waits (up to 2 s) until the profile's `in_flight` and `running` in `/metrics` are 0; returns the last
+/// metrics.
 async fn wait_in_flight_zero(app: &App, profile: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let metrics = app.get_json("/metrics").await.1;
-        if metrics["profiles"][profile]["in_flight"] == 0 || Instant::now() > deadline {
+        // The request's slot and its run are given back one after the other: wait for both.
+        let figures = &metrics["profiles"][profile];
+        let idle = figures["in_flight"] == 0 && figures["running"].as_u64().unwrap_or(0) == 0;
+        if idle || Instant::now() > deadline {
             return metrics;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
