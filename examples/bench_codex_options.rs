@@ -15,9 +15,10 @@
 //!   values, `thread/archive` after);
 //! - `proxy, empty SSL_CERT_DIR`: the proxy's way with an empty certificate directory (Codex reads the
 //!   system certificates for every turn's HTTP client; the bundle file still applies);
-//! - `proxy, one trust file`: the proxy's way before `codex::trust` (the whole directory), then with it
-//!   (the bundle and the directory's certificates in one file, an empty directory): the `proxy` row
-//!   runs its worker with the benchmark's own environment, as the proxy did before `codex::trust`.
+//! - `proxy, one trust file`: the proxy's way with `codex::trust` (the bundle and the directory's
+//!   certificates in one file, an empty directory), as the proxy runs its workers now;
+//! - `trust file, 1 runtime thread`: the same with `TOKIO_WORKER_THREADS=1` (Codex's async runtime on
+//!   one thread instead of one per core).
 //!
 //! Run: `cargo run --release --example bench_codex_options -- [TURNS] [ROUNDS]` (default 60, 5).
 
@@ -48,14 +49,16 @@ enum Variant {
     Python,
     ProxyEmptyCertDir,
     ProxyTrustFile,
+    ProxyOneRuntimeThread,
 }
 
-const VARIANTS: [Variant; 5] = [
+const VARIANTS: [Variant; 6] = [
     Variant::Proxy,
     Variant::ProxyNoThreadConfig,
     Variant::Python,
     Variant::ProxyEmptyCertDir,
     Variant::ProxyTrustFile,
+    Variant::ProxyOneRuntimeThread,
 ];
 
 impl Variant {
@@ -66,6 +69,7 @@ impl Variant {
             Variant::Python => "Python 0.1.1",
             Variant::ProxyEmptyCertDir => "proxy, empty SSL_CERT_DIR",
             Variant::ProxyTrustFile => "proxy, one trust file",
+            Variant::ProxyOneRuntimeThread => "trust file, 1 runtime thread",
         }
     }
 
@@ -108,9 +112,10 @@ impl Variant {
             "dynamicTools": [], "environments": [],
         });
         match self {
-            Variant::Proxy | Variant::ProxyEmptyCertDir | Variant::ProxyTrustFile => {
-                params["config"] = no_tools_config()
-            }
+            Variant::Proxy
+            | Variant::ProxyEmptyCertDir
+            | Variant::ProxyTrustFile
+            | Variant::ProxyOneRuntimeThread => params["config"] = no_tools_config(),
             Variant::ProxyNoThreadConfig => {}
             Variant::Python => {
                 params["model"] = json!("mock-model");
@@ -151,7 +156,13 @@ async fn start_worker(
     if variant == Variant::ProxyEmptyCertDir {
         command.env("SSL_CERT_DIR", dir.join("certs"));
     }
-    if variant == Variant::ProxyTrustFile {
+    if variant == Variant::ProxyOneRuntimeThread {
+        command.env("TOKIO_WORKER_THREADS", "1");
+    }
+    if matches!(
+        variant,
+        Variant::ProxyTrustFile | Variant::ProxyOneRuntimeThread
+    ) {
         let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
         assert!(
             trust::compact(&mut env, &dir.join("codex-home")),
