@@ -607,3 +607,33 @@ async fn workers_trust_the_bundle_and_the_certificate_directory_from_one_file() 
     let empty = environ_value(pid, "SSL_CERT_DIR").unwrap();
     assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0, "{empty}");
 }
+
+#[tokio::test]
+async fn a_plain_answer_of_many_deltas_is_whole_and_a_stream_gets_every_delta() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env, &app_server_config(&env, "")).await;
+    wait_ready(&app).await;
+    let reply = "abcdefghijklmnopqrstuvwxyz0123456789".repeat(4);
+    let prompt = format!("mock:reply={reply} mock:deltas=144");
+    // The plain response takes the text from the end of the turn, not from the deltas.
+    let (status, body) = app.chat_json(&chat_body("fast", &prompt)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], reply.as_str());
+    let mut streamed = chat_body("fast", &prompt);
+    streamed["stream"] = json!(true);
+    let transcript = App::sse(app.chat(&streamed).await).await;
+    assert!(transcript.done(), "{:?}", transcript.data);
+    let pieces: Vec<String> = transcript
+        .data
+        .iter()
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .filter(|piece| !piece.is_empty())
+        .collect();
+    assert_eq!(pieces.len(), 144, "{pieces:?}");
+    assert_eq!(pieces.concat(), reply);
+}
