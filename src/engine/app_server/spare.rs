@@ -67,9 +67,12 @@ pub struct Ticket {
 
 impl Ticket {
     /// The spare's thread id; `None` when its start failed (the request then starts its own thread).
+    /// The receiver stays in the ticket until the id is read, so a wait that is given up (the request
+    /// was cancelled) still unloads the thread, even one whose id had just arrived.
     pub async fn thread_id(mut self) -> Option<String> {
-        let receiver = self.thread.take()?;
-        receiver.await.ok().flatten()
+        let thread = self.thread.as_mut()?.await.ok().flatten();
+        self.thread = None;
+        thread
     }
 }
 
@@ -294,9 +297,20 @@ mod tests {
         assert_eq!(spares.figures().0, MAX_SPARES as u64);
         assert_eq!(unsubscribed_soon(&unsubscribed, 1).await, vec!["t1"]);
         assert!(spares.take(&connection, "0").is_err());
-        // A spare taken and then dropped unused (its request was cancelled) is unloaded too.
+        // A spare taken and then dropped unused (its request was cancelled) is unloaded too, also when
+        // the request gave up while waiting for the id.
         drop(spares.take(&connection, "1").ok().unwrap());
         assert_eq!(unsubscribed_soon(&unsubscribed, 2).await, vec!["t1", "t2"]);
+        // On this single-threaded test runtime nothing runs between the refill and the first poll, so
+        // the wait is pending at first.
+        spares.refill(&connection, Arc::from("late"), json!({}));
+        let ticket = spares.take(&connection, "late").ok().unwrap();
+        let mut wait = Box::pin(ticket.thread_id());
+        assert!(futures_util::poll!(wait.as_mut()).is_pending());
+        // The id arrives, but the request has given up before reading it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(wait);
+        assert_eq!(unsubscribed_soon(&unsubscribed, 3).await.len(), 3);
     }
 
     #[tokio::test(start_paused = true)]
