@@ -368,6 +368,14 @@ async fn sighup_applies_a_change_and_reports_restart_required() {
         ],
     )
     .await;
+    // The watcher checks the file once as it starts (a change made since the first load is applied at
+    // once): save only after that check, or the change would not wait for the signal.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready_config(&app).await["watch"] != "poll (600000 ms)" {
+        assert!(Instant::now() < deadline, "the watcher never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     save_in_place(
         &path,
         &config(&env, "host = \"localhost\"", &[("alpha", ""), ("beta", "")]),

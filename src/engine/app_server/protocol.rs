@@ -25,8 +25,8 @@ pub fn no_tools_config() -> Value {
 /// Notifications the proxy never reads, so Codex does not send them: a warm turn's thread otherwise
 /// announces its status two or three times, its settings once and, when unloaded, its closing, and
 /// Codex may add `warning`s, which the proxy does not report either. Against the mock model that is 5 of
-/// the 14 lines Codex writes per tool-free turn, each of which costs Codex a write and the proxy a
-/// wake-up.
+/// the 20 lines (replies included) Codex wrote per tool-free turn, each of which costs Codex a write and
+/// the proxy a wake-up.
 pub const UNREAD_NOTIFICATIONS: &[&str] = &[
     "thread/started",
     "thread/status/changed",
