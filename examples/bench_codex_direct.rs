@@ -23,22 +23,25 @@
 //! Run: `cargo run --release --example bench_codex_direct -- [TURNS_PER_CELL] [ROUNDS]` (default 40, 3; use an odd ROUNDS, the median of an even count is the upper middle one;
 //! needs `npm ci` for the pinned Codex CLI).
 
+#[path = "support/direct.rs"]
+mod direct;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use codex_api_proxy::codex::launch::{resolve, spawn_in_group, GroupKiller, ResolvedCodex};
-use codex_api_proxy::engine::app_server::protocol::{initialize_params, no_tools_config};
+use codex_api_proxy::codex::launch::{resolve, ResolvedCodex};
+use codex_api_proxy::engine::app_server::protocol::no_tools_config;
 use codex_api_proxy::engine::app_server::rpc::Connection;
 use codex_api_proxy::engine::app_server::worker::base_args;
+use direct::Worker;
 use proxy_test_support::harness::{
     self, codex_launcher, cpu_per_request, cpu_sample, percentile, scratch_dir, CpuSample,
 };
 use proxy_test_support::mock_model::MockModel;
 use serde_json::{json, Value};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
 /// (workers, concurrent turns per worker) of each cell.
 const CELLS: [(usize, usize); 5] = [(1, 1), (1, 2), (1, 4), (2, 1), (2, 2)];
 
@@ -126,13 +129,7 @@ fn thread_params(variant: Variant, cwd: &str, provider: &Value) -> Value {
     params
 }
 
-/// A running `codex app-server` worker.
-struct Worker {
-    connection: Arc<Connection>,
-    child: tokio::process::Child,
-    _group: GroupKiller,
-}
-
+/// Starts a worker with the proxy's fixed arguments and `overrides` as `-c`.
 async fn start_worker(
     codex: &ResolvedCodex,
     overrides: &[String],
@@ -144,71 +141,18 @@ async fn start_worker(
         args.push("-c".into());
         args.push(item.clone());
     }
-    let mut command = tokio::process::Command::new(&codex.program);
-    command
-        .args(&args)
-        .envs(codex.env.iter().map(|(k, v)| (k, v)))
-        .env("CODEX_HOME", codex_home)
-        // An empty HOME, as the benchmarks give the proxy: Codex snapshots the login shell of HOME for
-        // each thread that has an environment, so a heavy shell profile would dominate the figures.
-        .env("HOME", codex_home.parent().unwrap().join("home"))
-        .env_remove("RUST_LOG")
-        .current_dir(cwd);
-    let (mut child, group) = spawn_in_group(&mut command).expect("codex app-server starts");
-    let connection = Connection::start(child.stdin.take().unwrap(), child.stdout.take().unwrap());
-    let mut stderr = child.stderr.take().unwrap();
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut sink = [0u8; 4096];
-        while matches!(stderr.read(&mut sink).await, Ok(n) if n > 0) {}
-    });
-    connection
-        .request("initialize", initialize_params(), TIMEOUT)
-        .await
-        .expect("initialize");
-    connection.notify("initialized", None).await.unwrap();
-    Worker {
-        connection,
-        child,
-        _group: group,
-    }
+    let home = codex_home.parent().unwrap().join("home");
+    Worker::start(codex, &args, (codex_home, &home, cwd), &[]).await
 }
 
-/// One turn: thread/start, turn/start, wait for turn/completed, then (unless told not to) unsubscribe.
+/// One turn, then (unless told not to) `thread/unsubscribe`.
 async fn turn(connection: &Connection, params: Value, unsubscribe: bool) -> f64 {
-    let started = Instant::now();
-    let thread = connection
-        .request("thread/start", params, TIMEOUT)
-        .await
-        .expect("thread/start");
-    let thread_id = thread["thread"]["id"].as_str().unwrap().to_string();
-    let mut events = connection.subscribe_thread(&thread_id);
-    connection
-        .request(
-            "turn/start",
-            json!({"threadId": thread_id, "input": [{"type": "text", "text": "hello"}]}),
-            TIMEOUT,
-        )
-        .await
-        .expect("turn/start");
-    while let Some((method, params)) = events.recv().await {
-        if method == "turn/completed" {
-            assert_eq!(params["turn"]["status"], "completed", "{params}");
-            break;
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-    connection.forget_thread(&thread_id);
-    if unsubscribe {
-        let _ = connection
-            .request(
-                "thread/unsubscribe",
-                json!({"threadId": thread_id}),
-                TIMEOUT,
-            )
-            .await;
-    }
-    elapsed
+    direct::turn(
+        connection,
+        params,
+        unsubscribe.then_some("thread/unsubscribe"),
+    )
+    .await
 }
 
 /// One cell's result: turns/s, p50 latency (ms), Codex CPU per turn (ms).
@@ -230,7 +174,7 @@ async fn run_cell(
 ) -> Cell {
     let before: Vec<CpuSample> = workers[..count]
         .iter()
-        .map(|w| cpu_sample(w.child.id().unwrap()))
+        .map(|w| cpu_sample(w.pid()))
         .collect();
     let remaining = Arc::new(AtomicUsize::new(turns));
     let samples = Arc::new(Mutex::new(Vec::new()));
@@ -259,7 +203,7 @@ async fn run_cell(
         .iter()
         .zip(&before)
         .map(|(w, b)| {
-            let (own, children) = cpu_per_request(b, &cpu_sample(w.child.id().unwrap()), turns);
+            let (own, children) = cpu_per_request(b, &cpu_sample(w.pid()), turns);
             own + children
         })
         .sum();

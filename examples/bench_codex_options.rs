@@ -22,24 +22,24 @@
 //!
 //! Run: `cargo run --release --example bench_codex_options -- [TURNS] [ROUNDS]` (default 60, 5).
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[path = "support/direct.rs"]
+mod direct;
 
-use codex_api_proxy::codex::launch::{
-    resolve, spawn_in_group, GroupKiller, ResolvedCodex, NO_TOOLS_ARGS,
-};
-use codex_api_proxy::codex::trust;
-use codex_api_proxy::engine::app_server::protocol::{initialize_params, no_tools_config};
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Instant;
+
+use codex_api_proxy::codex::launch::{resolve, ResolvedCodex, NO_TOOLS_ARGS};
+use codex_api_proxy::engine::app_server::protocol::no_tools_config;
 use codex_api_proxy::engine::app_server::rpc::Connection;
 use codex_api_proxy::engine::app_server::worker::base_args;
+use direct::Worker;
 use proxy_test_support::harness::{
     self, codex_launcher, cpu_per_request, cpu_sample, percentile, scratch_dir,
 };
 use proxy_test_support::mock_model::MockModel;
 use serde_json::{json, Value};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
 const CONCURRENT: usize = 2;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -133,106 +133,46 @@ impl Variant {
     }
 }
 
-struct Worker {
-    connection: Arc<Connection>,
-    child: tokio::process::Child,
-    _group: GroupKiller,
-}
-
 async fn start_worker(
     codex: &ResolvedCodex,
     variant: Variant,
     mock: &MockModel,
     dir: &Path,
 ) -> Worker {
-    let mut command = tokio::process::Command::new(&codex.program);
-    command
-        .args(variant.args(mock))
-        .envs(codex.env.iter().map(|(k, v)| (k, v)))
-        .env("CODEX_HOME", dir.join("codex-home"))
-        .env("HOME", dir.join("home"))
-        .env_remove("RUST_LOG")
-        .current_dir(dir.join("workspace"));
+    let codex_home = dir.join("codex-home");
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
     if variant == Variant::ProxyEmptyCertDir {
-        command.env("SSL_CERT_DIR", dir.join("certs"));
+        env.push(("SSL_CERT_DIR".into(), dir.join("certs").into()));
     }
     if variant == Variant::ProxyOneRuntimeThread {
-        command.env("TOKIO_WORKER_THREADS", "1");
+        env.push(("TOKIO_WORKER_THREADS".into(), "1".into()));
     }
     if matches!(
         variant,
         Variant::ProxyTrustFile | Variant::ProxyOneRuntimeThread
     ) {
-        let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
-        assert!(
-            trust::compact(&mut env, &dir.join("codex-home")),
-            "no certificates to compact"
-        );
-        for (name, value) in env
-            .iter()
-            .filter(|(name, _)| name.to_str().is_some_and(|n| n.starts_with("SSL_CERT_")))
-        {
-            command.env(name, value);
-        }
+        env.extend(direct::proxy_certificates(&codex_home));
     }
-    let (mut child, group) = spawn_in_group(&mut command).expect("codex app-server starts");
-    let connection = Connection::start(child.stdin.take().unwrap(), child.stdout.take().unwrap());
-    let mut stderr = child.stderr.take().unwrap();
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut sink = [0u8; 4096];
-        while matches!(stderr.read(&mut sink).await, Ok(n) if n > 0) {}
-    });
-    connection
-        .request("initialize", initialize_params(), TIMEOUT)
-        .await
-        .expect("initialize");
-    connection.notify("initialized", None).await.unwrap();
-    Worker {
-        connection,
-        child,
-        _group: group,
-    }
+    let dirs = (
+        codex_home.as_path(),
+        &*dir.join("home"),
+        &*dir.join("workspace"),
+    );
+    Worker::start(codex, &variant.args(mock), dirs, &env).await
 }
 
 async fn turn(connection: &Connection, variant: Variant, params: Value) -> f64 {
-    let started = Instant::now();
-    let thread = connection
-        .request("thread/start", params, TIMEOUT)
-        .await
-        .expect("thread/start");
-    let thread_id = thread["thread"]["id"].as_str().unwrap().to_string();
-    let mut events = connection.subscribe_thread(&thread_id);
-    connection
-        .request(
-            "turn/start",
-            json!({"threadId": thread_id, "input": [{"type": "text", "text": "hello"}]}),
-            TIMEOUT,
-        )
-        .await
-        .expect("turn/start");
-    while let Some((method, params)) = events.recv().await {
-        if method == "turn/completed" {
-            assert_eq!(params["turn"]["status"], "completed", "{params}");
-            break;
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-    connection.forget_thread(&thread_id);
-    let method = if variant == Variant::Python {
+    let cleanup = if variant == Variant::Python {
         "thread/archive"
     } else {
         "thread/unsubscribe"
     };
-    let _ = connection
-        .request(method, json!({"threadId": thread_id}), TIMEOUT)
-        .await;
-    elapsed
+    direct::turn(connection, params, Some(cleanup)).await
 }
 
 /// (turns/s, p50 ms, Codex CPU ms per turn) of `turns` turns, `CONCURRENT` at a time.
 async fn run(worker: &Worker, variant: Variant, params: &Value, turns: usize) -> (f64, f64, f64) {
-    let pid = worker.child.id().unwrap();
+    let pid = worker.pid();
     let before = cpu_sample(pid);
     let started = Instant::now();
     let mut tasks = Vec::new();

@@ -16,66 +16,40 @@
 //!
 //! Run: `cargo run --release --example bench_turn_timeline -- [TURNS]` (default 40; needs `npm ci`).
 
+#[path = "support/direct.rs"]
+mod direct;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use codex_api_proxy::codex::launch::{resolve, spawn_in_group, GroupKiller, ResolvedCodex};
-use codex_api_proxy::engine::app_server::protocol::{initialize_params, no_tools_config};
+use codex_api_proxy::codex::launch::{resolve, ResolvedCodex};
+use codex_api_proxy::engine::app_server::protocol::no_tools_config;
 use codex_api_proxy::engine::app_server::rpc::Connection;
 use codex_api_proxy::engine::app_server::worker::base_args;
+use direct::{Worker, TIMEOUT};
 use proxy_test_support::harness::{
     self, codex_launcher, cpu_per_request, cpu_sample, percentile, scratch_dir,
 };
 use proxy_test_support::mock_model::MockModel;
 use serde_json::{json, Value};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-struct Worker {
-    connection: Arc<Connection>,
-    child: tokio::process::Child,
-    _group: GroupKiller,
-}
-
+/// A worker as the proxy starts one for a `tools = false` profile, with its certificates.
 async fn start_worker(codex: &ResolvedCodex, mock: &MockModel, dir: &Path) -> Worker {
     let mut args = base_args();
     for item in mock.provider_overrides() {
         args.push("-c".into());
         args.push(item);
     }
-    // The certificates as the proxy gives them to its workers (`codex::trust`).
-    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os().collect();
-    codex_api_proxy::codex::trust::compact(&mut env, &dir.join("codex-home"));
-    let mut command = tokio::process::Command::new(&codex.program);
-    command
-        .env_clear()
-        .envs(env)
-        .args(&args)
-        .envs(codex.env.iter().map(|(k, v)| (k, v)))
-        .env("CODEX_HOME", dir.join("codex-home"))
-        .env("HOME", dir.join("home"))
-        .env_remove("RUST_LOG")
-        .current_dir(dir.join("workspace"));
-    let (mut child, group) = spawn_in_group(&mut command).expect("codex app-server starts");
-    let connection = Connection::start(child.stdin.take().unwrap(), child.stdout.take().unwrap());
-    let mut stderr = child.stderr.take().unwrap();
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut sink = [0u8; 4096];
-        while matches!(stderr.read(&mut sink).await, Ok(n) if n > 0) {}
-    });
-    connection
-        .request("initialize", initialize_params(), TIMEOUT)
-        .await
-        .expect("initialize");
-    connection.notify("initialized", None).await.unwrap();
-    Worker {
-        connection,
-        child,
-        _group: group,
-    }
+    let codex_home = dir.join("codex-home");
+    let env = direct::proxy_certificates(&codex_home);
+    let dirs = (
+        codex_home.as_path(),
+        &*dir.join("home"),
+        &*dir.join("workspace"),
+    );
+    Worker::start(codex, &args, dirs, &env).await
 }
 
 fn thread_params(cwd: &str) -> Value {
@@ -228,7 +202,7 @@ async fn main() {
         }
     }
     // What starting a thread costs Codex, against a whole turn (thread, turn, unsubscribe).
-    let pid = worker.child.id().unwrap();
+    let pid = worker.pid();
     let count = turns.max(40);
     let before = cpu_sample(pid);
     for _ in 0..count {
