@@ -338,46 +338,12 @@ impl AppServerPool {
             cancel,
         };
 
-        let started = Instant::now();
-        let cwd = job.cwd.display().to_string();
-        let instructions = protocol::developer_instructions(&job.request);
-        let mut params = protocol::thread_start_params(
-            profile,
-            &cwd,
-            job.model.as_deref(),
-            instructions.as_deref(),
-        );
-        protocol::add_client_tools(&mut params, profile, &job.request);
-        let (thread_id, refill) = turn.start_thread(params).await?;
-        phases.insert("app_server_thread_start", ms(started));
-        let mut notifications = connection.subscribe_thread(&thread_id);
-        // Dropped when this function returns, after the final event was handed over: the unsubscribe
-        // runs in its own task, off the response's path.
-        let _thread = ThreadGuard {
-            connection: connection.clone(),
-            thread_id: thread_id.clone(),
-        };
-
-        let (history, input) = protocol::split_conversation(&job.request);
-        if !history.is_empty() {
-            let items = json!({"threadId": thread_id, "items": history});
-            turn.call("thread/inject_items", items).await?;
-        }
-        let started = Instant::now();
-        let params = protocol::turn_start_params(profile, &job.request, &thread_id, input);
-        let started_turn = turn.call("turn/start", params).await?;
-        phases.insert("app_server_turn_start", ms(started));
-        if let Some((key, params)) = refill {
-            // After `turn/start` was answered, so the spare's start never delays this turn's.
-            worker.spares.refill(&connection, key, params);
-        }
-        let turn_id = started_turn
-            .pointer("/turn/id")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let mut core = AppServerTurn::new(turn_id, phases, profile.runtime.timeout)
-            .with_client_tools(job.request.tools.iter().map(|tool| tool.name.clone()))
-            .with_limits(&job.request.stop, job.request.max_output_tokens);
+        let Opened {
+            thread_id,
+            mut notifications,
+            guard: _thread,
+            mut core,
+        } = turn.open(&connection, &job, phases).await?;
 
         // One part per request served by this turn: the first, then one per continuation of a hold.
         let mut part = Part {
@@ -750,6 +716,64 @@ impl TurnContext<'_> {
         }
     }
 
+    /// Starts the request's thread (the worker's spare one when it has it), replays the conversation
+    /// before the last user message, and starts the turn with that message; then starts the next spare
+    /// thread, if one is wanted. `connection` is the one of `self`, shared.
+    async fn open(
+        &self,
+        connection: &Arc<Connection>,
+        job: &Job,
+        mut phases: Phases,
+    ) -> Result<Opened, EngineError> {
+        let profile = self.profile;
+        let started = Instant::now();
+        let cwd = job.cwd.display().to_string();
+        let instructions = protocol::developer_instructions(&job.request);
+        let mut params = protocol::thread_start_params(
+            profile,
+            &cwd,
+            job.model.as_deref(),
+            instructions.as_deref(),
+        );
+        protocol::add_client_tools(&mut params, profile, &job.request);
+        let (thread_id, refill) = self.start_thread(params).await?;
+        phases.insert("app_server_thread_start", ms(started));
+        let notifications = connection.subscribe_thread(&thread_id);
+        // Dropped when the turn ends (or here, when it cannot start), after the final event was handed
+        // over: the unsubscribe runs in its own task, off the response's path.
+        let guard = ThreadGuard {
+            connection: connection.clone(),
+            thread_id: thread_id.clone(),
+        };
+
+        let (history, input) = protocol::split_conversation(&job.request);
+        if !history.is_empty() {
+            let items = json!({"threadId": thread_id, "items": history});
+            self.call("thread/inject_items", items).await?;
+        }
+        let started = Instant::now();
+        let params = protocol::turn_start_params(profile, &job.request, &thread_id, input);
+        let started_turn = self.call("turn/start", params).await?;
+        phases.insert("app_server_turn_start", ms(started));
+        if let Some((key, params)) = refill {
+            // After `turn/start` was answered, so the spare's start never delays this turn's.
+            self.worker.spares.refill(connection, key, params);
+        }
+        let turn_id = started_turn
+            .pointer("/turn/id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let core = AppServerTurn::new(turn_id, phases, profile.runtime.timeout)
+            .with_client_tools(job.request.tools.iter().map(|tool| tool.name.clone()))
+            .with_limits(&job.request.stop, job.request.max_output_tokens);
+        Ok(Opened {
+            thread_id,
+            notifications,
+            guard,
+            core,
+        })
+    }
+
     /// The request's thread: the worker's spare thread for exactly these params when it has one (see
     /// [`spare`]), else a new one. Also the params to make the next spare with, when one is wanted.
     async fn start_thread(
@@ -1060,6 +1084,15 @@ fn thread_id_in(reply: &Value) -> Result<String, EngineError> {
                 "thread/start returned no thread id",
             )
         })
+}
+
+/// A request's thread and first turn, as [`TurnContext::open`] started them.
+struct Opened {
+    thread_id: String,
+    notifications: ThreadEvents,
+    /// Unsubscribes the thread when the turn ends.
+    guard: ThreadGuard,
+    core: AppServerTurn,
 }
 
 /// Counts a turn on its worker while alive.
