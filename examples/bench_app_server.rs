@@ -218,15 +218,9 @@ async fn main() {
         .env("HOME", dir.path().join("home"))
         .env_remove("RUST_LOG")
         .current_dir(&workspace);
-    let (mut child, _group) = spawn_in_group(&mut command).unwrap();
+    // Stderr is not read, as the proxy reads its workers' only when one fails (`codex::stderr_file`).
+    let (mut child, _group) = spawn_in_group(&mut command, std::process::Stdio::null()).unwrap();
     let connection = Connection::start(child.stdin.take().unwrap(), child.stdout.take().unwrap());
-    let stderr = child.stderr.take().unwrap();
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut sink = Vec::new();
-        let mut stderr = stderr;
-        let _ = stderr.read_to_end(&mut sink).await;
-    });
     connection
         .request("initialize", initialize_params(), Duration::from_secs(30))
         .await

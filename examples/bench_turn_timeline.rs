@@ -12,7 +12,10 @@
 //! - `rolling spare, back to back`: as the proxy's spare threads do, each turn's thread was started
 //!   during the turn before, right after its `turn/start` was answered.
 //!
-//! It closes with the Codex CPU of a thread started and unsubscribed without a turn, against a whole turn.
+//! It closes with the Codex CPU of a thread started and unsubscribed without a turn, against a whole turn,
+//! and with this process's own CPU per turn (the mock model's thread left out): the JSON-RPC exchange
+//! alone, through the proxy's `rpc::Connection` and through a blocking loop with no async runtime. The
+//! second is the floor of any client that reads the turn's lines as Codex writes them.
 //!
 //! Run: `cargo run --release --example bench_turn_timeline -- [TURNS]` (default 40; needs `npm ci`).
 
@@ -25,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use codex_api_proxy::codex::launch::{resolve, ResolvedCodex};
-use codex_api_proxy::engine::app_server::protocol::no_tools_config;
+use codex_api_proxy::engine::app_server::protocol::{initialize_params, no_tools_config};
 use codex_api_proxy::engine::app_server::rpc::Connection;
 use codex_api_proxy::engine::app_server::worker::base_args;
 use direct::{Worker, TIMEOUT};
@@ -122,13 +125,133 @@ async fn turn(
     steps
 }
 
+/// Starts the mock model on a runtime of its own thread, so its CPU can be told apart from the client's;
+/// returns it with the thread's id.
+fn mock_on_its_own_thread() -> (MockModel, i32) {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("mock-model".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let mock = MockModel::start().await;
+                // SAFETY: gettid has no arguments and cannot fail.
+                let tid = unsafe { libc::gettid() };
+                sender.send((mock, tid)).unwrap();
+                std::future::pending::<()>().await
+            });
+        })
+        .unwrap();
+    receiver.recv().unwrap()
+}
+
+/// utime + stime of one thread of this process, in ms.
+fn thread_cpu_ms(tid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) * 1000.0 / ticks
+}
+
+/// The CPU per turn of the simplest possible client, in ms: a blocking loop on this thread that writes
+/// each request and reads Codex's lines one `read` at a time, with no async runtime. The same turns as
+/// `turn` without a spare: `thread/start`, `turn/start`, the wait for `turn/completed`,
+/// `thread/unsubscribe`. It runs its own worker, started like the one of `start_worker`.
+fn blocking_client_cpu(
+    codex: &ResolvedCodex,
+    mock: &MockModel,
+    dir: &Path,
+    (cwd, turns, mock_thread): (&str, usize, i32),
+) -> f64 {
+    use std::io::{BufRead, BufReader, Write};
+    let mut args = base_args();
+    for item in mock.provider_overrides() {
+        args.push("-c".into());
+        args.push(item);
+    }
+    let codex_home = dir.join("codex-home");
+    let mut child = std::process::Command::new(&codex.program)
+        .args(&args)
+        .envs(codex.env.iter().map(|(k, v)| (k, v)))
+        .envs(direct::proxy_certificates(&codex_home))
+        .env("CODEX_HOME", &codex_home)
+        .env("HOME", dir.join("home"))
+        .env_remove("RUST_LOG")
+        .current_dir(dir.join("workspace"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("codex app-server starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"id": 0, "method": "initialize", "params": initialize_params()})
+    )
+    .unwrap();
+    stdout.read_line(&mut line).unwrap();
+    writeln!(stdin, "{}", json!({"method": "initialized"})).unwrap();
+    let mut next_id = 0u64;
+    // Sends a request and reads until its answer, or (with `until`) until that notification too.
+    let mut request = |method: &str, params: Value, until: Option<&str>| -> Value {
+        next_id += 1;
+        let message = json!({"id": next_id, "method": method, "params": params});
+        stdin.write_all(format!("{message}\n").as_bytes()).unwrap();
+        let mut answer = Value::Null;
+        loop {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "the worker exited"
+            );
+            let message: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            let notification = message.get("method").and_then(Value::as_str);
+            if notification.is_none() && message.get("id").and_then(Value::as_u64) == Some(next_id)
+            {
+                answer = message;
+                if until.is_none() {
+                    return answer;
+                }
+            } else if notification.is_some() && notification == until {
+                return answer;
+            }
+        }
+    };
+    let mut run = |count: usize| {
+        for _ in 0..count {
+            let thread = request("thread/start", thread_params(cwd), None);
+            let id = thread["result"]["thread"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let input = json!({"threadId": id, "input": [{"type": "text", "text": "hello"}]});
+            request("turn/start", input, Some("turn/completed"));
+            request("thread/unsubscribe", json!({"threadId": id}), None);
+        }
+    };
+    run(5);
+    let before = (cpu_sample(std::process::id()), thread_cpu_ms(mock_thread));
+    run(turns);
+    let after = (cpu_sample(std::process::id()), thread_cpu_ms(mock_thread));
+    let _ = child.kill();
+    let _ = child.wait();
+    ((after.0.root_ms - before.0.root_ms) - (after.1 - before.1)) / turns as f64
+}
+
 #[tokio::main]
 async fn main() {
     let turns = std::env::args()
         .nth(1)
         .and_then(|a| a.parse::<usize>().ok())
         .unwrap_or(40);
-    let mock = MockModel::start().await;
+    let (mock, mock_thread) = mock_on_its_own_thread();
     let codex = resolve(codex_launcher().to_str().unwrap()).expect("run `npm ci` first");
     let dir = scratch_dir(
         &harness::bench_envs(),
@@ -214,13 +337,25 @@ async fn main() {
     }
     let (own, children) = cpu_per_request(&before, &cpu_sample(pid), count);
     let before = cpu_sample(pid);
+    let client_before = cpu_sample(std::process::id());
+    let mock_before = thread_cpu_ms(mock_thread);
     for _ in 0..count {
         turn(&worker.connection, &cwd, None, None).await;
     }
     let (turn_own, turn_children) = cpu_per_request(&before, &cpu_sample(pid), count);
+    let (process, _) = cpu_per_request(&client_before, &cpu_sample(std::process::id()), count);
+    let client = process - (thread_cpu_ms(mock_thread) - mock_before) / count as f64;
     println!(
         "== Codex CPU ({count} each): a thread started and unsubscribed {:.1} ms, a whole turn {:.1} ms ==",
         own + children,
         turn_own + turn_children
+    );
+    // The floor of the proxy's own work on a turn: apart from the mock model's thread, this process does
+    // nothing but the turn's JSON-RPC exchange, with the proxy's `rpc::Connection`, on a runtime like
+    // the proxy's.
+    drop(worker);
+    let blocking = blocking_client_cpu(&codex, &mock, dir.path(), (&cwd, count, mock_thread));
+    println!(
+        "== Client CPU of a whole turn ({count} each, the worker's stderr not read): rpc::Connection on a multi-thread runtime {client:.2} ms, a blocking loop without a runtime {blocking:.2} ms =="
     );
 }

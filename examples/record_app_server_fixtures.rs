@@ -188,7 +188,8 @@ async fn main() {
         .env("HOME", dir.path().join("home"))
         .env_remove("RUST_LOG")
         .current_dir(&workspace);
-    let (mut child, _group) = spawn_in_group(&mut command).expect("codex app-server starts");
+    let (mut child, _group) = spawn_in_group(&mut command, std::process::Stdio::piped())
+        .expect("codex app-server starts");
     let mut rpc = Rpc {
         stdin: child.stdin.take().unwrap(),
         stdout: BufReader::new(child.stdout.take().unwrap()).lines(),

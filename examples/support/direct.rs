@@ -44,15 +44,11 @@ impl Worker {
             .env("HOME", home)
             .env_remove("RUST_LOG")
             .current_dir(cwd);
-        let (mut child, group) = spawn_in_group(&mut command).expect("codex app-server starts");
+        // Stderr is not read, as the proxy reads its workers' only when one fails (`codex::stderr_file`).
+        let (mut child, group) = spawn_in_group(&mut command, std::process::Stdio::null())
+            .expect("codex app-server starts");
         let connection =
             Connection::start(child.stdin.take().unwrap(), child.stdout.take().unwrap());
-        let mut stderr = child.stderr.take().unwrap();
-        tokio::spawn(async move {
-            use tokio::io::AsyncReadExt;
-            let mut sink = [0u8; 4096];
-            while matches!(stderr.read(&mut sink).await, Ok(n) if n > 0) {}
-        });
         connection
             .request("initialize", initialize_params(), TIMEOUT)
             .await

@@ -241,14 +241,17 @@ pub fn signal_group(pgid: i32, signal: i32) {
     }
 }
 
-/// Spawns `command` as the leader of a new process group, with piped stdio, and returns the child plus
-/// the guard that kills its group.
-pub fn spawn_in_group(command: &mut Command) -> std::io::Result<(Child, GroupKiller)> {
+/// Spawns `command` as the leader of a new process group, with piped stdin and stdout and the given
+/// `stderr`, and returns the child plus the guard that kills its group.
+pub fn spawn_in_group(
+    command: &mut Command,
+    stderr: Stdio,
+) -> std::io::Result<(Child, GroupKiller)> {
     command
         .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .kill_on_drop(true);
     let child = command.spawn()?;
     let pid = child.id().map(|pid| pid as i32).unwrap_or(0);

@@ -311,3 +311,79 @@ async fn a_streaming_client_that_stops_reading_frees_its_slot_with_bounded_memor
     let (status, body) = app.chat_json(&chat_body("p", "after")).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// The size of the unnamed stderr file the proxy keeps for `profile`'s worker, if it has one open.
+fn stderr_file_size(pid: u32, profile: &str) -> Option<u64> {
+    let home = format!("/codex-home/{profile}/");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| {
+                let target = target.to_string_lossy();
+                target.contains(&home) && target.ends_with("(deleted)")
+            })
+        })
+        .and_then(|fd| std::fs::metadata(fd.path()).ok())
+        .map(|meta| meta.len())
+}
+
+#[tokio::test]
+async fn a_worker_s_stderr_goes_to_a_bounded_file_whose_last_line_explains_its_exit() {
+    let env = TestEnv::new().await;
+    let bin = env.path().join("bin");
+    let fake = fake_hostile::write(&bin, Behaviour::ChattyStderr);
+    let profile = format!(
+        "[profiles.p]\nengine = \"app-server\"\nworkers = 1\ndefault_cwd = {ws:?}\nallowed_roots = [{ws:?}]\n",
+        ws = env.workspace.display().to_string()
+    );
+    let app = start_with_env(&env, &fake_config(&fake, "", &profile), &[]).await;
+    wait_worker(&app, "p", Duration::from_secs(20), |w| {
+        w["state"] == "ready"
+    })
+    .await;
+    // 3 MiB of warnings land in a file the proxy never reads while the worker lives, and the worker's
+    // supervisor empties it once it is over 1 MiB (it checks every second).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !bin.join("wrote").exists() {
+        assert!(Instant::now() < deadline, "the fake never wrote its stderr");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let size = stderr_file_size(app.pid(), "p");
+        if size.is_some_and(|size| size <= 1 << 20) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker's stderr file was never cut back: {size:?} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its last line is the reason given when it exits, and when a new process fails to start.
+    let exited = app.wait_for_line(fake_hostile::LAST_WORDS).await;
+    assert!(
+        exited.contains("worker exited (exit status: 1)"),
+        "{exited}"
+    );
+    let failed = app.wait_for_line(fake_hostile::SECOND_START_WORDS).await;
+    assert!(failed.contains("did not start"), "{failed}");
+    wait_worker(&app, "p", Duration::from_secs(20), |w| {
+        w["error"]
+            .as_str()
+            .is_some_and(|error| error.contains(fake_hostile::SECOND_START_WORDS))
+    })
+    .await;
+    // Nothing is left behind in the worker's CODEX_HOME.
+    let home = env.home.join(".codex-api-proxy/codex-home/p");
+    let names: Vec<String> = std::fs::read_dir(&home)
+        .unwrap_or_else(|err| panic!("{home:?}: {err}"))
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|name| !name.starts_with(".tmp")),
+        "{home:?}: {names:?}"
+    );
+}

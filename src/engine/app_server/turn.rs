@@ -94,7 +94,9 @@ pub fn stopped_before_turn(stop: Stop, timeout: Duration) -> EngineError {
     }
 }
 
-/// `turn/started`: `{turn: {id}}`.
+/// `turn/started`: `{turn: {id}}`. Workers opt out of it (`protocol::UNREAD_NOTIFICATIONS`): the turn id
+/// comes from the `turn/start` answer. The recorded fixtures still hold it, and a core without an id
+/// takes it from there.
 #[derive(Deserialize)]
 struct TurnStarted {
     turn: TurnId,

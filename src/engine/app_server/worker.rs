@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::protocol::initialize_params;
 use super::rpc::Connection;
 use super::spare::SpareThreads;
-use crate::codex::launch::{spawn_in_group, GroupKiller, ResolvedCodex, StderrTail};
-use crate::codex::lines::for_each_capped_line;
+use crate::codex::launch::{spawn_in_group, GroupKiller, ResolvedCodex};
+use crate::codex::stderr_file::StderrFile;
 
 /// How long finished threads stay loaded in the app-server (its default is 30 min: memory grows).
 const THREAD_UNLOAD_DELAY_SECS: u32 = 5;
@@ -221,7 +221,7 @@ struct Running {
     child: Child,
     group: GroupKiller,
     connection: Arc<Connection>,
-    tail: Arc<Mutex<StderrTail>>,
+    stderr: Arc<StderrFile>,
 }
 
 async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
@@ -246,19 +246,19 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
         .envs(env)
         .env("CODEX_HOME", &spec.codex_home)
         .current_dir(&spec.working_dir);
-    let (mut child, group) = spawn_in_group(&mut command).map_err(|err| {
+    let (stderr, child_stderr) = StderrFile::create(&spec.codex_home).map_err(|err| {
+        format!(
+            "cannot create the stderr file of a worker in {}: {err}",
+            spec.codex_home.display()
+        )
+    })?;
+    let stderr = Arc::new(stderr);
+    let (mut child, group) = spawn_in_group(&mut command, child_stderr.into()).map_err(|err| {
         format!(
             "cannot start {} app-server: {err}",
             spec.codex.program.display()
         )
     })?;
-    let tail = Arc::new(Mutex::new(StderrTail::default()));
-    if let Some(stderr) = child.stderr.take() {
-        let tail = tail.clone();
-        tokio::spawn(for_each_capped_line(stderr, move |line| {
-            tail.lock().push(line)
-        }));
-    }
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err("the app-server's stdio was not captured".to_string());
     };
@@ -273,11 +273,10 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
         .request("initialize", initialize_params(), HANDSHAKE_TIMEOUT)
         .await;
     if let Err(err) = handshake {
-        // Let stderr drain so the reason is in the tail.
+        // Let the process end so the reason is in its stderr.
         let _ = tokio::time::timeout(Duration::from_millis(500), child.wait()).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let detail = tail
-            .lock()
+        let detail = stderr
+            .tail()
             .last_meaningful()
             .unwrap_or_else(|| "no error output".to_string());
         drop(group);
@@ -291,7 +290,7 @@ async fn start_process(spec: &WorkerSpec) -> Result<Running, String> {
         child,
         group,
         connection,
-        tail,
+        stderr,
     })
 }
 
@@ -374,7 +373,7 @@ async fn serve(
     worker.set_state(WorkerState::Ready(running.connection.clone()));
     tracing::info!(worker = worker.index, pid, "app-server worker ready");
     let connection = running.connection.clone();
-    let _poller = spawn_loaded_poller(worker, &connection);
+    let _poller = spawn_loaded_poller(worker, &connection, &running.stderr);
     tokio::select! {
         _ = connection.closed().cancelled() => {}
         _ = kill.cancelled() => {
@@ -397,10 +396,9 @@ async fn serve(
         .and_then(Result::ok)
         .map(|status| status.to_string())
         .unwrap_or_else(|| "unknown status".to_string());
-    tokio::time::sleep(Duration::from_millis(20)).await;
     let detail = connection
         .failure()
-        .unwrap_or_else(|| running.tail.lock().last_meaningful().unwrap_or_default());
+        .unwrap_or_else(|| running.stderr.tail().last_meaningful().unwrap_or_default());
     let reason = format!("the app-server worker exited ({status}) {detail}")
         .trim()
         .to_string();
@@ -410,12 +408,24 @@ async fn serve(
 }
 
 /// Asks the process every [`LOADED_POLL`] how many threads it has loaded and stores the answer in
-/// [`Worker::threads_loaded`], until the returned guard is dropped.
-fn spawn_loaded_poller(worker: &Arc<Worker>, connection: &Arc<Connection>) -> AbortOnDrop {
+/// [`Worker::threads_loaded`], and keeps its stderr file under its limit, until the returned guard is
+/// dropped.
+fn spawn_loaded_poller(
+    worker: &Arc<Worker>,
+    connection: &Arc<Connection>,
+    stderr: &Arc<StderrFile>,
+) -> AbortOnDrop {
     let connection = connection.clone();
     let worker = worker.clone();
+    let stderr = stderr.clone();
     AbortOnDrop(tokio::spawn(async move {
         loop {
+            if let Err(err) = stderr.trim() {
+                tracing::debug!(
+                    worker = worker.index,
+                    "cannot trim the worker's stderr file: {err}"
+                );
+            }
             let loaded = connection
                 .request("thread/loaded/list", json!({}), LOADED_POLL)
                 .await

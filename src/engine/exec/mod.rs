@@ -164,8 +164,8 @@ async fn run(
     phases.insert("codex_command_build", ms(build_started));
 
     let spawn_started = Instant::now();
-    let (mut child, mut group) =
-        spawn_in_group(&mut command).map_err(|err| spawn_error(&codex, &err))?;
+    let (mut child, mut group) = spawn_in_group(&mut command, std::process::Stdio::piped())
+        .map_err(|err| spawn_error(&codex, &err))?;
     phases.insert("codex_process_spawn", ms(spawn_started));
     let io_started = Instant::now();
 

@@ -20,7 +20,16 @@ pub enum Behaviour {
     /// `exec`: prints a [`HUGE_LINE_BYTES`] line to stderr, then one to stdout. `app-server`: answers
     /// `initialize`, then prints a huge line to stdout when a `thread/start` arrives.
     HugeLines,
+    /// `app-server`: answers `initialize`, writes 3 MiB of warning lines to stderr, touches
+    /// `<dir>/wrote`, sleeps 5 s, writes [`LAST_WORDS`] to stderr and exits 1. Every later start
+    /// writes [`SECOND_START_WORDS`] to stderr and exits 1 without answering.
+    ChattyStderr,
 }
+
+/// The last stderr line of a [`Behaviour::ChattyStderr`] worker before it exits.
+pub const LAST_WORDS: &str = "fatal: the last words of a chatty worker";
+/// The stderr line of a [`Behaviour::ChattyStderr`] worker's later starts.
+pub const SECOND_START_WORDS: &str = "fatal: a chatty worker cannot start twice";
 
 /// The common head of every fake: `--version` and the environment dump.
 const HEAD: &str = r#"#!/bin/sh
@@ -51,6 +60,18 @@ fn body(behaviour: Behaviour) -> &'static str {
             r#"if [ "$1" = "app-server" ]; then handshake; cat > /dev/null; exit 0; fi"#
         }
         Behaviour::Deaf => r#"if [ "$1" = "app-server" ]; then handshake; exec sleep 3600; fi"#,
+        Behaviour::ChattyStderr => {
+            r#"if [ "$1" = "app-server" ]; then
+  if [ -e "$here/started-once" ]; then echo "SECOND_START_WORDS" >&2; exit 1; fi
+  : > "$here/started-once"
+  handshake
+  head -c 3145728 /dev/zero | tr '\0' w | fold -w 99 | sed 's/^/WARN /' >&2
+  : > "$here/wrote"
+  sleep 5
+  echo "LAST_WORDS" >&2
+  exit 1
+fi"#
+        }
         Behaviour::HugeLines => {
             r#"if [ "$1" = "app-server" ]; then
   handshake
@@ -74,7 +95,9 @@ pub fn write(dir: &Path, behaviour: Behaviour) -> PathBuf {
     let script = format!(
         "{}{}\n{}",
         HEAD.replace("HUGE_BYTES", &HUGE_LINE_BYTES.to_string()),
-        body(behaviour),
+        body(behaviour)
+            .replace("SECOND_START_WORDS", SECOND_START_WORDS)
+            .replace("LAST_WORDS", LAST_WORDS),
         SUCCESS
     );
     std::fs::write(&path, script).unwrap();
