@@ -16,9 +16,10 @@
 //! ([`crate::account::fallback`]): the routed profile, or the first one the key may use whose account
 //! is not out of quota. A failure before anything was sent to the client (the account checks, a full
 //! queue, or the run's first event, e.g. an upstream 429) moves it on to the next. While a next
-//! profile exists, [`start`] waits for the run's first event before returning, and puts that event
-//! back in front of the run's events, so adapters read the run as without fallbacks; a profile with
-//! nothing left to fall back to returns at once, as before. The profile that served is noted for
+//! profile exists, [`start`] waits for the run's first event before returning (for at most
+//! [`crate::live::state::FALLBACK_WAIT`]), and puts that event back in front of the run's events, so
+//! adapters read the run as without fallbacks; a profile with nothing left to fall back to returns at
+//! once, as before. The profile that served is noted for
 //! the `X-Codex-Proxy-Profile` header ([`with_served_by`]).
 
 use std::sync::Arc;
@@ -467,12 +468,15 @@ enum FirstEvent {
 /// Waits for the first event of a run that could still move to another profile, before the
 /// response starts (no byte has been sent). A failure there is a failure before anything was sent;
 /// anything else is put back in front of the run's events ([`replay_first`]), so the adapter reads
-/// the run as if nothing had been taken. The server's grace period ending stops the wait.
+/// the run as if nothing had been taken. The server's grace period ending stops the wait, and so
+/// does [`AppState::fallback_wait`] passing: the response then starts on this profile, and a later
+/// failure is this profile's answer.
 async fn first_event(state: &AppState, snapshot: &Snapshot, mut started: Started) -> FirstEvent {
     let abort = state.abort().clone();
     let event = tokio::select! {
         event = started.run.events.recv() => event,
         _ = abort.cancelled() => return FirstEvent::Ready(started),
+        _ = tokio::time::sleep(state.fallback_wait()) => return FirstEvent::Ready(started),
     };
     match event {
         Some(TurnEvent::Failed(failure)) => FirstEvent::Failed {

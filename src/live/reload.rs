@@ -59,6 +59,23 @@ fn restart_required(started: &StartupServer, server: &ServerConfig) -> Vec<Strin
             started.log_level, server.log_level
         ));
     }
+    if server.usage_db != started.usage_db {
+        let shown = |path: &Option<std::path::PathBuf>| {
+            path.as_ref()
+                .map_or_else(|| "off".to_string(), |path| path.display().to_string())
+        };
+        out.push(format!(
+            "usage_db ({} → {})",
+            shown(&started.usage_db),
+            shown(&server.usage_db)
+        ));
+    }
+    if server.usage_retention_days != started.usage_retention_days {
+        out.push(format!(
+            "usage_retention_days ({} → {})",
+            started.usage_retention_days, server.usage_retention_days
+        ));
+    }
     out
 }
 
@@ -291,20 +308,27 @@ mod tests {
     }
 
     #[test]
-    fn restart_is_required_only_for_host_port_and_log_level() {
+    fn restart_is_required_only_for_host_port_log_level_and_the_usage_ledger() {
+        let same = server("127.0.0.1", 8765, "info");
         let started = StartupServer {
             host: "127.0.0.1".into(),
             port: 8765,
             log_level: "info".into(),
+            usage_db: same.usage_db.clone(),
+            usage_retention_days: same.usage_retention_days,
         };
-        assert!(restart_required(&started, &server("127.0.0.1", 8765, "info")).is_empty());
+        assert!(restart_required(&started, &same).is_empty());
         let mut other = server("0.0.0.0", 9000, "debug");
         other.api_keys = vec!["k".into()];
         other.codex_bin = "/bin/codex".into();
+        other.usage_db = None;
+        other.usage_retention_days = 7;
         let required = restart_required(&started, &other);
-        assert_eq!(required.len(), 3, "{required:?}");
+        assert_eq!(required.len(), 5, "{required:?}");
         assert!(required[0].starts_with("host (127.0.0.1 → 0.0.0.0)"));
         assert!(required[1].starts_with("port (8765 → 9000)"));
         assert!(required[2].starts_with("log_level"));
+        assert!(required[3].ends_with("→ off)"), "{}", required[3]);
+        assert_eq!(required[4], "usage_retention_days (90 → 7)");
     }
 }

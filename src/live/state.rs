@@ -29,12 +29,23 @@ pub struct ReloadStatus {
     pub watch: Option<String>,
 }
 
+/// How long a request whose profile has fallbacks waits for the first event of its run before its
+/// response starts on that profile, giving up the fallback: 15 s (`CODEX_PROXY_FALLBACK_WAIT_MS`
+/// changes it). The failures that fall back come before that: an upstream 429 or 503 once Codex's own
+/// retries are spent (seconds), a used-up quota at once. A model that is silent for
+/// longer (one thinking before its first token) then gets its headers and keep-alives instead of
+/// nothing.
+pub const FALLBACK_WAIT: Duration = Duration::from_secs(15);
+
 /// The `[server]` settings the process started with and cannot change while running.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartupServer {
     pub host: String,
     pub port: u16,
     pub log_level: String,
+    /// The usage ledger's file and retention: the ledger is opened once, at start.
+    pub usage_db: Option<PathBuf>,
+    pub usage_retention_days: u32,
 }
 
 #[derive(Clone)]
@@ -52,8 +63,8 @@ struct Inner {
     reload: Mutex<ReloadStatus>,
     /// Serialises reloads: one reads, validates and publishes at a time; the next one re-reads the file.
     reload_lock: tokio::sync::Mutex<()>,
-    /// Host, port and log level of the first snapshot: what a reload compares against to report
-    /// "restart required" (the snapshot's own values follow the file).
+    /// Host, port, log level and usage ledger of the first snapshot: what a reload compares against to
+    /// report "restart required" (the snapshot's own values follow the file).
     startup_server: StartupServer,
     /// The config file, when serving from one (reloads re-read it).
     config_path: Option<PathBuf>,
@@ -71,6 +82,9 @@ struct Inner {
     /// How long a client may take to send a request head, and then its body: slow or silent clients are
     /// disconnected (head) or answered 408 (body) instead of holding a connection forever.
     client_timeout: Duration,
+    /// How long a request whose profile has fallbacks waits for its run's first event before the
+    /// response starts on that profile anyway.
+    fallback_wait: Duration,
     /// The usage ledger's writer and the dashboard's live figures; set once at start (before serving)
     /// by [`AppState::with_usage`], and off until then. Lives as long as the server.
     usage: OnceLock<Recorder>,
@@ -94,11 +108,19 @@ impl AppState {
             .filter(|ms| *ms > 0)
             .map(Duration::from_millis)
             .unwrap_or(Duration::from_secs(30));
+        let fallback_wait = std::env::var("CODEX_PROXY_FALLBACK_WAIT_MS")
+            .ok()
+            .and_then(|value| value.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+            .unwrap_or(FALLBACK_WAIT);
         let server = &snapshot.config.server;
         let startup_server = StartupServer {
             host: server.host.clone(),
             port: server.port,
             log_level: server.log_level.clone(),
+            usage_db: server.usage_db.clone(),
+            usage_retention_days: server.usage_retention_days,
         };
         AppState {
             inner: Arc::new(Inner {
@@ -114,6 +136,7 @@ impl AppState {
                 abort: CancellationToken::new(),
                 keep_alive,
                 client_timeout,
+                fallback_wait,
                 usage: OnceLock::new(),
             }),
         }
@@ -194,6 +217,12 @@ impl AppState {
     /// The longest a client may take to send a request head, and then its body.
     pub fn client_timeout(&self) -> Duration {
         self.inner.client_timeout
+    }
+
+    /// How long a request that could still fall back waits for its run's first event (see
+    /// [`FALLBACK_WAIT`]).
+    pub fn fallback_wait(&self) -> Duration {
+        self.inner.fallback_wait
     }
 
     /// Installs the usage recorder (once, before serving; a second call is ignored with a warning).

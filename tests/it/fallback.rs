@@ -6,7 +6,7 @@
 //! `codex_proxy_fallbacks_total` and named in the latency line. An upstream quota refusal marks the
 //! account used up, so later requests go straight to the fallback until the window resets. A key that
 //! may not use `b` gets `a`'s error, and a chain that ends without success answers with its last
-//! error.
+//! error. A run silent past the fallback wait gets its response started on its own profile.
 
 use crate::support;
 
@@ -280,5 +280,53 @@ async fn a_key_that_may_not_use_the_fallback_gets_the_first_error_and_a_failed_c
     assert_eq!(
         metrics["profiles"]["b"]["errors_by_status"]["503"], 2,
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_model_silent_past_the_fallback_wait_gets_its_response_started_on_its_own_profile() {
+    let env = TestEnv::new().await;
+    let working = MockModel::start().await;
+    let config = format!(
+        "{}{}{}",
+        env.server(""),
+        env.profile("a", "fallbacks = [\"b\"]"),
+        profile_on(&env, &working, "b", ""),
+    );
+    let path = env.write_config(&config);
+    let mut command = env.command();
+    command
+        .args(["start", "--foreground", "--port", "0", "--config"])
+        .arg(&path)
+        .env("CODEX_PROXY_FALLBACK_WAIT_MS", "300")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let app = App::spawn(command).await;
+    // a's model sends its headers and then nothing, until Codex's idle timeout (3 s for the mock)
+    // fails the run: no first event for 3 s. The response starts after the 300 ms wait instead, on a,
+    // and the failure that comes later is a's answer, in-band: the request no longer moves on.
+    let mut streamed = chat_body("a", "hello mock:hang");
+    streamed["stream"] = json!(true);
+    let started = Instant::now();
+    let response = app.chat(&streamed).await;
+    let headers_after = started.elapsed();
+    assert_eq!(response.status(), 200);
+    assert_eq!(served_by(&response), "a");
+    let transcript = App::sse(response).await;
+    let error = transcript
+        .chunks()
+        .iter()
+        .find_map(|chunk| chunk.get("error").cloned())
+        .expect("the run's failure is sent in-band");
+    assert!(
+        headers_after < started.elapsed() - Duration::from_millis(500),
+        "the headers came {headers_after:?} after the request, the failure {:?}: {error}",
+        started.elapsed()
+    );
+    assert_eq!(
+        working.request_count(),
+        0,
+        "no fallback after the response started"
     );
 }
