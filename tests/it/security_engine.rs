@@ -343,13 +343,13 @@ async fn a_worker_s_stderr_goes_to_a_bounded_file_whose_last_line_explains_its_e
     })
     .await;
     // 3 MiB of warnings land in a file the proxy never reads while the worker lives, and the worker's
-    // supervisor empties it once it is over 1 MiB (it checks every second).
+    // supervisor empties it once it is over 1 MiB (it checks at each poll of the worker, every 1-2 s).
     let deadline = Instant::now() + Duration::from_secs(20);
     while !bin.join("wrote").exists() {
         assert!(Instant::now() < deadline, "the fake never wrote its stderr");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(4);
+    let deadline = Instant::now() + Duration::from_secs(8);
     loop {
         let size = stderr_file_size(app.pid(), "p");
         if size.is_some_and(|size| size <= 1 << 20) {
@@ -362,6 +362,10 @@ async fn a_worker_s_stderr_goes_to_a_bounded_file_whose_last_line_explains_its_e
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Its last line is the reason given when it exits, and when a new process fails to start.
+    wait_worker(&app, "p", Duration::from_secs(30), |w| {
+        w["restarts"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
     let exited = app.wait_for_line(fake_hostile::LAST_WORDS).await;
     assert!(
         exited.contains("worker exited (exit status: 1)"),

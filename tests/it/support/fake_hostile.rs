@@ -21,7 +21,7 @@ pub enum Behaviour {
     /// `initialize`, then prints a huge line to stdout when a `thread/start` arrives.
     HugeLines,
     /// `app-server`: answers `initialize`, writes 3 MiB of warning lines to stderr, touches
-    /// `<dir>/wrote`, sleeps 5 s, writes [`LAST_WORDS`] to stderr and exits 1. Every later start
+    /// `<dir>/wrote`, sleeps 10 s, writes [`LAST_WORDS`] to stderr and exits 1. Every later start
     /// writes [`SECOND_START_WORDS`] to stderr and exits 1 without answering.
     ChattyStderr,
 }
@@ -67,7 +67,7 @@ fn body(behaviour: Behaviour) -> &'static str {
   handshake
   head -c 3145728 /dev/zero | tr '\0' w | fold -w 99 | sed 's/^/WARN /' >&2
   : > "$here/wrote"
-  sleep 5
+  sleep 10
   echo "LAST_WORDS" >&2
   exit 1
 fi"#
