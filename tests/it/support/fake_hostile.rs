@@ -38,7 +38,8 @@ if [ "$1" = "--version" ]; then
   echo "codex-cli 0.0.0-fake"
   exit 0
 fi
-env > "$here/env-$1.txt"
+# Written whole, then renamed: a reader never sees a file the shell has created but not filled.
+env > "$here/env-$1.$$" && mv "$here/env-$1.$$" "$here/env-$1.txt"
 huge() { head -c HUGE_BYTES /dev/zero | tr '\0' x; echo; }
 handshake() {
   read -r line
