@@ -23,6 +23,7 @@
 mod direct;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,26 +34,30 @@ use codex_api_proxy::engine::app_server::rpc::Connection;
 use codex_api_proxy::engine::app_server::worker::base_args;
 use direct::{Worker, TIMEOUT};
 use proxy_test_support::harness::{
-    self, codex_launcher, cpu_per_request, cpu_sample, percentile, scratch_dir,
+    self, codex_launcher, cpu_per_request, cpu_sample, percentile, scratch_dir, thread_cpu_ms,
 };
 use proxy_test_support::mock_model::MockModel;
 use serde_json::{json, Value};
 
 /// A worker as the proxy starts one for a `tools = false` profile, with its certificates.
 async fn start_worker(codex: &ResolvedCodex, mock: &MockModel, dir: &Path) -> Worker {
+    let (args, env) = worker_launch(mock, dir);
+    let dirs = (
+        &*dir.join("codex-home"),
+        &*dir.join("home"),
+        &*dir.join("workspace"),
+    );
+    Worker::start(codex, &args, dirs, &env).await
+}
+
+/// The arguments and extra environment of a worker on `mock` under `dir` (see [`start_worker`]).
+fn worker_launch(mock: &MockModel, dir: &Path) -> (Vec<String>, Vec<(OsString, OsString)>) {
     let mut args = base_args();
     for item in mock.provider_overrides() {
         args.push("-c".into());
         args.push(item);
     }
-    let codex_home = dir.join("codex-home");
-    let env = direct::proxy_certificates(&codex_home);
-    let dirs = (
-        codex_home.as_path(),
-        &*dir.join("home"),
-        &*dir.join("workspace"),
-    );
-    Worker::start(codex, &args, dirs, &env).await
+    (args, direct::proxy_certificates(&dir.join("codex-home")))
 }
 
 fn thread_params(cwd: &str) -> Value {
@@ -148,15 +153,6 @@ fn mock_on_its_own_thread() -> (MockModel, i32) {
     receiver.recv().unwrap()
 }
 
-/// utime + stime of one thread of this process, in ms.
-fn thread_cpu_ms(tid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    // SAFETY: sysconf only reads a system constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) * 1000.0 / ticks
-}
-
 /// The CPU per turn of the simplest possible client, in ms: a blocking loop on this thread that writes
 /// each request and reads Codex's lines one `read` at a time, with no async runtime. The same turns as
 /// `turn` without a spare: `thread/start`, `turn/start`, the wait for `turn/completed`,
@@ -168,20 +164,13 @@ fn blocking_client_cpu(
     (cwd, turns, mock_thread): (&str, usize, i32),
 ) -> f64 {
     use std::io::{BufRead, BufReader, Write};
-    let mut args = base_args();
-    for item in mock.provider_overrides() {
-        args.push("-c".into());
-        args.push(item);
-    }
-    let codex_home = dir.join("codex-home");
-    let mut child = std::process::Command::new(&codex.program)
-        .args(&args)
-        .envs(codex.env.iter().map(|(k, v)| (k, v)))
-        .envs(direct::proxy_certificates(&codex_home))
-        .env("CODEX_HOME", &codex_home)
-        .env("HOME", dir.join("home"))
-        .env_remove("RUST_LOG")
-        .current_dir(dir.join("workspace"))
+    let (args, env) = worker_launch(mock, dir);
+    let dirs = (
+        &*dir.join("codex-home"),
+        &*dir.join("home"),
+        &*dir.join("workspace"),
+    );
+    let mut child = direct::command(codex, &args, dirs, &env)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -24,26 +24,37 @@ pub struct Worker {
     _group: GroupKiller,
 }
 
+/// The command of `codex app-server` with `args` in `cwd`, with `CODEX_HOME` = `codex_home`, an empty
+/// `HOME` (as the benchmarks give the proxy: Codex snapshots the login shell of `HOME` for each thread
+/// that has an environment, so a heavy shell profile would dominate the figures) and `env` on top of the
+/// benchmark's own environment.
+pub fn command(
+    codex: &ResolvedCodex,
+    args: &[String],
+    (codex_home, home, cwd): (&Path, &Path, &Path),
+    env: &[(OsString, OsString)],
+) -> std::process::Command {
+    let mut command = std::process::Command::new(&codex.program);
+    command
+        .args(args)
+        .envs(codex.env.iter().map(|(k, v)| (k, v)))
+        .envs(env.iter().cloned())
+        .env("CODEX_HOME", codex_home)
+        .env("HOME", home)
+        .env_remove("RUST_LOG")
+        .current_dir(cwd);
+    command
+}
+
 impl Worker {
-    /// Starts `codex app-server` with `args` in `cwd`, with `CODEX_HOME` = `codex_home`, an empty
-    /// `HOME` (as the benchmarks give the proxy: Codex snapshots the login shell of `HOME` for each
-    /// thread that has an environment, so a heavy shell profile would dominate the figures) and `env` on
-    /// top of the benchmark's own environment; then runs the `initialize` handshake.
+    /// Starts the worker of [`command`] and runs the `initialize` handshake.
     pub async fn start(
         codex: &ResolvedCodex,
         args: &[String],
-        (codex_home, home, cwd): (&Path, &Path, &Path),
+        dirs: (&Path, &Path, &Path),
         env: &[(OsString, OsString)],
     ) -> Worker {
-        let mut command = tokio::process::Command::new(&codex.program);
-        command
-            .args(args)
-            .envs(codex.env.iter().map(|(k, v)| (k, v)))
-            .envs(env.iter().cloned())
-            .env("CODEX_HOME", codex_home)
-            .env("HOME", home)
-            .env_remove("RUST_LOG")
-            .current_dir(cwd);
+        let mut command = tokio::process::Command::from(command(codex, args, dirs, env));
         // Stderr is not read, as the proxy reads its workers' only when one fails (`codex::stderr_file`).
         let (mut child, group) = spawn_in_group(&mut command, std::process::Stdio::null())
             .expect("codex app-server starts");

@@ -63,18 +63,21 @@ impl StderrFile {
 
     /// The last lines the child wrote, each cut to [`MAX_STDERR_LINE`] bytes.
     pub fn tail(&self) -> StderrTail {
-        let mut bytes = self.before_trim.lock().clone();
-        if let Ok(len) = self.file.metadata().map(|meta| meta.len()) {
-            if let Ok(end) = self.read_end(len) {
-                if !bytes.is_empty() && !bytes.ends_with(b"\n") {
-                    bytes.push(b'\n');
-                }
-                bytes.extend_from_slice(&end);
-            }
-        }
+        let earlier = self.before_trim.lock().clone();
+        let now = self
+            .file
+            .metadata()
+            .and_then(|meta| self.read_end(meta.len()))
+            .unwrap_or_default();
         let mut tail = StderrTail::default();
-        for line in String::from_utf8_lossy(&bytes).lines() {
-            tail.push(cut(line, MAX_STDERR_LINE));
+        for line in earlier
+            .split(|byte| *byte == b'\n')
+            .chain(now.split(|byte| *byte == b'\n'))
+        {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            tail.push(&String::from_utf8_lossy(
+                &line[..line.len().min(MAX_STDERR_LINE)],
+            ));
         }
         tail
     }
@@ -109,18 +112,6 @@ fn set_append(file: &std::fs::File) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// `line` cut to at most `max` bytes, at a character boundary.
-fn cut(line: &str, max: usize) -> &str {
-    if line.len() <= max {
-        return line;
-    }
-    let mut end = max;
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    &line[..end]
 }
 
 #[cfg(test)]

@@ -90,6 +90,12 @@ struct Inner {
     usage: OnceLock<Recorder>,
 }
 
+/// A duration in milliseconds from the environment variable `name`, if it holds a number.
+fn env_millis(name: &str) -> Option<Duration> {
+    let millis = std::env::var(name).ok()?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(millis))
+}
+
 impl AppState {
     pub fn new(
         snapshot: Snapshot,
@@ -97,22 +103,13 @@ impl AppState {
         overrides: ServerOverrides,
         shutdown: CancellationToken,
     ) -> AppState {
-        let keep_alive = std::env::var("CODEX_PROXY_SSE_KEEPALIVE_MS")
-            .ok()
-            .and_then(|value| value.parse::<u64>().ok())
-            .map(Duration::from_millis)
-            .unwrap_or(Duration::from_secs(10));
-        let client_timeout = std::env::var("CODEX_PROXY_CLIENT_TIMEOUT_MS")
-            .ok()
-            .and_then(|value| value.parse::<u64>().ok())
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis)
+        let keep_alive =
+            env_millis("CODEX_PROXY_SSE_KEEPALIVE_MS").unwrap_or(Duration::from_secs(10));
+        let client_timeout = env_millis("CODEX_PROXY_CLIENT_TIMEOUT_MS")
+            .filter(|timeout| !timeout.is_zero())
             .unwrap_or(Duration::from_secs(30));
-        let fallback_wait = std::env::var("CODEX_PROXY_FALLBACK_WAIT_MS")
-            .ok()
-            .and_then(|value| value.parse::<u64>().ok())
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis)
+        let fallback_wait = env_millis("CODEX_PROXY_FALLBACK_WAIT_MS")
+            .filter(|wait| !wait.is_zero())
             .unwrap_or(FALLBACK_WAIT);
         let server = &snapshot.config.server;
         let startup_server = StartupServer {

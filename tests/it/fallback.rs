@@ -293,16 +293,7 @@ async fn a_model_silent_past_the_fallback_wait_gets_its_response_started_on_its_
         env.profile("a", "fallbacks = [\"b\"]"),
         profile_on(&env, &working, "b", ""),
     );
-    let path = env.write_config(&config);
-    let mut command = env.command();
-    command
-        .args(["start", "--foreground", "--port", "0", "--config"])
-        .arg(&path)
-        .env("CODEX_PROXY_FALLBACK_WAIT_MS", "300")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let app = App::spawn(command).await;
+    let app = App::start_with_vars(&env, &config, &[("CODEX_PROXY_FALLBACK_WAIT_MS", "300")]).await;
     // a's model sends its headers and then nothing, until Codex's idle timeout (3 s for the mock)
     // fails the run: no first event for 3 s. The response starts after the 300 ms wait instead, on a,
     // and the failure that comes later is a's answer, in-band: the request no longer moves on.

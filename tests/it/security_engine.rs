@@ -7,28 +7,11 @@ use crate::support;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::app::{chat_body, App, TestEnv};
 use support::fake_hostile::{self, Behaviour};
-
-/// Starts the proxy with `config`, extra environment variables, and waits for `/health`.
-async fn start_with_env(env: &TestEnv, config: &str, vars: &[(&str, &str)]) -> App {
-    let path = env.write_config(config);
-    let mut command = env.command();
-    command
-        .args(["start", "--foreground", "--port", "0", "--config"])
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (name, value) in vars {
-        command.env(name, value);
-    }
-    App::spawn(command).await
-}
 
 fn fake_config(fake: &Path, server_extra: &str, profiles: &str) -> String {
     format!(
@@ -70,7 +53,7 @@ async fn a_worker_that_stops_reading_stdin_cannot_hold_requests_or_metrics() {
         "[profiles.p]\nengine = \"app-server\"\ndefault_cwd = {ws:?}\nallowed_roots = [{ws:?}]\ntimeout_seconds = 2\n",
         ws = env.workspace.display().to_string()
     );
-    let app = start_with_env(&env, &fake_config(&fake, "", &profile), &[]).await;
+    let app = App::start_with_vars(&env, &fake_config(&fake, "", &profile), &[]).await;
     wait_worker(&app, "p", Duration::from_secs(20), |w| {
         w["state"] == "ready"
     })
@@ -127,7 +110,7 @@ async fn a_huge_stdout_line_fails_an_exec_run_with_bounded_memory() {
         "[profiles.p]\ndefault_cwd = {ws:?}\nallowed_roots = [{ws:?}]\ntimeout_seconds = 60\n",
         ws = env.workspace.display().to_string()
     );
-    let app = start_with_env(&env, &fake_config(&fake, "", &profile), &[]).await;
+    let app = App::start_with_vars(&env, &fake_config(&fake, "", &profile), &[]).await;
     let (status, body) = app.chat_json(&chat_body("p", "hello")).await;
     assert_eq!(status, 502, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
@@ -145,7 +128,7 @@ async fn a_huge_stdout_line_restarts_an_app_server_worker_with_bounded_memory() 
         "[profiles.p]\nengine = \"app-server\"\ndefault_cwd = {ws:?}\nallowed_roots = [{ws:?}]\ntimeout_seconds = 60\n",
         ws = env.workspace.display().to_string()
     );
-    let app = start_with_env(&env, &fake_config(&fake, "", &profile), &[]).await;
+    let app = App::start_with_vars(&env, &fake_config(&fake, "", &profile), &[]).await;
     wait_worker(&app, "p", Duration::from_secs(20), |w| {
         w["state"] == "ready"
     })
@@ -188,7 +171,7 @@ async fn codex_processes_get_only_the_allowed_environment() {
             ("UNRELATED_SECRET", "unrelated"),
             ("PASSED_VAR", "passed"),
         ];
-        let app = start_with_env(&env, &fake_config(&fake, &server, &profiles), &vars).await;
+        let app = App::start_with_vars(&env, &fake_config(&fake, &server, &profiles), &vars).await;
         let response = app
             .chat_with_key(&chat_body("e", "hello"), Some("referenced-secret"))
             .await;
@@ -229,7 +212,7 @@ async fn the_private_codex_home_is_created_0700() {
         ws = env.workspace.display().to_string(),
         home = home.display().to_string(),
     );
-    let app = start_with_env(&env, &fake_config(&fake, "", &profile), &[]).await;
+    let app = App::start_with_vars(&env, &fake_config(&fake, "", &profile), &[]).await;
     wait_worker(&app, "p", Duration::from_secs(20), |w| {
         w["state"] == "ready"
     })
@@ -337,7 +320,7 @@ async fn a_worker_s_stderr_goes_to_a_bounded_file_whose_last_line_explains_its_e
         "[profiles.p]\nengine = \"app-server\"\nworkers = 1\ndefault_cwd = {ws:?}\nallowed_roots = [{ws:?}]\n",
         ws = env.workspace.display().to_string()
     );
-    let app = start_with_env(&env, &fake_config(&fake, "", &profile), &[]).await;
+    let app = App::start_with_vars(&env, &fake_config(&fake, "", &profile), &[]).await;
     wait_worker(&app, "p", Duration::from_secs(20), |w| {
         w["state"] == "ready"
     })

@@ -318,7 +318,18 @@ fn ticks_per_second() -> f64 {
 
 /// (ppid, utime + stime, cutime + cstime) in ticks from `/proc/PID/stat`; `None` when it is gone.
 fn stat_times(pid: u32) -> Option<(u32, u64, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_times_at(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime of one thread of this process (`tid` as `gettid` returns it), in ms.
+pub fn thread_cpu_ms(tid: i32) -> f64 {
+    let (_, own, _) = stat_times_at(&format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    own as f64 * 1000.0 / ticks_per_second()
+}
+
+/// (ppid, utime + stime, cutime + cstime) of the `stat` file at `path`.
+fn stat_times_at(path: &str) -> Option<(u32, u64, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
     // The command name may hold spaces and parentheses: the fields start after the last `)`.
     let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
     let number = |index: usize| {

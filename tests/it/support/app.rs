@@ -154,19 +154,29 @@ pub struct App {
 impl App {
     /// Starts `start --foreground --port 0 --config <config>` with the given config text.
     pub async fn start(env: &TestEnv, config: &str) -> App {
+        App::start_with_vars(env, config, &[]).await
+    }
+
+    /// [`App::start`] with extra environment variables for the proxy.
+    pub async fn start_with_vars(env: &TestEnv, config: &str, vars: &[(&str, &str)]) -> App {
         let path = env.write_config(config);
         let args = vec!["--config".to_string(), path.display().to_string()];
-        let mut app = App::start_args(env, &args).await;
+        let mut app = App::start_args_with_vars(env, &args, vars).await;
         app.config_path = Some(path);
         app
     }
 
     /// Starts `start --foreground --port 0 ARGS…`.
     pub async fn start_args(env: &TestEnv, args: &[String]) -> App {
+        App::start_args_with_vars(env, args, &[]).await
+    }
+
+    async fn start_args_with_vars(env: &TestEnv, args: &[String], vars: &[(&str, &str)]) -> App {
         let mut command = env.command();
         command
             .args(["start", "--foreground", "--port", "0"])
             .args(args)
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
