@@ -599,7 +599,9 @@ async fn invalid_files_keep_the_old_config_serving_and_fixing_recovers() {
     ];
     let mut failed = 0;
     for (what, text, needle, expected) in &cases {
-        save_in_place(&path, text);
+        // By rename: a save in place can be read while truncated, which is one more failure and would
+        // throw the count off (it did once under load: "no profiles" instead of the case's error).
+        save_by_rename(&path, text);
         failed += 1;
         let status = wait_config(&app, what, |c| c["reloads_failed"] == failed).await;
         let error = status["last_error"]
@@ -638,10 +640,11 @@ async fn invalid_files_keep_the_old_config_serving_and_fixing_recovers() {
     answers(&app, "alpha", "old_config_serves").await;
     assert_eq!(pool_id(&app, "alpha").await, alpha_pool);
 
-    // A half-written file is just another error; the complete write applies.
+    // A half-written file is just another error; the complete write applies. The half is put in
+    // place by rename so that exactly one failure is counted.
     let fixed = config(&env, "", &[("alpha", ""), ("beta", "")]);
     let cut = fixed.rfind("codex_config").unwrap() + 20;
-    save_in_place(&path, &fixed[..cut]);
+    save_by_rename(&path, &fixed[..cut]);
     failed += 1;
     wait_config(&app, "half-written file", |c| c["reloads_failed"] == failed).await;
     let saved = Instant::now();
