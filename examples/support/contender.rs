@@ -474,4 +474,19 @@ fn print_medians(sides: &[Side; SIDES], figures: &[Vec<Figures>; SIDES], request
         }
         println!("{line}  {goal}");
     }
+    print_ceiling(figures);
+}
+
+/// The most 4-client throughput the first contender could reach against the Python tool's measured one:
+/// if its Codex and proxy processes had every core to themselves (the mock model and the load generator
+/// cost nothing), a request could not take less than its CPU divided by the cores.
+fn print_ceiling(figures: &[Vec<Figures>; SIDES]) {
+    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get()) as f64;
+    let cpu = median(&figures[0], |f| f.proxy_cpu + f.codex_cpu);
+    let ceiling = cores * 1000.0 / cpu;
+    let python = median(&figures[SIDES - 1], |f| f.throughput);
+    println!(
+        "CPU ceiling of tools=false at {CLIENTS} clients: {cores} cores / {cpu:.1} ms of Codex and proxy CPU per request = {ceiling:.1} req/s, {:.2}× the Python tool's measured {python:.1}",
+        ceiling / python
+    );
 }
